@@ -1,0 +1,64 @@
+"""Application factory: start-up as ordered steps (config, db, CSRF, then FAB, then views and CLI)."""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask
+
+from config import INSTANCE_DIR, get_config
+
+
+def create_app(config=None) -> Flask:
+    """Build the app. `config` is a settings class, its name, or None for $CRM_CONFIG."""
+    app = Flask(__name__, instance_path=INSTANCE_DIR)
+    cfg = config if isinstance(config, type) else get_config(config)
+    app.config.from_object(cfg)
+    _init_config_overrides(app)
+    with app.app_context():
+        _init_extensions(app)
+        _init_appbuilder(app)
+        _init_views(app)
+        _init_cli(app)
+    return app
+
+
+def _init_config_overrides(app: Flask) -> None:
+    os.makedirs(app.instance_path, exist_ok=True)
+    if not app.config.get("RATELIMIT_STORAGE_URI"):
+        redis_url = app.config.get("REDIS_URL")
+        app.config["RATELIMIT_STORAGE_URI"] = redis_url or "memory://"
+
+
+def _init_extensions(app: Flask) -> None:
+    from app import models  # noqa: F401  (registers every table on Model.metadata)
+    from app.extensions import csrf, db, migrate, rq
+    from app.services import audit, metadata
+
+    db.init_app(app)
+    # CSRF before AppBuilder, so that FAB's API blueprints get exempted.
+    csrf.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
+    rq.init_app(app)
+    audit.install(db)
+    metadata.install(db)
+
+
+def _init_appbuilder(app: Flask) -> None:
+    from app.extensions import appbuilder, db
+
+    # One AppBuilder object per process, re-initialised per app (the test-suite builds several).
+    appbuilder.__init__(update_perms=False)
+    appbuilder.init_app(app, db.session)
+
+
+def _init_views(app: Flask) -> None:
+    from app.views import register_views
+
+    register_views(app)
+
+
+def _init_cli(app: Flask) -> None:
+    from app.cli import crm
+
+    app.cli.add_command(crm)

@@ -1,0 +1,20 @@
+"""All models, imported so that every table is on FAB's Model.metadata (Alembic's target)."""
+
+from app.models.audit import AuditLog
+from app.models.employee import HR_STATUSES, CrmUser, Employee
+from app.models.metadata import ConfigItem, DictItem, DictType
+from app.models.org import OrgUnit
+from app.models.security import DATA_SCOPES, RoleDataScope
+
+__all__ = [
+    "AuditLog",
+    "ConfigItem",
+    "CrmUser",
+    "DATA_SCOPES",
+    "DictItem",
+    "DictType",
+    "Employee",
+    "HR_STATUSES",
+    "OrgUnit",
+    "RoleDataScope",
+]

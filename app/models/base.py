@@ -1,0 +1,31 @@
+"""Model mixins shared by every domain (timestamps, data-scope declaration)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import DateTime
+from sqlalchemy.orm import Mapped, mapped_column
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC now: every timestamp column stores UTC without tzinfo, on SQLite and PostgreSQL."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class TimestampMixin:
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime, default=utcnow, onupdate=utcnow, nullable=False
+    )
+
+
+class ScopedMixin:
+    """Declares how a model's rows fall under a data scope (see app.security.scope).
+
+    `__scope_owner__` names the column holding the owning employee's id, `__scope_org__` the column
+    holding the org unit id the row belongs to. Either may be None when the model has no such notion.
+    """
+
+    __scope_owner__: str | None = None
+    __scope_org__: str | None = None

@@ -1,0 +1,69 @@
+"""The security manager: our user model, the shared limiter, login auditing, a rate-limited JSON login."""
+
+from __future__ import annotations
+
+from flask import current_app
+from flask_appbuilder.security.api import SecurityApi
+from flask_appbuilder.security.sqla.manager import SecurityManager
+from flask_appbuilder.security.views import UserDBModelView
+from flask_appbuilder.utils.limit import Limit
+from flask_limiter.util import get_remote_address
+
+from app.models.employee import CrmUser
+from app.services import audit
+
+
+def _api_login_limit() -> str:
+    return current_app.config["CRM_API_LOGIN_LIMIT"]
+
+
+class CrmSecurityApi(SecurityApi):
+    """FAB's JSON login (/api/v1/security/login) with its own rate limit: FAB limits only the form."""
+
+    limits = [Limit(_api_login_limit, key_func=get_remote_address, methods=("POST",))]
+
+
+class CrmUserDBModelView(UserDBModelView):
+    list_columns = ["first_name", "last_name", "username", "email", "active", "roles", "employee"]
+    show_fieldsets = [
+        ("User info", {"fields": ["username", "active", "roles", "login_count", "employee"]}),
+        ("Personal Info", {"fields": ["first_name", "last_name", "email"], "expanded": True}),
+        ("Audit Info", {"fields": ["last_login", "fail_login_count", "created_on", "changed_on"],
+                        "expanded": False}),
+    ]
+
+
+class CrmSecurityManager(SecurityManager):
+    user_model = CrmUser
+    userdbmodelview = CrmUserDBModelView
+    security_api = CrmSecurityApi
+
+    def create_limiter(self, app):
+        from app.extensions import limiter
+
+        limiter.init_app(app)
+        return limiter
+
+    def add_permissions_view(self, base_permissions, view_menu):
+        """A page and its API share one resource name: give FAB the union of their permissions,
+        or FAB deletes (from every role) whatever the other one declared."""
+        union = set(base_permissions)
+        for view in self.appbuilder.baseviews:
+            if getattr(view, "class_permission_name", None) == view_menu:
+                union |= set(view.base_permissions or ())
+        return super().add_permissions_view(sorted(union), view_menu)
+
+    def auth_user_db(self, username, password):
+        user = super().auth_user_db(username, password)
+        if user is None:
+            known = self.find_user(username=username) if username else None
+            reason = "inactive or resigned" if known is not None and not known.is_active else "bad credentials"
+            audit.record(self.session, "login_failure", target_type="user",
+                         target_id=known.id if known else None,
+                         summary=f"{username}: {reason}"[:255])
+        else:
+            with audit.acting_as(user.id, user.username):
+                audit.record(self.session, "login_success", target_type="user", target_id=user.id,
+                             summary=user.username)
+        self.session.commit()
+        return user

@@ -1,0 +1,75 @@
+"""Role policy declared as data: each seeded role's permissions and data scope.
+
+`flask crm sync-roles` makes the database match this (app.services.roles). Permissions are
+(permission, resource) pairs; resources are the `class_permission_name` shared by a resource's
+ModelView and ModelRestApi, so one grant covers the page and the API. "menu_access" follows from read.
+"""
+
+from __future__ import annotations
+
+from app.models.security import SCOPE_ALL, SCOPE_OWN, SCOPE_SUBORDINATES, SCOPE_SUBTREE, SCOPE_TEAM
+
+READ, WRITE, EXPORT = "can_read", "can_write", "can_export"
+
+# Resources of this product (class_permission_name of views and APIs).
+ORG_UNIT = "OrgUnit"
+EMPLOYEE = "Employee"
+METADATA = "Metadata"
+CONFIG = "ConfigItem"
+AUDIT = "AuditLog"
+DATA_SCOPE = "DataScope"
+HR_SYNC = "HrSync"
+PHONE = "Phone"
+VIEW_FULL = "can_view_full"
+
+# How ModelView and ModelRestApi methods map onto read / write / export.
+METHOD_PERMISSIONS = {
+    "list": "read", "show": "read", "get": "read", "get_list": "read", "info": "read",
+    "related": "read", "distinct": "read", "download": "read",
+    "add": "write", "edit": "write", "delete": "write", "post": "write", "put": "write",
+    "bulk_delete": "write", "action": "write", "action_post": "write",
+    "export": "export", "reveal_phone": "read", "phone": "read",
+}
+
+
+def _rw(*resources):
+    return {(p, r) for r in resources for p in (READ, WRITE)}
+
+
+def _r(*resources):
+    return {(READ, r) for r in resources}
+
+
+ROLES = {
+    "Admin": {"scope": SCOPE_ALL, "permissions": "*"},
+    "Sales Director": {
+        "scope": SCOPE_SUBTREE,
+        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA)
+        | {(EXPORT, EMPLOYEE), (VIEW_FULL, PHONE)},
+    },
+    "Sales Manager": {
+        "scope": SCOPE_TEAM,
+        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA) | {(EXPORT, EMPLOYEE)},
+    },
+    "Salesperson": {
+        "scope": SCOPE_OWN,
+        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA),
+    },
+    "QA Inspector": {
+        "scope": SCOPE_SUBTREE,
+        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA),
+    },
+    "Back Office": {
+        "scope": SCOPE_SUBORDINATES,
+        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA),
+    },
+    "Marketing": {
+        "scope": SCOPE_ALL,
+        "permissions": _r(ORG_UNIT, METADATA),
+    },
+    # The HR system's account for POST /api/v1/hr/sync (an API key belongs to it).
+    "HR Integration": {
+        "scope": SCOPE_ALL,
+        "permissions": {(WRITE, HR_SYNC)} | _r(ORG_UNIT),
+    },
+}

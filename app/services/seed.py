@@ -1,0 +1,165 @@
+"""Demo data: a company with departments, teams, employees in every role, logins, dictionaries, config.
+
+Idempotent: every object is looked up by its natural key first, so running it again changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+
+from app.models.employee import Employee
+from app.models.metadata import ConfigItem, DictItem, DictType
+from app.models.org import OrgUnit
+
+DEMO_PASSWORD = "Demo-Pass-2026"
+ADMIN_PASSWORD = "Admin-Pass-2026"
+
+DICTIONARIES = {
+    ("lead_source", "线索来源", "Lead source"): [
+        ("web_form", "官网表单", "Website form"), ("douyin", "抖音", "Douyin"),
+        ("baidu", "百度推广", "Baidu ads"), ("wechat", "微信", "WeChat"),
+        ("referral", "转介绍", "Referral"), ("offline", "线下活动", "Offline event"),
+    ],
+    ("intention_level", "意向等级", "Intention level"): [
+        ("A", "A 高意向", "A - high"), ("B", "B 中意向", "B - medium"),
+        ("C", "C 低意向", "C - low"), ("D", "D 无意向", "D - none"),
+    ],
+    ("product_line", "产品线", "Product line"): [
+        ("k12_math", "K12 数学", "K12 Maths"), ("k12_english", "K12 英语", "K12 English"),
+        ("adult_english", "成人英语", "Adult English"), ("programming", "少儿编程", "Kids coding"),
+    ],
+    ("lost_reason", "丢单原因", "Lost reason"): [
+        ("price", "价格太高", "Price too high"), ("competitor", "选择竞品", "Chose a competitor"),
+        ("no_need", "没有需求", "No need"), ("unreachable", "联系不上", "Unreachable"),
+    ],
+    ("followup_type", "跟进方式", "Follow-up type"): [
+        ("call", "电话", "Phone call"), ("wechat", "微信", "WeChat"), ("sms", "短信", "SMS"),
+        ("visit", "面谈", "Meeting"),
+    ],
+    ("opportunity_stage", "商机阶段", "Opportunity stage"): [
+        ("new", "新建", "New"), ("contacted", "已联系", "Contacted"), ("interested", "有意向", "Interested"),
+        ("trial", "试听", "Trial"), ("negotiating", "谈判", "Negotiating"), ("won", "赢单", "Won"),
+        ("lost", "输单", "Lost"),
+    ],
+    ("employee_level", "员工职级", "Employee level"): [
+        ("P1", "P1 初级", "P1 Junior"), ("P2", "P2 中级", "P2 Intermediate"),
+        ("P3", "P3 高级", "P3 Senior"), ("M1", "M1 主管", "M1 Lead"), ("M2", "M2 经理", "M2 Manager"),
+    ],
+}
+
+CONFIG = [
+    ("circulation.idle_days", "int", "7", "Days without follow-up before an opportunity is recycled"),
+    ("circulation.protect_period", "duration", "3d", "Protection period after a claim"),
+    ("dispatch.working_hours", "json", '{"start": "09:00", "end": "21:00"}', "Dispatch working hours"),
+    ("sms.marketing_enabled", "bool", "true", "Allow marketing SMS"),
+    ("calls.max_dials_per_day", "int", "5", "Maximum dials to one callee per day"),
+]
+
+# (code, name, kind, parent code)
+UNITS = [
+    ("HQ", "学而优教育", "company", None),
+    ("SALES", "销售事业部", "division", "HQ"),
+    ("D-K12", "K12 销售部", "department", "SALES"),
+    ("D-ADULT", "成人英语销售部", "department", "SALES"),
+    ("D-CODE", "少儿编程销售部", "department", "SALES"),
+    ("D-OPS", "运营支持部", "department", "HQ"),
+    ("T-K12-1", "K12 一组", "team", "D-K12"), ("T-K12-2", "K12 二组", "team", "D-K12"),
+    ("T-ADULT-1", "成人一组", "team", "D-ADULT"), ("T-ADULT-2", "成人二组", "team", "D-ADULT"),
+    ("T-CODE-1", "编程一组", "team", "D-CODE"), ("T-CODE-2", "编程二组", "team", "D-CODE"),
+    ("T-QA", "质检组", "team", "D-OPS"), ("T-BO", "后台组", "team", "D-OPS"),
+    ("T-MKT", "市场组", "team", "D-OPS"),
+]
+
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
+GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂"
+
+
+def _people():
+    """(username, employee_no, name, unit code, role, manager username, level) for the demo staff."""
+    people = [("admin", "E0001", "系统管理员", "HQ", "Admin", None, "M2"),
+              ("director", "E0002", "赵总监", "SALES", "Sales Director", None, "M2")]
+    n = 3
+    teams = ["T-K12-1", "T-K12-2", "T-ADULT-1", "T-ADULT-2", "T-CODE-1", "T-CODE-2"]
+    for t, team in enumerate(teams, start=1):
+        manager = f"manager{t}"
+        people.append((manager, f"E{n:04d}", SURNAMES[t] + "经理", team, "Sales Manager", "director", "M1"))
+        n += 1
+        for k in range(1, 6):
+            name = SURNAMES[(t * 5 + k) % len(SURNAMES)] + GIVEN[(t * 3 + k) % len(GIVEN)]
+            people.append((f"sales{t}{k}", f"E{n:04d}", name, team, "Salesperson", manager,
+                           "P1" if k < 3 else "P2"))
+            n += 1
+    for k in range(1, 3):
+        people.append((f"qa{k}", f"E{n:04d}", f"质检员{k}", "T-QA", "QA Inspector", None, "P2"))
+        n += 1
+    for k in range(1, 3):
+        people.append((f"backoffice{k}", f"E{n:04d}", f"后台{k}", "T-BO", "Back Office", None, "P1"))
+        n += 1
+    people.append(("marketing", f"E{n:04d}", "市场专员", "T-MKT", "Marketing", None, "P2"))
+    return people
+
+
+def demo_logins() -> list[tuple[str, str, str]]:
+    """(username, password, role) of the demo logins worth knowing (one per role)."""
+    shown = {}
+    for username, _no, _name, _unit, role, _mgr, _lvl in _people():
+        shown.setdefault(role, username)
+    return [(u, ADMIN_PASSWORD if r == "Admin" else DEMO_PASSWORD, r) for r, u in shown.items()]
+
+
+def _get_or_create(session, model, lookup: dict, values: dict):
+    obj = session.scalar(select(model).filter_by(**lookup))
+    if obj is None:
+        obj = model(**lookup, **values)
+        session.add(obj)
+        session.flush()
+        return obj, True
+    return obj, False
+
+
+def seed_demo(session, appbuilder) -> dict:
+    counts = {"dict_items": 0, "config_items": 0, "org_units": 0, "employees": 0, "users": 0}
+    for (code, zh, en), items in DICTIONARIES.items():
+        dtype, _ = _get_or_create(session, DictType, {"code": code}, {"name_zh": zh, "name_en": en})
+        for sort, (icode, izh, ien) in enumerate(items, start=1):
+            _, created = _get_or_create(session, DictItem, {"dict_type_id": dtype.id, "code": icode},
+                                        {"label_zh": izh, "label_en": ien, "sort": sort})
+            counts["dict_items"] += created
+    for key, vtype, value, desc in CONFIG:
+        _, created = _get_or_create(session, ConfigItem, {"key": key},
+                                    {"value_type": vtype, "value": value, "description": desc})
+        counts["config_items"] += created
+    units = {}
+    for code, name, kind, parent in UNITS:
+        unit, created = _get_or_create(session, OrgUnit, {"code": code},
+                                       {"name": name, "kind": kind, "parent_id": units[parent].id if parent else None})
+        units[code] = unit
+        counts["org_units"] += created
+    levels = dict(session.execute(
+        select(DictItem.code, DictItem.id).join(DictItem.dict_type).where(DictType.code == "employee_level")
+    ).all())
+    sm = appbuilder.sm
+    employees = {}
+    for i, (username, no, name, unit, role_name, manager, level) in enumerate(_people()):
+        phone = f"+86138{i:08d}"
+        emp, created = _get_or_create(session, Employee, {"employee_no": no}, {
+            "name": name, "org_unit_id": units[unit].id, "phone": phone, "email": f"{username}@example.com",
+            "position": role_name, "level_id": levels.get(level), "hired_on": dt.date(2024, 3, 1),
+            "manager_id": employees[manager].id if manager else None,
+        })
+        employees[username] = emp
+        counts["employees"] += created
+        if emp.user_id is None:
+            user = sm.find_user(username=username)
+            if user is None:
+                role = sm.find_role(role_name)
+                if role is None:
+                    raise RuntimeError(f"role {role_name!r} is missing: run `flask crm sync-roles` first")
+                password = ADMIN_PASSWORD if role_name == "Admin" else DEMO_PASSWORD
+                user = sm.add_user(username, name[:1], name[1:] or name, f"{username}@example.com", role, password)
+                counts["users"] += 1
+            emp.user_id = user.id
+    session.commit()
+    return counts

@@ -1,0 +1,362 @@
+"""Base classes every CRM view and API derives from.
+
+They close the holes FAB leaves open (see shared/FAB-NOTES.md): the data scope applies to lists,
+show/edit/delete, actions (FAB fetches action rows without base filters), related-field dropdowns,
+exports and the REST API; domain rules give field errors in forms and 4xx JSON in the API.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from flask import Response, abort, current_app, flash, redirect, request, stream_with_context, url_for
+from flask_appbuilder import ModelRestApi, ModelView
+from flask_appbuilder.api import safe
+from flask_appbuilder.models.filters import BaseFilter
+from flask_appbuilder.security.decorators import has_access, permission_name
+from flask_appbuilder.urltools import get_filter_args
+from flask_appbuilder.views import expose
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models.base import ScopedMixin
+from app.models.metadata import DictItem, DictType
+from app.security import policy
+from app.security.masking import can_view_full_phone, mask_phone
+from app.security.scope import DataScopeFilter, current_viewer, restrict, scope_filter
+from app.services import audit
+from app.services.errors import DomainError
+from app.services.metadata import check_dict_choice
+
+MAX_PAGE_SIZE = 200
+
+
+class EnabledDictItemFilter(BaseFilter):
+    """Dropdown filter: the enabled items of one dictionary (value = the DictType code)."""
+
+    name = "Enabled items of a dictionary"
+    arg_name = "dict"
+
+    def apply(self, query, value):
+        return query.join(DictItem.dict_type).filter(DictType.code == value, DictItem.enabled.is_(True))
+
+
+def _relations(model):
+    return {rel.key: rel.mapper.class_ for rel in sa_inspect(model).relationships}
+
+
+def masked_phone_formatter(value):
+    return mask_phone(value)
+
+
+class CrmViewMixin:
+    """What the HTML view and the REST API of a resource share."""
+
+    #: relationship name → DictType code: the dropdown offers that dictionary's enabled items.
+    dict_fields: dict[str, str] = {}
+    #: columns holding phone numbers: masked in lists, pages, API answers and exports.
+    phone_columns: tuple[str, ...] = ()
+    method_permission_name = policy.METHOD_PERMISSIONS
+
+    @classmethod
+    def _scoped(cls, model) -> bool:
+        return issubclass(model, ScopedMixin)
+
+    def _rel_filters(self, model) -> dict:
+        filters = {}
+        for key, target in _relations(model).items():
+            if key in self.dict_fields:
+                filters[key] = [["id", EnabledDictItemFilter, self.dict_fields[key]]]
+            elif issubclass(target, ScopedMixin):
+                filters[key] = scope_filter()
+        return filters
+
+    def check_item(self, item, creating: bool) -> None:
+        """Domain rules for `item` before it is saved; raise DomainError. Override per resource."""
+
+    def check_relations(self, item) -> None:
+        """Chosen related rows must be in the user's scope; chosen dictionary items enabled."""
+        viewer = current_viewer()
+        state = sa_inspect(item)
+        for key, target in _relations(type(item)).items():
+            hist = state.attrs[key].history
+            if not hist.added:
+                continue
+            chosen = hist.added[0]
+            if chosen is None:
+                continue
+            if key in self.dict_fields:
+                previous = hist.deleted[0].id if hist.deleted and hist.deleted[0] is not None else None
+                check_dict_choice(chosen, self.dict_fields[key], previous)
+            elif issubclass(target, ScopedMixin) and chosen.id is not None:
+                visible = restrict(select(target.id).where(target.id == chosen.id), target, viewer)
+                if db.session.scalar(visible) is None:
+                    raise DomainError(f"{chosen} is outside your data scope", field=key, status=403)
+
+    def _restore_masked_phones(self, item) -> None:
+        """A masked number sent back unchanged (138****1234) keeps the stored number."""
+        state = sa_inspect(item)
+        for col in self.phone_columns:
+            value = getattr(item, col, None)
+            if value and "*" in value:
+                deleted = state.attrs[col].history.deleted
+                setattr(item, col, deleted[0] if deleted else None)
+
+    def _validate(self, item, creating: bool) -> None:
+        self._restore_masked_phones(item)
+        try:
+            with db.session.no_autoflush:  # a check's query must not flush the unchecked change
+                self.check_relations(item)
+                self.check_item(item, creating)
+        except DomainError:
+            db.session.rollback()
+            raise
+
+
+class CrmModelView(CrmViewMixin, ModelView):
+    """ModelView with data scope everywhere, domain checks as form errors, and a CSV export."""
+
+    page_size = 25
+    export_columns: list[str] | None = None
+    show_template = "crm/show.html"
+    list_template = "crm/list.html"
+
+    def __init__(self, *args, **kwargs):
+        model = self.datamodel.obj
+        if self._scoped(model):
+            self.base_filters = list(self.base_filters or []) + scope_filter()
+        rel = self._rel_filters(model)
+        for attr in ("add_form_query_rel_fields", "edit_form_query_rel_fields",
+                     "search_form_query_rel_fields"):
+            setattr(self, attr, {**rel, **(getattr(self, attr, None) or {})})
+        self.formatters_columns = {
+            **{c: masked_phone_formatter for c in self.phone_columns},
+            **(self.formatters_columns or {}),
+        }
+        super().__init__(*args, **kwargs)
+
+    def render_template(self, template, **kwargs):
+        return super().render_template(template, view=self, **kwargs)
+
+    # --- forms: domain rules become field errors -------------------------------------------------
+    def _init_forms(self):
+        super()._init_forms()
+        self.add_form = self._checked_form(self.add_form)
+        self.edit_form = self._checked_form(self.edit_form)
+
+    def _checked_form(self, form_cls):
+        view = self
+
+        class CheckedForm(form_cls):
+            def validate(self, extra_validators=None):
+                if not super().validate(extra_validators=extra_validators):
+                    return False
+                try:
+                    view.check_form(self, getattr(self, "_id", None))
+                except DomainError as exc:
+                    field = getattr(self, exc.field, None) if exc.field else None
+                    if field is not None:
+                        field.errors = [*field.errors, exc.message]
+                    else:
+                        flash(exc.message, "danger")
+                    return False
+                return True
+
+        CheckedForm.__name__ = form_cls.__name__
+        return CheckedForm
+
+    def prefill_form(self, form, pk):
+        if not can_view_full_phone(current_viewer()):
+            for col in self.phone_columns:
+                field = getattr(form, col, None)
+                if field is not None and field.data:
+                    field.data = mask_phone(field.data)
+
+    def check_form(self, form, pk) -> None:
+        """Domain rules on the submitted form (pk is None when adding). Override per resource."""
+
+    def pre_add(self, item):
+        self._validate(item, creating=True)
+
+    def pre_update(self, item):
+        self._validate(item, creating=False)
+
+    def pre_delete(self, item):
+        try:
+            self.check_delete(item)
+        except DomainError:
+            db.session.rollback()
+            raise
+
+    def check_delete(self, item) -> None:
+        """Refuse a delete with DomainError. Override per resource."""
+
+    # --- list page size cap ----------------------------------------------------------------------
+    def _get_list_widget(self, filters, *args, page_size=None, **kwargs):
+        if page_size is not None:
+            page_size = max(1, min(int(page_size), MAX_PAGE_SIZE))
+        return super()._get_list_widget(filters, *args, page_size=page_size, **kwargs)
+
+    # --- actions: FAB fetches their rows without base filters; we do not --------------------------
+    def _scoped_get(self, pk):
+        return self.datamodel.get(self._deserialize_pk_if_composite(pk), self._base_filters)
+
+    @expose("/action/<string:name>/<pk>", methods=["GET", "POST"])
+    def action(self, name, pk):
+        if request.method != "POST":
+            abort(405)
+        if not self.appbuilder.sm.has_access(self.get_action_permission_name(name), self.class_permission_name):
+            abort(403)
+        action = self.actions.get(name)
+        item = self._scoped_get(pk)
+        if action is None or item is None:
+            abort(404)
+        return action.func(item)
+
+    @expose("/action_post", methods=["POST"])
+    def action_post(self):
+        name = request.form.get("action", "")
+        if not self.appbuilder.sm.has_access(self.get_action_permission_name(name), self.class_permission_name):
+            abort(403)
+        action = self.actions.get(name)
+        if action is None:
+            abort(404)
+        pks = request.form.getlist("rowid")
+        items = [self._scoped_get(pk) for pk in pks]
+        if any(item is None for item in items):
+            flash(str(_l("Some of the selected records are outside your data scope; nothing was done.")), "danger")
+            return redirect(self.get_redirect())
+        return action.func(items)
+
+    def get_action_permission_name(self, name: str) -> str:
+        return "can_" + self.method_permission_name.get(name, name)
+
+    # --- full phone number, on request, audited ---------------------------------------------------
+    @expose("/phone/<pk>", methods=["POST"])
+    @has_access
+    def reveal_phone(self, pk):
+        if not can_view_full_phone(current_viewer()):
+            abort(403)
+        item = self._scoped_get(pk)
+        if item is None:
+            abort(404)
+        numbers = {c: getattr(item, c) for c in self.phone_columns if getattr(item, c)}
+        audit.record(db.session, "phone_view", target_type=self.class_permission_name,
+                     target_id=pk, summary=f"{item}: {', '.join(numbers)}")
+        db.session.commit()
+        for col, number in numbers.items():
+            flash(f"{self.label_columns.get(col, col)}: {number}", "info")
+        return redirect(url_for(f"{self.__class__.__name__}.show", pk=pk))
+
+    # --- export: streaming CSV of exactly what the user may list ---------------------------------
+    @expose("/export/")
+    @has_access
+    @permission_name("export")
+    def export(self):
+        get_filter_args(self._filters, disallow_if_not_in_search=False)
+        joined = self._filters.get_joined_filters(self._base_filters)
+        columns = self.export_columns or self.list_columns
+        query = self.datamodel.apply_all(db.session.query(self.datamodel.obj), joined)
+        count = query.order_by(None).count()
+        limit = current_app.config["CRM_EXPORT_MAX_ROWS"]
+        full_phone = can_view_full_phone(current_viewer())
+        audit.record(db.session, "export", target_type=self.class_permission_name,
+                     summary=f"{min(count, limit)} rows; columns {','.join(columns)}; full phones: {full_phone}")
+        db.session.commit()
+        labels = [str(self.label_columns.get(c, c)) for c in columns]
+        phones = set(self.phone_columns)
+
+        def rows():
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            buffer.write("\ufeff")  # Excel opens UTF-8 CSV correctly with a BOM
+            writer.writerow(labels)
+            for n, item in enumerate(query.yield_per(1000)):
+                if limit and n >= limit:
+                    break
+                values = []
+                for col in columns:
+                    value = getattr(item, col, "")
+                    value = value() if callable(value) else value
+                    if col in phones and not full_phone:
+                        value = mask_phone(value)
+                    values.append("" if value is None else str(value))
+                writer.writerow(values)
+                if buffer.tell() > 64_000:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
+            yield buffer.getvalue()
+
+        filename = f"{self.class_permission_name.lower()}.csv"
+        return Response(
+            stream_with_context(rows()),
+            mimetype="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f"attachment; filename={filename}"},
+        )
+
+
+class CrmModelRestApi(CrmViewMixin, ModelRestApi):
+    """ModelRestApi with the data scope, domain checks as 4xx JSON, and masked phones."""
+
+    allow_browser_login = True
+    page_size = 50
+
+    def __init__(self, *args, **kwargs):
+        model = self.datamodel.obj
+        if self._scoped(model):
+            self.base_filters = list(self.base_filters or []) + scope_filter()
+        rel = self._rel_filters(model)
+        self.add_query_rel_fields = {**rel, **(self.add_query_rel_fields or {})}
+        self.edit_query_rel_fields = {**rel, **(self.edit_query_rel_fields or {})}
+        super().__init__(*args, **kwargs)
+
+    def _domain_response(self, call, *args):
+        try:
+            return call(*args)
+        except DomainError as exc:
+            db.session.rollback()
+            return self.response(exc.status, **exc.as_dict())
+
+    def post_headless(self):
+        return self._domain_response(super().post_headless)
+
+    def put_headless(self, pk):
+        return self._domain_response(super().put_headless, pk)
+
+    def delete_headless(self, pk):
+        return self._domain_response(super().delete_headless, pk)
+
+    def pre_add(self, item):
+        self._validate(item, creating=True)
+
+    def pre_update(self, item):
+        self._validate(item, creating=False)
+
+    def pre_delete(self, item):
+        try:
+            self.check_delete(item)
+        except DomainError:
+            db.session.rollback()
+            raise
+
+    def check_delete(self, item) -> None:
+        """Refuse a delete with DomainError. Override per resource."""
+
+    def _mask(self, row: dict) -> None:
+        for col in self.phone_columns:
+            if row.get(col):
+                row[col] = mask_phone(row[col])
+
+    def pre_get(self, data):
+        self._mask(data.get("result") or {})
+
+    def pre_get_list(self, data):
+        for row in data.get("result") or []:
+            self._mask(row)
+
+
+__all__ = ["CrmModelRestApi", "CrmModelView", "DataScopeFilter", "EnabledDictItemFilter", "safe"]

@@ -1,0 +1,137 @@
+"""Settings classes. Every setting can be overridden by an environment variable of the same name.
+
+`Config` is the embedded default (SQLite file, embedded Redis started by `run.py`), `TestConfig` is
+what the test-suite uses, `ProductionConfig` refuses to start without its secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+
+BASE_DIR = os.path.abspath(os.path.dirname(__file__))
+INSTANCE_DIR = os.environ.get("CRM_INSTANCE_DIR", os.path.join(BASE_DIR, "instance"))
+
+
+def _env(name: str, default):
+    """Read `name` from the environment, converted to the type of `default`."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, (dict, list)):
+        return json.loads(raw)
+    return raw
+
+
+def _normalise_db_url(url: str) -> str:
+    # Heroku-style URLs name the scheme "postgres://", which SQLAlchemy 2 rejects.
+    if url.startswith("postgres://"):
+        return "postgresql://" + url[len("postgres://"):]
+    return url
+
+
+class Config:
+    ENV_NAME = "default"
+    SECRET_KEY = _env("SECRET_KEY", "dev-only-not-secret-change-me")
+    SQLALCHEMY_DATABASE_URI = _normalise_db_url(
+        _env("DATABASE_URL", "sqlite:///" + os.path.join(INSTANCE_DIR, "crm.db"))
+    )
+    SQLALCHEMY_TRACK_MODIFICATIONS = False
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
+    # Empty means "start an embedded Redis" (run.py does, and exports the URL it chose).
+    REDIS_URL = _env("REDIS_URL", "")
+    RQ_QUEUES = ["high", "default", "low"]
+    # Alembic owns the schema: FAB must not create_all() behind its back.
+    FAB_CREATE_DB = False
+    FAB_UPDATE_PERMS = _env("FAB_UPDATE_PERMS", True)
+    FAB_SECURITY_MANAGER_CLASS = "app.security.manager.CrmSecurityManager"
+    FAB_INDEX_VIEW = "app.views.home.HomeView"
+    APP_NAME = _env("APP_NAME", "CRM 管理后台")
+    APP_THEME = ""
+    # CSRF: WTF_CSRF_ENABLED is the setting that counts (CSRF_ENABLED does nothing).
+    WTF_CSRF_ENABLED = True
+    WTF_CSRF_TIME_LIMIT = None
+    FAB_ALLOW_GET_UNSAFE_MUTATIONS = False
+    # Login rate limiting: both flags are needed; the JSON login has its own limit (CRM_API_LOGIN_LIMIT).
+    AUTH_TYPE = 1  # AUTH_DB
+    AUTH_RATE_LIMITED = _env("AUTH_RATE_LIMITED", True)
+    AUTH_RATE_LIMIT = _env("AUTH_RATE_LIMIT", "10 per minute")
+    CRM_API_LOGIN_LIMIT = _env("CRM_API_LOGIN_LIMIT", "10 per minute")
+    RATELIMIT_ENABLED = _env("RATELIMIT_ENABLED", True)
+    RATELIMIT_STORAGE_URI = _env("RATELIMIT_STORAGE_URI", "")  # empty: the app's Redis
+    RATELIMIT_HEADERS_ENABLED = True
+    FAB_PASSWORD_COMPLEXITY_ENABLED = True
+    FAB_PASSWORD_COMPLEXITY_VALIDATOR = "app.security.passwords.validate_password"
+    AUTH_USER_REGISTRATION = False
+    # REST API: Swagger UI and OpenAPI, API keys for system-to-system calls.
+    FAB_API_SWAGGER_UI = True
+    FAB_API_KEY_ENABLED = True
+    FAB_API_KEY_PREFIXES = ["crm_"]
+    FAB_API_MAX_PAGE_SIZE = 500
+    JWT_ACCESS_TOKEN_EXPIRES = timedelta(minutes=_env("JWT_ACCESS_MINUTES", 30))
+    # i18n: zh_CN by default, English on the language menu.
+    BABEL_DEFAULT_LOCALE = _env("BABEL_DEFAULT_LOCALE", "zh_CN")
+    BABEL_DEFAULT_TIMEZONE = "Asia/Shanghai"
+    BABEL_TRANSLATION_DIRECTORIES = os.path.join(BASE_DIR, "app", "translations")
+    LANGUAGES = {
+        "zh_CN": {"flag": "cn", "name": "简体中文"},
+        "en": {"flag": "gb", "name": "English"},
+    }
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = _env("SESSION_COOKIE_SECURE", False)
+    REMEMBER_COOKIE_HTTPONLY = True
+    PERMANENT_SESSION_LIFETIME = timedelta(hours=_env("SESSION_HOURS", 12))
+    # Domain settings.
+    CRM_DEFAULT_REGION = _env("CRM_DEFAULT_REGION", "CN")  # phone numbers without +country
+    CRM_EXPORT_MAX_ROWS = _env("CRM_EXPORT_MAX_ROWS", 200_000)
+    CRM_AUDIT_RETENTION_DAYS = _env("CRM_AUDIT_RETENTION_DAYS", 365)
+    CRM_LIST_MAX_PAGE_SIZE = 200
+
+
+class TestConfig(Config):
+    ENV_NAME = "test"
+    TESTING = True
+    SECRET_KEY = "test-secret"
+    WTF_CSRF_ENABLED = False  # tests that check CSRF switch it back on
+    FAB_PASSWORD_COMPLEXITY_ENABLED = True
+    AUTH_RATE_LIMIT = "1000 per minute"
+    CRM_API_LOGIN_LIMIT = "1000 per minute"
+
+
+class ProductionConfig(Config):
+    ENV_NAME = "production"
+    REQUIRED = ("SECRET_KEY", "DATABASE_URL", "REDIS_URL")
+    SESSION_COOKIE_SECURE = _env("SESSION_COOKIE_SECURE", True)
+    REMEMBER_COOKIE_SECURE = _env("SESSION_COOKIE_SECURE", True)
+    PREFERRED_URL_SCHEME = "https"
+    FAB_UPDATE_PERMS = False  # roles are synced by `flask crm sync-roles` at deploy time
+
+    @classmethod
+    def check(cls) -> None:
+        missing = [name for name in cls.REQUIRED if not os.environ.get(name)]
+        if missing:
+            raise RuntimeError(
+                "Production configuration needs these environment variables: "
+                + ", ".join(missing)
+            )
+
+
+CONFIGS = {"default": Config, "test": TestConfig, "production": ProductionConfig}
+
+
+def get_config(name: str | None = None):
+    """The settings class named by `name` or by $CRM_CONFIG (default / test / production)."""
+    name = name or os.environ.get("CRM_CONFIG", "default")
+    try:
+        cls = CONFIGS[name]
+    except KeyError:
+        raise RuntimeError(f"Unknown CRM_CONFIG {name!r}; use one of {sorted(CONFIGS)}") from None
+    if hasattr(cls, "check"):
+        cls.check()
+    return cls
