@@ -46,9 +46,9 @@ class Config:
     # Empty means "start an embedded Redis" (run.py does, and exports the URL it chose).
     REDIS_URL = _env("REDIS_URL", "")
     RQ_QUEUES = ["high", "default", "low"]
-    # Alembic owns the schema: FAB must not create_all() behind its back.
+    # Alembic owns the schema: FAB must not create_all() behind its back. Permissions and roles are
+    # written by `flask crm sync-roles` (make run, deploys), never by a web or worker process at start-up.
     FAB_CREATE_DB = False
-    FAB_UPDATE_PERMS = _env("FAB_UPDATE_PERMS", True)
     FAB_SECURITY_MANAGER_CLASS = "app.security.manager.CrmSecurityManager"
     FAB_INDEX_VIEW = "app.views.home.HomeView"
     APP_NAME = _env("APP_NAME", "CRM 管理后台")
@@ -110,7 +110,6 @@ class ProductionConfig(Config):
     SESSION_COOKIE_SECURE = _env("SESSION_COOKIE_SECURE", True)
     REMEMBER_COOKIE_SECURE = _env("SESSION_COOKIE_SECURE", True)
     PREFERRED_URL_SCHEME = "https"
-    FAB_UPDATE_PERMS = False  # roles are synced by `flask crm sync-roles` at deploy time
 
     @classmethod
     def check(cls) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Optional
 
 from flask_appbuilder.models.sqla import Model
 from sqlalchemy import DateTime, Index, Integer, String, Text
@@ -37,15 +36,15 @@ class AuditLog(Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
     # No foreign key: the log outlives the users it names.
-    actor_id: Mapped[Optional[int]] = mapped_column(Integer, index=True)
-    actor_name: Mapped[Optional[str]] = mapped_column(String(128))
+    actor_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    actor_name: Mapped[str | None] = mapped_column(String(128))
     action: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
-    target_type: Mapped[Optional[str]] = mapped_column(String(40))
-    target_id: Mapped[Optional[str]] = mapped_column(String(64))
-    summary: Mapped[Optional[str]] = mapped_column(String(255))
-    before: Mapped[Optional[str]] = mapped_column(Text)
-    after: Mapped[Optional[str]] = mapped_column(Text)
-    ip: Mapped[Optional[str]] = mapped_column(String(45))
+    target_type: Mapped[str | None] = mapped_column(String(40))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    summary: Mapped[str | None] = mapped_column(String(255))
+    before: Mapped[str | None] = mapped_column(Text)
+    after: Mapped[str | None] = mapped_column(Text)
+    ip: Mapped[str | None] = mapped_column(String(45))
 
     def __str__(self) -> str:
         return f"{self.action} {self.target_type or ''}#{self.target_id or ''}"

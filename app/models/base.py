@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 def utcnow() -> dt.datetime:
     """Naive UTC now: every timestamp column stores UTC without tzinfo, on SQLite and PostgreSQL."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 class TimestampMixin:

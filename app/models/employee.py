@@ -7,7 +7,6 @@ has resigned is not active: FAB refuses the login and drops live sessions and JW
 from __future__ import annotations
 
 import datetime as dt
-from typing import Optional
 
 from flask_appbuilder.models.sqla import Model
 from flask_appbuilder.security.sqla.models import User
@@ -25,6 +24,13 @@ HR_STATUSES = (HR_ACTIVE, HR_ON_LEAVE, HR_RESIGNED)
 class CrmUser(User):
     __tablename__ = "ab_user"
 
+    def get_full_name(self) -> str:
+        first, last = self.first_name or "", self.last_name or ""
+        # Chinese names are written without a space: 赵丽, not 赵 丽.
+        return f"{first}{last}" if not (first + last).isascii() else f"{first} {last}".strip()
+
+    __repr__ = get_full_name
+
     @property
     def is_active(self) -> bool:
         employee = self.employee
@@ -39,26 +45,27 @@ class Employee(TimestampMixin, ScopedMixin, Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     employee_no: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
     name: Mapped[str] = mapped_column(String(64), nullable=False)
-    phone: Mapped[Optional[str]] = mapped_column(String(20), index=True)
-    email: Mapped[Optional[str]] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(20), index=True)
+    email: Mapped[str | None] = mapped_column(String(320))
     org_unit_id: Mapped[int] = mapped_column(
         ForeignKey("org_unit.id", ondelete="RESTRICT"), nullable=False, index=True
     )
-    position: Mapped[Optional[str]] = mapped_column(String(64))
-    level_id: Mapped[Optional[int]] = mapped_column(ForeignKey("dict_item.id", ondelete="RESTRICT"))
-    manager_id: Mapped[Optional[int]] = mapped_column(
+    position: Mapped[str | None] = mapped_column(String(64))
+    level_id: Mapped[int | None] = mapped_column(ForeignKey("dict_item.id", ondelete="RESTRICT"))
+    manager_id: Mapped[int | None] = mapped_column(
         ForeignKey("employee.id", ondelete="SET NULL"), index=True
     )
-    hired_on: Mapped[Optional[dt.date]] = mapped_column(Date)
-    left_on: Mapped[Optional[dt.date]] = mapped_column(Date)
+    hired_on: Mapped[dt.date | None] = mapped_column(Date)
+    left_on: Mapped[dt.date | None] = mapped_column(Date)
     hr_status: Mapped[str] = mapped_column(String(16), nullable=False, default=HR_ACTIVE, index=True)
-    user_id: Mapped[Optional[int]] = mapped_column(
+    user_id: Mapped[int | None] = mapped_column(
         ForeignKey("ab_user.id", ondelete="SET NULL"), unique=True
     )
 
-    org_unit = relationship("OrgUnit", lazy="joined", innerjoin=True)
+    # No innerjoin: chained after the API's outer join to `manager` it would drop employees without one.
+    org_unit = relationship("OrgUnit", lazy="joined")
     level = relationship("DictItem", lazy="joined")
-    manager: Mapped[Optional["Employee"]] = relationship(
+    manager: Mapped[Employee | None] = relationship(
         "Employee", remote_side=[id], backref="reports"
     )
     user = relationship(

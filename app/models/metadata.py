@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from flask import has_request_context
 from flask_appbuilder.models.sqla import Model
 from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
@@ -30,9 +28,9 @@ class DictType(TimestampMixin, Model):
     code: Mapped[str] = mapped_column(String(50), unique=True, nullable=False)
     name_zh: Mapped[str] = mapped_column(String(100), nullable=False)
     name_en: Mapped[str] = mapped_column(String(100), nullable=False)
-    description: Mapped[Optional[str]] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(255))
 
-    items: Mapped[list["DictItem"]] = relationship(
+    items: Mapped[list[DictItem]] = relationship(
         "DictItem", back_populates="dict_type", order_by="DictItem.sort"
     )
 
@@ -75,7 +73,7 @@ class ConfigItem(TimestampMixin, Model):
     key: Mapped[str] = mapped_column(String(100), unique=True, nullable=False)
     value_type: Mapped[str] = mapped_column(String(10), nullable=False, default="str")
     value: Mapped[str] = mapped_column(Text, nullable=False, default="")
-    description: Mapped[Optional[str]] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(255))
 
     def __str__(self) -> str:
         return self.key

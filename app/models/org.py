@@ -6,8 +6,6 @@ collation so that a prefix is a plain index range on SQLite and PostgreSQL alike
 
 from __future__ import annotations
 
-from typing import Optional
-
 from flask_appbuilder.models.sqla import Model
 from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -29,19 +27,19 @@ class OrgUnit(TimestampMixin, ScopedMixin, Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), nullable=False)
-    code: Mapped[Optional[str]] = mapped_column(String(50), unique=True)
+    code: Mapped[str | None] = mapped_column(String(50), unique=True)
     kind: Mapped[str] = mapped_column(String(20), nullable=False, default="team")
-    parent_id: Mapped[Optional[int]] = mapped_column(
+    parent_id: Mapped[int | None] = mapped_column(
         ForeignKey("org_unit.id", ondelete="RESTRICT"), index=True
     )
     path: Mapped[str] = mapped_column(PathString, nullable=False, default="")
     depth: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     sort: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
-    parent: Mapped[Optional["OrgUnit"]] = relationship(
+    parent: Mapped[OrgUnit | None] = relationship(
         "OrgUnit", remote_side=[id], back_populates="children"
     )
-    children: Mapped[list["OrgUnit"]] = relationship("OrgUnit", back_populates="parent")
+    children: Mapped[list[OrgUnit]] = relationship("OrgUnit", back_populates="parent")
 
     @property
     def ancestor_ids(self) -> list[int]:

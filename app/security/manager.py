@@ -57,7 +57,8 @@ class CrmSecurityManager(SecurityManager):
         user = super().auth_user_db(username, password)
         if user is None:
             known = self.find_user(username=username) if username else None
-            reason = "inactive or resigned" if known is not None and not known.is_active else "bad credentials"
+            inactive = known is not None and not known.is_active
+            reason = "inactive or resigned" if inactive else "bad credentials"
             audit.record(self.session, "login_failure", target_type="user",
                          target_id=known.id if known else None,
                          summary=f"{username}: {reason}"[:255])

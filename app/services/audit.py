@@ -157,8 +157,11 @@ def _values(state, spec: Tracked) -> dict:
 
 
 def _target_id(obj):
-    ident = inspect(obj).identity
-    return ident[0] if ident and len(ident) == 1 else (ident and "/".join(map(str, ident)))
+    """Primary key of `obj` (assigned by the flush for new rows), joined with "/" when composite."""
+    values = inspect(obj).mapper.primary_key_from_instance(obj)
+    if any(v is None for v in values):
+        return None
+    return values[0] if len(values) == 1 else "/".join(map(str, values))
 
 
 def _collect(session) -> list[dict]:

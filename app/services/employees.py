@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
-from app.models.employee import HR_RESIGNED, HR_STATUSES, Employee
+from app.models.employee import HR_ACTIVE, HR_RESIGNED, HR_STATUSES, Employee
 from app.models.metadata import DictItem, DictType
 from app.models.org import OrgUnit
 from app.services import audit
@@ -46,6 +46,8 @@ def check_employee(session, emp: Employee, region: str = "CN") -> None:
     if not (emp.name or "").strip():
         raise DomainError("A name is required", field="name")
     emp.phone = normalise_phone(emp.phone, region)
+    if emp.hr_status is None:  # the column default, which SQLAlchemy applies only at insert
+        emp.hr_status = HR_ACTIVE
     if emp.email and not EMAIL.match(emp.email):
         raise DomainError(f"{emp.email!r} is not an e-mail address", field="email")
     if emp.hr_status not in HR_STATUSES:

@@ -6,6 +6,7 @@ Idempotent: every object is looked up by its natural key first, so running it ag
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 
 from sqlalchemy import select
 
@@ -15,6 +16,7 @@ from app.models.org import OrgUnit
 
 DEMO_PASSWORD = "Demo-Pass-2026"
 ADMIN_PASSWORD = "Admin-Pass-2026"
+HR_BOT = "hr-bot"
 
 DICTIONARIES = {
     ("lead_source", "线索来源", "Lead source"): [
@@ -133,8 +135,9 @@ def seed_demo(session, appbuilder) -> dict:
         counts["config_items"] += created
     units = {}
     for code, name, kind, parent in UNITS:
+        parent_id = units[parent].id if parent else None
         unit, created = _get_or_create(session, OrgUnit, {"code": code},
-                                       {"name": name, "kind": kind, "parent_id": units[parent].id if parent else None})
+                                       {"name": name, "kind": kind, "parent_id": parent_id})
         units[code] = unit
         counts["org_units"] += created
     levels = dict(session.execute(
@@ -158,8 +161,14 @@ def seed_demo(session, appbuilder) -> dict:
                 if role is None:
                     raise RuntimeError(f"role {role_name!r} is missing: run `flask crm sync-roles` first")
                 password = ADMIN_PASSWORD if role_name == "Admin" else DEMO_PASSWORD
-                user = sm.add_user(username, name[:1], name[1:] or name, f"{username}@example.com", role, password)
+                user = sm.add_user(username, name[:1], name[1:] or name, f"{username}@example.com", role,
+                                   password)
                 counts["users"] += 1
             emp.user_id = user.id
+    if sm.find_user(username=HR_BOT) is None:
+        # The HR system's account: it authenticates with API keys only (its password is never known).
+        sm.add_user(HR_BOT, "HR", "Integration", "hr-bot@example.com", sm.find_role("HR Integration"),
+                    secrets.token_urlsafe(24) + "Aa1")
+        counts["users"] += 1
     session.commit()
     return counts

@@ -48,6 +48,16 @@ def _relations(model):
     return {rel.key: rel.mapper.class_ for rel in sa_inspect(model).relationships}
 
 
+def _blank_if_none(formatter):
+    """FAB prints an empty value as "None": show nothing instead."""
+    def format_value(value):
+        if value is None:
+            return ""
+        return formatter(value) if formatter else value
+
+    return format_value
+
+
 def masked_phone_formatter(value):
     return mask_phone(value)
 
@@ -136,6 +146,9 @@ class CrmModelView(CrmViewMixin, ModelView):
             **{c: masked_phone_formatter for c in self.phone_columns},
             **(self.formatters_columns or {}),
         }
+        # Actions change rows: they need can_write (FAB would invent a permission per action name).
+        actions = [n for n in dir(type(self)) if hasattr(getattr(type(self), n, None), "_action")]
+        self.method_permission_name = {**{n: "write" for n in actions}, **self.method_permission_name}
         super().__init__(*args, **kwargs)
 
     def render_template(self, template, **kwargs):
@@ -152,6 +165,7 @@ class CrmModelView(CrmViewMixin, ModelView):
 
         class CheckedForm(form_cls):
             def validate(self, extra_validators=None):
+                view._offer_current_choices(self, getattr(self, "_id", None))
                 if not super().validate(extra_validators=extra_validators):
                     return False
                 try:
@@ -168,7 +182,25 @@ class CrmModelView(CrmViewMixin, ModelView):
         CheckedForm.__name__ = form_cls.__name__
         return CheckedForm
 
+    def _offer_current_choices(self, form, pk) -> None:
+        """A disabled dictionary item already on the record stays offered (and selected) in its
+        dropdown, so that saving the record unchanged keeps it."""
+        item = self.datamodel.get(pk) if pk is not None else None
+        for key in self.dict_fields:
+            field = getattr(form, key, None)
+            current = getattr(item, key, None) if item is not None else None
+            if field is None or current is None or not hasattr(field, "query_func"):
+                continue
+
+            def with_current(query=field.query_func, current=current):
+                objs = list(query())
+                return objs if current in objs else [*objs, current]
+
+            field.query_func = with_current
+            field._object_list = None
+
     def prefill_form(self, form, pk):
+        self._offer_current_choices(form, pk)
         if not can_view_full_phone(current_viewer()):
             for col in self.phone_columns:
                 field = getattr(form, col, None)
@@ -176,7 +208,15 @@ class CrmModelView(CrmViewMixin, ModelView):
                     field.data = mask_phone(field.data)
 
     def check_form(self, form, pk) -> None:
-        """Domain rules on the submitted form (pk is None when adding). Override per resource."""
+        """Domain rules on the submitted form (pk is None when adding), so that they show as field
+        errors: by default the view's own checks run on a scratch copy of the record, thrown away."""
+        with db.session.no_autoflush:
+            item = self.datamodel.obj() if pk is None else self.datamodel.get(pk)
+            try:
+                form.populate_obj(item)
+                self._validate(item, creating=pk is None)
+            finally:
+                db.session.rollback()
 
     def pre_add(self, item):
         self._validate(item, creating=True)
@@ -204,12 +244,16 @@ class CrmModelView(CrmViewMixin, ModelView):
     def _scoped_get(self, pk):
         return self.datamodel.get(self._deserialize_pk_if_composite(pk), self._base_filters)
 
+    def _require_action_permission(self, name: str) -> None:
+        permission = self.get_action_permission_name(name)
+        if not self.appbuilder.sm.has_access(permission, self.class_permission_name):
+            abort(403)
+
     @expose("/action/<string:name>/<pk>", methods=["GET", "POST"])
     def action(self, name, pk):
         if request.method != "POST":
             abort(405)
-        if not self.appbuilder.sm.has_access(self.get_action_permission_name(name), self.class_permission_name):
-            abort(403)
+        self._require_action_permission(name)
         action = self.actions.get(name)
         item = self._scoped_get(pk)
         if action is None or item is None:
@@ -219,20 +263,22 @@ class CrmModelView(CrmViewMixin, ModelView):
     @expose("/action_post", methods=["POST"])
     def action_post(self):
         name = request.form.get("action", "")
-        if not self.appbuilder.sm.has_access(self.get_action_permission_name(name), self.class_permission_name):
-            abort(403)
+        self._require_action_permission(name)
         action = self.actions.get(name)
         if action is None:
             abort(404)
         pks = request.form.getlist("rowid")
         items = [self._scoped_get(pk) for pk in pks]
         if any(item is None for item in items):
-            flash(str(_l("Some of the selected records are outside your data scope; nothing was done.")), "danger")
+            flash(str(_l("Some of the selected records are outside your data scope; nothing was done.")),
+                  "danger")
             return redirect(self.get_redirect())
         return action.func(items)
 
     def get_action_permission_name(self, name: str) -> str:
-        return "can_" + self.method_permission_name.get(name, name)
+        action = self.actions.get(name)
+        key = action.func.__name__ if action is not None else name
+        return "can_" + self.method_permission_name.get(key, "write")
 
     # --- full phone number, on request, audited ---------------------------------------------------
     @expose("/phone/<pk>", methods=["POST"])
@@ -264,7 +310,8 @@ class CrmModelView(CrmViewMixin, ModelView):
         limit = current_app.config["CRM_EXPORT_MAX_ROWS"]
         full_phone = can_view_full_phone(current_viewer())
         audit.record(db.session, "export", target_type=self.class_permission_name,
-                     summary=f"{min(count, limit)} rows; columns {','.join(columns)}; full phones: {full_phone}")
+                     summary=f"{min(count, limit)} rows; columns {','.join(columns)}; "
+                             f"full phones: {full_phone}")
         db.session.commit()
         labels = [str(self.label_columns.get(c, c)) for c in columns]
         phones = set(self.phone_columns)

@@ -25,5 +25,11 @@ class HomeView(IndexView):
             restrict(select(Employee.hr_status, func.count()).group_by(Employee.hr_status), Employee, viewer)
         ).all())
         units = db.session.scalar(restrict(select(func.count(OrgUnit.id)), OrgUnit, viewer))
-        stats = {"by_status": by_status, "units": units, "employees": sum(by_status.values())}
+        per_unit = db.session.execute(
+            restrict(select(OrgUnit.name, func.count(Employee.id))
+                     .join(Employee.org_unit).group_by(OrgUnit.name)
+                     .order_by(func.count(Employee.id).desc()).limit(20), Employee, viewer)
+        ).all()
+        stats = {"by_status": by_status, "units": units, "employees": sum(by_status.values()),
+                 "per_unit": [{"unit": name, "n": n} for name, n in per_unit]}
         return self.render_template(self.index_template, viewer=viewer, stats=stats)

@@ -1,0 +1,14 @@
+"""Periodic jobs, registered on RQ's CronScheduler by `python run.py scheduler`.
+
+Cron expressions are in the scheduler host's local time (RQ's CronScheduler uses local time).
+"""
+
+from __future__ import annotations
+
+from app.jobs.maintenance import purge_audit_log
+
+
+def register(scheduler) -> None:
+    """Register every periodic job on `scheduler` (an `rq.cron.CronScheduler`)."""
+    # Chunked and resumable, but a big backlog takes a while: give it an hour, not RQ's default 3 min.
+    scheduler.register(purge_audit_log, "low", cron="30 3 * * *", job_timeout=3600)

@@ -1,0 +1,165 @@
+"""Fixtures: a private Redis per test process, a migrated + seeded SQLite template copied per test,
+the real app and its test client; PostgreSQL through TEST_DATABASE_URL where SQLite cannot show it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from redis import Redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from app import create_app
+from app.embedded_redis import EmbeddedRedis
+from app.services.seed import ADMIN_PASSWORD, DEMO_PASSWORD
+from config import TestConfig
+
+
+def make_config(db_url: str, redis_url: str, **overrides):
+    attrs = {"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url, **overrides}
+    return type("SuiteConfig", (TestConfig,), attrs)
+
+
+def build_database(app) -> None:
+    """Migrate to head, sync the role policy and load the demo data, as `make run` does."""
+    from flask_migrate import upgrade
+
+    from app.extensions import db
+    from app.services import audit
+    from app.services.roles import sync_roles
+    from app.services.seed import seed_demo
+
+    with app.app_context():
+        upgrade()
+        with audit.acting_as(None, "test-setup"):
+            sync_roles(app.appbuilder)
+            seed_demo(db.session, app.appbuilder)
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory, redis_server):
+    path = tmp_path_factory.mktemp("template") / "crm.db"
+    build_database(create_app(make_config(f"sqlite:///{path}", redis_server.url)))
+    return path
+
+
+def _overrides(request) -> dict:
+    marker = request.node.get_closest_marker("config")
+    return dict(marker.kwargs) if marker else {}
+
+
+def _teardown(app) -> None:
+    from app.extensions import db
+
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def app(request, template_db, tmp_path, redis_server):
+    """The real app on a private copy of the seeded SQLite database.
+
+    `@pytest.mark.config(NAME=value)` overrides settings for one test.
+    """
+    path = tmp_path / "crm.db"
+    shutil.copy(template_db, path)
+    Redis.from_url(redis_server.url).flushdb()
+    app = create_app(make_config(f"sqlite:///{path}", redis_server.url, **_overrides(request)))
+    yield app
+    _teardown(app)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def session(app):
+    """The app's SQLAlchemy session inside an app context, for arranging and checking rows."""
+    from app.extensions import db
+
+    with app.app_context():
+        yield db.session
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_url(worker_id):
+    """A PostgreSQL database of this test process's own, or a skip saying why there is none."""
+    base = os.environ.get("TEST_DATABASE_URL")
+    if not base:
+        pytest.skip("PostgreSQL test: set TEST_DATABASE_URL (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    url = make_url(base)
+    name = f"{url.database}_crm_{worker_id}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    yield url.set(database=name).render_as_string(hide_password=False)
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def reset_pg(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_app(request, pg_url, redis_server):
+    """The real app on a freshly migrated and seeded PostgreSQL database."""
+    reset_pg(pg_url)
+    Redis.from_url(redis_server.url).flushdb()
+    app = create_app(make_config(pg_url, redis_server.url, **_overrides(request)))
+    build_database(app)
+    yield app
+    _teardown(app)
+
+
+@pytest.fixture(scope="session")
+def worker_id(request):
+    # pytest-xdist provides this fixture; this one serves a plain `pytest` run.
+    return getattr(request.config, "workerinput", {}).get("workerid", "master")
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+def login(client, username: str, password: str | None = None):
+    if password is None:
+        password = ADMIN_PASSWORD if username == "admin" else DEMO_PASSWORD
+    return client.post("/login/", data={"username": username, "password": password})
+
+
+def api_token(client, username: str, password: str | None = None) -> str:
+    if password is None:
+        password = ADMIN_PASSWORD if username == "admin" else DEMO_PASSWORD
+    resp = client.post("/api/v1/security/login",
+                       json={"username": username, "password": password, "provider": "db"})
+    assert resp.status_code == 200, resp.get_json()
+    return resp.get_json()["access_token"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "config(**settings): override app settings for one test")
