@@ -7,6 +7,7 @@ from flask_appbuilder.security.api import SecurityApi
 from flask_appbuilder.security.sqla.manager import SecurityManager
 from flask_appbuilder.security.views import UserDBModelView
 from flask_appbuilder.utils.limit import Limit
+from flask_babel import lazy_gettext as _l
 from flask_limiter.util import get_remote_address
 
 from app.models.employee import CrmUser
@@ -26,11 +27,12 @@ class CrmSecurityApi(SecurityApi):
 class CrmUserDBModelView(UserDBModelView):
     list_columns = ["first_name", "last_name", "username", "email", "active", "roles", "employee"]
     show_fieldsets = [
-        ("User info", {"fields": ["username", "active", "roles", "login_count", "employee"]}),
-        ("Personal Info", {"fields": ["first_name", "last_name", "email"], "expanded": True}),
-        ("Audit Info", {"fields": ["last_login", "fail_login_count", "created_on", "changed_on"],
-                        "expanded": False}),
+        (_l("User info"), {"fields": ["username", "active", "roles", "login_count", "employee"]}),
+        (_l("Personal Info"), {"fields": ["first_name", "last_name", "email"], "expanded": True}),
+        (_l("Audit Info"), {"fields": ["last_login", "fail_login_count", "created_on", "changed_on"],
+                            "expanded": False}),
     ]
+    label_columns = {**UserDBModelView.label_columns, "employee": _l("Employee")}
 
 
 class CrmSecurityManager(SecurityManager):

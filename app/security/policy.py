@@ -19,6 +19,7 @@ CONFIG = "ConfigItem"
 AUDIT = "AuditLog"
 DATA_SCOPE = "DataScope"
 HR_SYNC = "HrSync"
+API_KEY = "ApiKeyAdmin"
 PHONE = "Phone"
 VIEW_FULL = "can_view_full"
 

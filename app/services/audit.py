@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from flask import g, has_request_context, request
-from flask_appbuilder.security.sqla.models import Role
+from flask_appbuilder.security.sqla.models import ApiKey, Role
 from sqlalchemy import event, inspect
 
 from app.models.audit import AuditLog
@@ -56,6 +56,7 @@ TRACKED = {
         "dict_item", ("dict_type_id", "code", "label_zh", "label_en", "sort", "enabled"), {}
     ),
     ConfigItem: Tracked("config_item", ("key", "value_type", "value", "description"), {}),
+    ApiKey: Tracked("api_key", ("name", "user_id", "key_prefix", "expires_on", "revoked_on"), {}),
 }
 
 _actor: contextvars.ContextVar[tuple[int | None, str] | None] = contextvars.ContextVar(

@@ -22,6 +22,10 @@ def register_views(app) -> None:
                         label=_l("Configuration"), category=meta_cat)
     appbuilder.add_view(security.RoleDataScopeView, "Data Scopes", icon="fa-filter",
                         label=_l("Data Scopes"), category=sec_cat, category_label=_l("Security"))
+    appbuilder.add_view(security.ApiKeyView, "API Keys", icon="fa-key", label=_l("API Keys"),
+                        category=sec_cat)
+    appbuilder.add_view(security.IssueApiKeyView, "Issue API Key", icon="fa-plus", label=_l("Issue API Key"),
+                        category=sec_cat)
     appbuilder.add_view(audit.AuditLogView, "Audit Log", icon="fa-history", label=_l("Audit Log"),
                         category=sec_cat)
     for api in (org.OrgUnitApi, employees.EmployeeApi, employees.HrSyncApi, metadata.DictTypeApi,

@@ -217,6 +217,8 @@ class CrmModelView(CrmViewMixin, ModelView):
                 self._validate(item, creating=pk is None)
             finally:
                 db.session.rollback()
+                if pk is not None:  # reloaded, so that the real save sees what it changes (history)
+                    db.session.refresh(item)
 
     def pre_add(self, item):
         self._validate(item, creating=True)

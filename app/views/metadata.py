@@ -21,7 +21,7 @@ DICT_LABELS = {
     "description": _l("Description"), "dict_type": _l("Dictionary"), "label_zh": _l("Label (Chinese)"),
     "label_en": _l("Label (English)"), "sort": _l("Sort order"), "enabled": _l("Enabled"),
     "items": _l("Items"), "key": _l("Key"), "value_type": _l("Value type"), "value": _l("Value"),
-    "updated_at": _l("Updated at"),
+    "created_at": _l("Created at"), "updated_at": _l("Updated at"),
 }
 
 
@@ -34,6 +34,7 @@ class DictItemView(CrmModelView):
     datamodel = SQLAInterface(DictItem)
     class_permission_name = policy.METADATA
     list_title = show_title = _l("Dictionary Items")
+    add_title, edit_title = _l("Add Dictionary Item"), _l("Edit Dictionary Item")
     list_columns = ["dict_type", "code", "label_zh", "label_en", "sort", "enabled"]
     add_columns = edit_columns = ["dict_type", "code", "label_zh", "label_en", "sort", "enabled"]
     search_columns = ["dict_type", "code", "label_zh", "label_en", "enabled"]
@@ -68,6 +69,7 @@ class DictTypeView(CrmModelView):
     datamodel = SQLAInterface(DictType)
     class_permission_name = policy.METADATA
     list_title = show_title = _l("Dictionaries")
+    add_title, edit_title = _l("Add Dictionary"), _l("Edit Dictionary")
     list_columns = ["code", "name_zh", "name_en", "description"]
     add_columns = edit_columns = ["code", "name_zh", "name_en", "description"]
     show_columns = ["code", "name_zh", "name_en", "description", "updated_at"]
@@ -87,6 +89,7 @@ class ConfigItemView(CrmModelView):
     datamodel = SQLAInterface(ConfigItem)
     class_permission_name = policy.CONFIG
     list_title = show_title = _l("Configuration")
+    add_title, edit_title = _l("Add Config Item"), _l("Edit Config Item")
     list_columns = ["key", "value_type", "value", "description", "updated_at"]
     add_columns = edit_columns = ["key", "value_type", "value", "description"]
     search_columns = ["key", "value_type", "description"]
