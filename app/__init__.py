@@ -28,6 +28,12 @@ def _init_config_overrides(app: Flask) -> None:
     if not app.config.get("RATELIMIT_STORAGE_URI"):
         redis_url = app.config.get("REDIS_URL")
         app.config["RATELIMIT_STORAGE_URI"] = redis_url or "memory://"
+    # FAB calls this setting as a function: config.py can only name it (importing app there is circular).
+    validator = app.config.get("FAB_PASSWORD_COMPLEXITY_VALIDATOR")
+    if isinstance(validator, str):
+        from werkzeug.utils import import_string
+
+        app.config["FAB_PASSWORD_COMPLEXITY_VALIDATOR"] = import_string(validator)
 
 
 def _init_extensions(app: Flask) -> None:

@@ -4,10 +4,36 @@ from app.models.audit import AuditLog
 from app.models.employee import HR_STATUSES, CrmUser, Employee
 from app.models.metadata import ConfigItem, DictItem, DictType
 from app.models.org import OrgUnit
+from app.models.sales import (
+    AssignmentLog,
+    CirculationRule,
+    ClaimCounter,
+    Customer,
+    DispatchRule,
+    FollowUp,
+    Lead,
+    LeadImport,
+    Opportunity,
+    OwnerCooling,
+    Pool,
+    SalesProfile,
+)
 from app.models.security import DATA_SCOPES, RoleDataScope
 
 __all__ = [
+    "AssignmentLog",
     "AuditLog",
+    "CirculationRule",
+    "ClaimCounter",
+    "Customer",
+    "DispatchRule",
+    "FollowUp",
+    "Lead",
+    "LeadImport",
+    "Opportunity",
+    "OwnerCooling",
+    "Pool",
+    "SalesProfile",
     "ConfigItem",
     "CrmUser",
     "DATA_SCOPES",

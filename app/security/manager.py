@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import current_app
+from flask import current_app, g
 from flask_appbuilder.security.api import SecurityApi
 from flask_appbuilder.security.sqla.manager import SecurityManager
 from flask_appbuilder.security.views import UserDBModelView
@@ -54,6 +54,21 @@ class CrmSecurityManager(SecurityManager):
             if getattr(view, "class_permission_name", None) == view_menu:
                 union |= set(view.base_permissions or ())
         return super().add_permissions_view(sorted(union), view_menu)
+
+    def validate_api_key(self, api_key_string):
+        """FAB's ApiKey.user is FAB's plain User, whose is_active ignores the HR status: load ours."""
+        user = super().validate_api_key(api_key_string)
+        if user is None:
+            return None
+        user_id = user.id
+        self.session.expunge(user)
+        user = self.get_user_by_id(user_id)
+        if user is None or not user.is_active:
+            g._api_key_user = False
+            g.user = None
+            return None
+        g.user = user
+        return user
 
     def auth_user_db(self, username, password):
         user = super().auth_user_db(username, password)

@@ -57,7 +57,21 @@ CONFIG = [
     ("dispatch.working_hours", "json", '{"start": "09:00", "end": "21:00"}', "Dispatch working hours"),
     ("sms.marketing_enabled", "bool", "true", "Allow marketing SMS"),
     ("calls.max_dials_per_day", "int", "5", "Maximum dials to one callee per day"),
+    ("dispatch.fallback_pool", "str", "销售总公海", "Pool for opportunities no dispatch rule can place"),
+    ("leads.duplicate_policy", "str", "sticky", "sticky: a repeat lead joins the open opportunity; reject"),
 ]
+
+# (name, org unit code, product line code, daily claim limit)
+POOLS = [("销售总公海", "SALES", None, 30), ("K12 公海", "D-K12", "k12_math", 20),
+         ("成人英语公海", "D-ADULT", "adult_english", 20), ("少儿编程公海", "D-CODE", "programming", 20)]
+# (name, priority, product line, target unit, strategy, pool)
+DISPATCH_RULES = [
+    ("K12 数学 → K12 销售部", 10, "k12_math", "D-K12", "round_robin", "K12 公海"),
+    ("K12 英语 → K12 销售部", 20, "k12_english", "D-K12", "round_robin", "K12 公海"),
+    ("成人英语 → 成人英语销售部（按权重）", 30, "adult_english", "D-ADULT", "weighted", "成人英语公海"),
+    ("少儿编程 → 编程销售部（最空闲优先）", 40, "programming", "D-CODE", "least_loaded", "少儿编程公海"),
+]
+DEMO_LEADS = 240
 
 # (code, name, kind, parent code)
 UNITS = [
@@ -165,10 +179,57 @@ def seed_demo(session, appbuilder) -> dict:
                                    password)
                 counts["users"] += 1
             emp.user_id = user.id
+    counts.update(seed_sales(session, units, employees))
     if sm.find_user(username=HR_BOT) is None:
         # The HR system's account: it authenticates with API keys only (its password is never known).
         sm.add_user(HR_BOT, "HR", "Integration", "hr-bot@example.com", sm.find_role("HR Integration"),
                     secrets.token_urlsafe(24) + "Aa1")
         counts["users"] += 1
     session.commit()
+    return counts
+
+
+def seed_sales(session, units: dict, employees: dict) -> dict:
+    """Sales profiles, pools, circulation and dispatch rules, and demo leads waiting for dispatch."""
+    from app.models.sales import CirculationRule, DispatchRule, Pool, SalesProfile
+    from app.services.leads import LeadInput, intake
+
+    counts = {"pools": 0, "dispatch_rules": 0, "leads": 0}
+    items = {(t, c): i for t, c, i in session.execute(
+        select(DictType.code, DictItem.code, DictItem.id).join(DictItem.dict_type)).all()}
+    for username, emp in employees.items():
+        if username.startswith("sales") and session.get(SalesProfile, emp.id) is None:
+            weight = 150 if username.endswith(("1", "2")) else 100
+            session.add(SalesProfile(employee_id=emp.id, weight=weight, daily_quota=200))
+    pools = {}
+    for name, unit, line, limit in POOLS:
+        pool, created = _get_or_create(session, Pool, {"name": name}, {
+            "org_unit_id": units[unit].id, "daily_claim_limit": limit,
+            "product_line_id": items.get(("product_line", line))})
+        pools[name] = pool
+        counts["pools"] += created
+    _get_or_create(session, CirculationRule, {"name": "销售事业部默认流转规则"}, {
+        "org_unit_id": units["SALES"].id, "idle_days": 7, "protect_days": 3, "protect_extend_days": 1,
+        "protect_max_days": 7, "remind_hours": 24, "capacity": 150, "cooling_days": 3,
+        "capacity_by_level": '{"P1": 100, "P2": 150}', "exempt_stages": "won,lost,trial",
+        "no_deal_days": 60})
+    for name, priority, line, unit, strategy, pool in DISPATCH_RULES:
+        _, created = _get_or_create(session, DispatchRule, {"name": name}, {
+            "priority": priority, "match_product_line_id": items[("product_line", line)],
+            "target_org_unit_id": units[unit].id, "strategy": strategy, "target_pool_id": pools[pool].id})
+        counts["dispatch_rules"] += created
+    session.flush()
+    lines = ["k12_math", "k12_english", "adult_english", "programming"]
+    sources = ["web_form", "douyin", "baidu", "wechat", "referral", "offline"]
+    levels = ["A", "B", "C"]
+    for i in range(DEMO_LEADS):
+        values = LeadInput(
+            phone=f"+86139{70000000 + i:08d}", product_line_id=items[("product_line", lines[i % 4])],
+            name=SURNAMES[i % len(SURNAMES)] + GIVEN[(i * 7) % len(GIVEN)] + "家长",
+            source_id=items[("lead_source", sources[i % 6])], campaign=f"2026-双十一-{i % 3 + 1}",
+            region=["上海", "北京", "广州", "成都"][i % 4],
+            intention_level_id=items[("intention_level", levels[i % 3])],
+            consult_note="咨询课程价格与试听安排", client_key=f"demo:{i}")
+        if not intake(session, values, "form", "seed-demo").replayed:
+            counts["leads"] += 1
     return counts

@@ -25,6 +25,10 @@ DICT_LABELS = {
 }
 
 
+def _check_dict_item_delete(item):
+    raise DomainError("Dictionary items stay for the records that use them: disable it instead", status=409)
+
+
 def _check_dict_type_delete(item):
     if item.items:
         raise DomainError(f"{item} still has items: disable them instead", status=409)
@@ -43,8 +47,7 @@ class DictItemView(CrmModelView):
     label_columns = DICT_LABELS
 
     def check_delete(self, item):
-        raise DomainError("Dictionary items stay for the records that use them: disable it instead",
-                          status=409)
+        _check_dict_item_delete(item)
 
     def _set_enabled(self, items, enabled: bool):
         items = items if isinstance(items, list) else [items]
@@ -125,6 +128,9 @@ class DictItemApi(CrmModelRestApi):
     list_columns = show_columns = ["id", "dict_type.code", "code", "label_zh", "label_en", "sort", "enabled"]
     add_columns = edit_columns = ["dict_type", "code", "label_zh", "label_en", "sort", "enabled"]
     search_columns = ["dict_type", "code", "enabled"]
+
+    def check_delete(self, item):
+        _check_dict_item_delete(item)
 
 
 class ConfigItemApi(CrmModelRestApi):

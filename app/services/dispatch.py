@@ -1,0 +1,450 @@
+"""The dispatch engine: places waiting opportunities with salespeople (or pools) by rule and strategy.
+
+One batch is one transaction:
+  1. take up to N waiting opportunities, locked with FOR UPDATE SKIP LOCKED (concurrent workers get
+     disjoint batches; SQLite, a single writer, needs no lock);
+  2. lock the matched rules and their members' sales profiles (in id order: no deadlocks), and read
+     the counters they guard (open opportunities, today's dispatches, strategy state);
+  3. plan every assignment in memory (`plan`, also used by the dry-run);
+  4. write set-wise: the opportunities, their AssignmentLog rows with the trace, the counters.
+A worker killed at any point loses nothing: the transaction rolls back and the rows are waiting again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+
+from app.models.base import utcnow
+from app.models.employee import HR_ACTIVE, Employee
+from app.models.org import OrgUnit
+from app.models.sales import (
+    DISPATCH,
+    LEAST_LOADED,
+    OWNED,
+    POOL_STRATEGY,
+    POOLED,
+    TO_POOL,
+    WAITING,
+    WEIGHTED,
+    AssignmentLog,
+    CirculationRule,
+    DispatchRule,
+    Opportunity,
+    OwnerCooling,
+    Pool,
+    SalesProfile,
+)
+from app.services import metadata
+
+BATCH_SIZE = 2000
+HOLD = dt.timedelta(minutes=10)  # an opportunity no rule could place waits this long before a retry
+DEFAULT_HOURS = {"start": "09:00", "end": "21:00", "timezone": "Asia/Shanghai"}
+
+# Why a candidate was passed over (kept short: they are stored in every trace).
+RESIGNED, ON_LEAVE, PAUSED, OFF_HOURS, FULL, QUOTA, COOLING = (
+    "resigned", "on_leave", "paused", "off_hours", "capacity", "quota", "cooling")
+
+
+@dataclass
+class Member:
+    id: int
+    name: str
+    org_unit_id: int
+    weight: int
+    capacity: int | None
+    open_count: int
+    daily_quota: int | None
+    dispatched_today: int
+    unavailable: str | None = None  # a reason that holds for the whole batch
+
+    def blocked(self) -> str | None:
+        if self.unavailable:
+            return self.unavailable
+        if self.capacity is not None and self.open_count >= self.capacity:
+            return FULL
+        if self.daily_quota is not None and self.dispatched_today >= self.daily_quota:
+            return QUOTA
+        return None
+
+
+@dataclass
+class RulePlan:
+    rule: DispatchRule
+    members: list[Member]
+    state: dict
+
+
+@dataclass
+class Decision:
+    opportunity_id: int
+    rule_id: int | None
+    to_owner: Member | None = None
+    to_pool_id: int | None = None
+    trace: dict = field(default_factory=dict)
+
+    @property
+    def held(self) -> bool:
+        return self.to_owner is None and self.to_pool_id is None
+
+
+@dataclass
+class Context:
+    rules: list[RulePlan]
+    fallback_pool_id: int | None
+    pool_units: dict[int, int]  # pool id → org unit id
+    cooling: dict[int, set[int]]  # opportunity id → ex-owners still cooling
+    rng: random.Random
+
+
+@dataclass
+class BatchResult:
+    taken: int = 0
+    assigned: int = 0
+    pooled: int = 0
+    held: int = 0
+    batch: str = ""
+
+
+# --- loading ----------------------------------------------------------------------------------------
+_OPP_COLUMNS = (Opportunity.id, Opportunity.source_id, Opportunity.campaign, Opportunity.product_line_id,
+                Opportunity.region, Opportunity.intention_level_id, Opportunity.is_recycled)
+
+
+def _waiting(now):
+    return and_(Opportunity.status == WAITING,
+                or_(Opportunity.dispatch_after.is_(None), Opportunity.dispatch_after <= now))
+
+
+def working_hours(session) -> dict:
+    hours = metadata.config_value(session, "dispatch.working_hours", None) or {}
+    return {**DEFAULT_HOURS, **(hours if isinstance(hours, dict) else {})}
+
+
+def in_working_hours(hours: dict, now_utc: dt.datetime) -> bool:
+    local = now_utc.replace(tzinfo=dt.UTC).astimezone(ZoneInfo(hours["timezone"]))
+    start, end = (dt.time.fromisoformat(hours[k]) for k in ("start", "end"))
+    return start <= local.time() < end
+
+
+def _capacities(session, employees: list[tuple]) -> dict[int, int | None]:
+    """Capacity of each employee: the deepest enabled circulation rule over their unit that sets one."""
+    rules = session.execute(
+        select(CirculationRule.capacity, CirculationRule.capacity_by_level, OrgUnit.path)
+        .join(OrgUnit, OrgUnit.id == CirculationRule.org_unit_id)
+        .where(CirculationRule.enabled.is_(True),
+               or_(CirculationRule.capacity.is_not(None), CirculationRule.capacity_by_level.is_not(None)))
+    ).all()
+    rules = sorted(rules, key=lambda r: -len(r.path))
+    result = {}
+    for emp_id, unit_path, level_code in employees:
+        result[emp_id] = None
+        for capacity, by_level, path in rules:
+            if unit_path.startswith(path):
+                levels = json.loads(by_level) if by_level else {}
+                result[emp_id] = levels.get(level_code, capacity)
+                if result[emp_id] is not None:
+                    break
+    return result
+
+
+def load_context(session, now: dt.datetime, opportunity_ids: list[int], lock: bool,
+                 rng: random.Random | None = None) -> Context:
+    """Rules, members with their counters, pools and cooling for one batch (locked when `lock`)."""
+    rule_query = select(DispatchRule).where(DispatchRule.enabled.is_(True)).order_by(DispatchRule.id)
+    if lock:
+        rule_query = rule_query.with_for_update()
+    rules = sorted(session.scalars(rule_query).all(), key=lambda r: (r.priority, r.id))
+    units = {r.target_org_unit_id for r in rules if r.target_org_unit_id}
+    paths = dict(session.execute(select(OrgUnit.id, OrgUnit.path).where(OrgUnit.id.in_(units))).all())
+    from app.models.metadata import DictItem
+
+    rows = []
+    if paths:
+        member_query = (
+            select(SalesProfile, Employee.name, Employee.org_unit_id, Employee.hr_status, OrgUnit.path,
+                   DictItem.code)
+            .join(Employee, Employee.id == SalesProfile.employee_id)
+            .join(OrgUnit, OrgUnit.id == Employee.org_unit_id)
+            .outerjoin(DictItem, DictItem.id == Employee.level_id)
+            .where(or_(*[OrgUnit.path.startswith(p) for p in paths.values()]))
+            .order_by(SalesProfile.employee_id)
+        )
+        if lock:
+            member_query = member_query.with_for_update(of=SalesProfile)
+        rows = session.execute(member_query).all()
+    capacities = _capacities(session, [(p.employee_id, path, level) for p, _, _, _, path, level in rows])
+    hours = working_hours(session)
+    open_now = in_working_hours(hours, now)
+    today = now.date()
+    members_by_path = []
+    for profile, name, unit_id, hr_status, path, _level in rows:
+        unavailable = None
+        if hr_status != HR_ACTIVE:
+            unavailable = ON_LEAVE if hr_status == "on_leave" else RESIGNED
+        elif profile.paused:
+            unavailable = PAUSED
+        capacity = profile.capacity if profile.capacity is not None else capacities.get(profile.employee_id)
+        members_by_path.append((path, Member(
+            id=profile.employee_id, name=name, org_unit_id=unit_id, weight=max(profile.weight, 0),
+            capacity=capacity, open_count=profile.open_count, daily_quota=profile.daily_quota,
+            dispatched_today=profile.dispatched_today if profile.quota_day == today else 0,
+            unavailable=unavailable)))
+    plans = []
+    for rule in rules:
+        path = paths.get(rule.target_org_unit_id)
+        # One Member object per employee, shared by every rule that reaches them: one set of counters.
+        members = [m for member_path, m in members_by_path if path and member_path.startswith(path)]
+        state = json.loads(rule.state) if rule.state else {}
+        plans.append(RulePlan(rule, members, state))
+    if not open_now:
+        for plan in plans:
+            if plan.rule.working_hours_only:
+                plan.state["_off_hours"] = True
+    cooling: dict[int, set[int]] = defaultdict(set)
+    if opportunity_ids:
+        for opp_id, emp_id in session.execute(
+            select(OwnerCooling.opportunity_id, OwnerCooling.employee_id)
+            .where(OwnerCooling.opportunity_id.in_(opportunity_ids), OwnerCooling.until > now)
+        ):
+            cooling[opp_id].add(emp_id)
+    pool_units = dict(session.execute(select(Pool.id, Pool.org_unit_id).where(Pool.enabled.is_(True))).all())
+    fallback_name = metadata.config_value(session, "dispatch.fallback_pool", None)
+    fallback = session.scalar(select(Pool.id).where(Pool.name == fallback_name)) if fallback_name else None
+    return Context(plans, fallback, pool_units, cooling, rng or random.Random())
+
+
+# --- planning ---------------------------------------------------------------------------------------
+def matches(rule: DispatchRule, opp) -> bool:
+    if rule.match_source_id is not None and opp.source_id != rule.match_source_id:
+        return False
+    if rule.match_campaign and not (opp.campaign or "").startswith(rule.match_campaign):
+        return False
+    if rule.match_product_line_id is not None and opp.product_line_id != rule.match_product_line_id:
+        return False
+    if rule.match_region and (opp.region or "") != rule.match_region:
+        return False
+    if rule.match_intention_level_id is not None and opp.intention_level_id != rule.match_intention_level_id:
+        return False
+    if rule.match_recycled == "new" and opp.is_recycled:
+        return False
+    if rule.match_recycled == "recycled" and not opp.is_recycled:
+        return False
+    return True
+
+
+def _pick(plan: RulePlan, eligible: list[Member], rng: random.Random) -> Member:
+    strategy = plan.rule.strategy
+    if strategy == WEIGHTED:
+        # Smooth weighted round robin: exact proportions over any run, no clustering.
+        current = plan.state.setdefault("current", {})
+        total = sum(m.weight for m in eligible)
+        for m in eligible:
+            current[str(m.id)] = current.get(str(m.id), 0) + m.weight
+        best = max(current[str(m.id)] for m in eligible)
+        chosen = rng.choice([m for m in eligible if current[str(m.id)] == best])
+        current[str(chosen.id)] -= total
+        return chosen
+    if strategy == LEAST_LOADED:
+        def remaining(m: Member) -> float:
+            return float("inf") if m.capacity is None else m.capacity - m.open_count
+        best = max(remaining(m) for m in eligible)
+        return rng.choice([m for m in eligible if remaining(m) == best])
+    # Round robin: fewest assignments from this rule so far; ties at random, never by seniority.
+    counts = plan.state.setdefault("counts", {})
+    floor = min(counts.values()) if counts else 0
+    for m in eligible:
+        counts.setdefault(str(m.id), floor)  # a newcomer starts level with the others
+    best = min(counts[str(m.id)] for m in eligible)
+    chosen = rng.choice([m for m in eligible if counts[str(m.id)] == best])
+    counts[str(chosen.id)] += 1
+    return chosen
+
+
+def plan(opportunities, ctx: Context, batch: str = "") -> list[Decision]:
+    """Decide every opportunity of the batch; updates the in-memory counters as it goes."""
+    decisions = []
+    for opp in opportunities:
+        rule_plan = next((p for p in ctx.rules if matches(p.rule, opp)), None)
+        if rule_plan is None:
+            trace = {"batch": batch, "rule": None, "why": "no rule matched"}
+            decisions.append(Decision(opp.id, None, to_pool_id=ctx.fallback_pool_id, trace=trace))
+            continue
+        rule = rule_plan.rule
+        trace = {"batch": batch, "rule": rule.id, "strategy": rule.strategy}
+        if rule.strategy == POOL_STRATEGY:
+            decisions.append(Decision(opp.id, rule.id, to_pool_id=rule.target_pool_id or ctx.fallback_pool_id,
+                                      trace=trace))
+            continue
+        excluded = {}
+        eligible = []
+        cooling = ctx.cooling.get(opp.id, ())
+        for m in rule_plan.members:
+            reason = OFF_HOURS if rule_plan.state.get("_off_hours") else m.blocked()
+            if reason is None and m.id in cooling:
+                reason = COOLING
+            if reason:
+                excluded[str(m.id)] = reason
+            else:
+                eligible.append(m)
+        trace["candidates"] = [m.id for m in rule_plan.members]
+        trace["excluded"] = excluded
+        if not eligible:
+            fallback = rule.target_pool_id or ctx.fallback_pool_id
+            trace["why"] = "no eligible salesperson"
+            decisions.append(Decision(opp.id, rule.id, to_pool_id=fallback, trace=trace))
+            continue
+        chosen = _pick(rule_plan, eligible, ctx.rng)
+        chosen.open_count += 1
+        chosen.dispatched_today += 1
+        trace["chosen"] = chosen.id
+        decisions.append(Decision(opp.id, rule.id, to_owner=chosen, trace=trace))
+    return decisions
+
+
+# --- the batch --------------------------------------------------------------------------------------
+def take_batch(session, now: dt.datetime, limit: int) -> list:
+    query = select(*_OPP_COLUMNS).where(_waiting(now)).order_by(Opportunity.id).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=Opportunity)
+    return session.execute(query).all()
+
+
+def dispatch_batch(session, now: dt.datetime | None = None, limit: int = BATCH_SIZE,
+                   rng: random.Random | None = None) -> BatchResult:
+    """Dispatch one batch and commit it."""
+    now = now or utcnow()
+    batch = uuid.uuid4().hex[:12]
+    opportunities = take_batch(session, now, limit)
+    result = BatchResult(taken=len(opportunities), batch=batch)
+    if not opportunities:
+        session.rollback()
+        return result
+    ctx = load_context(session, now, [o.id for o in opportunities], lock=True, rng=rng)
+    decisions = plan(opportunities, ctx, batch)
+    _write(session, decisions, ctx, now)
+    session.commit()
+    result.assigned = sum(1 for d in decisions if d.to_owner)
+    result.pooled = sum(1 for d in decisions if d.to_pool_id)
+    result.held = sum(1 for d in decisions if d.held)
+    return result
+
+
+def _write(session, decisions: list[Decision], ctx: Context, now: dt.datetime) -> None:
+    owned = [d for d in decisions if d.to_owner]
+    pooled = [d for d in decisions if d.to_pool_id]
+    held = [d for d in decisions if d.held]
+    conn = session.connection()
+    table = Opportunity.__table__
+    if owned:
+        conn.execute(
+            update(table).where(table.c.id == bindparam("oid"), table.c.status == WAITING),
+            [{"oid": d.opportunity_id, "status": OWNED, "owner_id": d.to_owner.id, "pool_id": None,
+              "org_unit_id": d.to_owner.org_unit_id, "assigned_at": now, "idle_since": now,
+              "dispatch_after": None, "updated_at": now} for d in owned],
+        )
+    if pooled:
+        conn.execute(
+            update(table).where(table.c.id == bindparam("oid"), table.c.status == WAITING),
+            [{"oid": d.opportunity_id, "status": POOLED, "owner_id": None, "pool_id": d.to_pool_id,
+              "org_unit_id": ctx.pool_units.get(d.to_pool_id), "dispatch_after": None, "updated_at": now}
+             for d in pooled],
+        )
+    if held:
+        conn.execute(
+            update(table).where(table.c.id == bindparam("oid"), table.c.status == WAITING),
+            [{"oid": d.opportunity_id, "dispatch_after": now + HOLD, "updated_at": now} for d in held],
+        )
+    logs = [{"created_at": now, "opportunity_id": d.opportunity_id,
+             "reason": DISPATCH if d.to_owner else TO_POOL,
+             "to_owner_id": d.to_owner.id if d.to_owner else None, "to_pool_id": d.to_pool_id,
+             "dispatch_rule_id": d.rule_id, "actor_name": "dispatch",
+             "trace": json.dumps(d.trace, separators=(",", ":"))}
+            for d in decisions if not d.held]
+    if logs:
+        conn.execute(insert(AssignmentLog.__table__), logs)
+    members = {d.to_owner.id: d.to_owner for d in owned}
+    if members:
+        # The profiles are locked for this batch: the in-memory counters are the truth.
+        profile = SalesProfile.__table__
+        conn.execute(
+            update(profile).where(profile.c.employee_id == bindparam("eid")),
+            [{"eid": m.id, "open_count": m.open_count, "dispatched_today": m.dispatched_today,
+              "quota_day": now.date()} for m in members.values()],
+        )
+    touched = {d.rule_id for d in owned}
+    for rule_plan in ctx.rules:
+        if rule_plan.rule.id in touched:
+            state = {k: v for k, v in rule_plan.state.items() if not k.startswith("_")}
+            rule_plan.rule.state = json.dumps(state, separators=(",", ":"))
+    session.flush()
+
+
+def dispatch_waiting(session, max_batches: int | None = None, limit: int = BATCH_SIZE,
+                     progress=None) -> BatchResult:
+    """Dispatch batch after batch until nothing is waiting (or `max_batches`)."""
+    total = BatchResult()
+    done = 0
+    while max_batches is None or done < max_batches:
+        result = dispatch_batch(session, limit=limit)
+        done += 1
+        if not result.taken:
+            break
+        total.taken += result.taken
+        total.assigned += result.assigned
+        total.pooled += result.pooled
+        total.held += result.held
+        if progress:
+            progress(total)
+        if result.taken < limit:
+            break
+    return total
+
+
+# --- dry run ----------------------------------------------------------------------------------------
+def simulate(session, now: dt.datetime | None = None, limit: int = 100_000, seed: int = 0) -> dict:
+    """How the current rules would dispatch what is waiting now; writes nothing."""
+    now = now or utcnow()
+    opportunities = session.execute(
+        select(*_OPP_COLUMNS).where(_waiting(now)).order_by(Opportunity.id).limit(limit)).all()
+    ctx = load_context(session, now, [o.id for o in opportunities], lock=False, rng=random.Random(seed))
+    decisions = plan(opportunities, ctx, "dry-run")
+    session.rollback()  # nothing planned above may reach the database
+    names = {m.id: m.name for p in ctx.rules for m in p.members}
+    teams = dict(session.execute(select(OrgUnit.id, OrgUnit.name)).all())
+    pools = dict(session.execute(select(Pool.id, Pool.name)).all())
+    rules = {p.rule.id: p.rule.name for p in ctx.rules}
+    per_person, per_team, per_rule, per_pool, excluded = Counter(), Counter(), Counter(), Counter(), Counter()
+    for d in decisions:
+        per_rule[rules.get(d.rule_id, "—")] += 1
+        if d.to_owner:
+            per_person[(d.to_owner.id, names[d.to_owner.id], teams.get(d.to_owner.org_unit_id))] += 1
+            per_team[teams.get(d.to_owner.org_unit_id)] += 1
+        elif d.to_pool_id:
+            per_pool[pools.get(d.to_pool_id)] += 1
+        for reason in d.trace.get("excluded", {}).values():
+            excluded[reason] += 1
+    return {
+        "waiting": len(opportunities),
+        "assigned": sum(per_person.values()),
+        "pooled": sum(per_pool.values()),
+        "held": sum(1 for d in decisions if d.held),
+        "per_rule": dict(per_rule),
+        "per_team": dict(per_team.most_common()),
+        "per_pool": dict(per_pool),
+        "per_person": [{"employee_id": k[0], "name": k[1], "team": k[2], "count": n}
+                       for k, n in per_person.most_common()],
+        "exclusions": dict(excluded),
+        "samples": [d.trace | {"opportunity_id": d.opportunity_id} for d in decisions[:20]],
+    }
+
+
+def waiting_count(session, now: dt.datetime | None = None) -> int:
+    return session.scalar(select(func.count(Opportunity.id)).where(_waiting(now or utcnow())))

@@ -1,0 +1,297 @@
+"""Lead intake: the back-office form, file imports and the REST endpoint all come through `intake`.
+
+A lead attaches to the customer with the same normalised phone (created if new). If that customer
+already has an open opportunity in the lead's product line, the lead joins it and its owner keeps it
+("sticky ownership", logged); otherwise a new opportunity waits for the dispatch engine. The config item
+`leads.duplicate_policy` = "reject" refuses such a duplicate instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app.models.base import utcnow
+from app.models.sales import (
+    OPEN_STATUSES,
+    OWNED,
+    STICKY,
+    WAITING,
+    AssignmentLog,
+    Customer,
+    Lead,
+    LeadImport,
+    Opportunity,
+)
+from app.services import metadata
+from app.services.errors import DomainError
+from app.services.phones import normalise_phone
+
+SOURCE, PRODUCT_LINE, INTENTION, STAGE = "lead_source", "product_line", "intention_level", "opportunity_stage"
+FIELDS = ("name", "phone", "source", "campaign", "product_line", "region", "intention_level",
+          "consult_note", "client_key")
+# Column headers accepted in import files (English or Chinese).
+HEADERS = {
+    "name": "name", "姓名": "name", "phone": "phone", "手机号": "phone", "电话": "phone",
+    "source": "source", "来源": "source", "线索来源": "source", "campaign": "campaign", "活动": "campaign",
+    "product_line": "product_line", "产品线": "product_line", "region": "region", "地区": "region",
+    "intention_level": "intention_level", "意向等级": "intention_level", "consult_note": "consult_note",
+    "咨询内容": "consult_note", "备注": "consult_note",
+}
+MAX_IMPORT_ROWS = 50_000
+CHUNK = 500
+
+
+@dataclass
+class LeadInput:
+    phone: str
+    product_line_id: int
+    name: str | None = None
+    source_id: int | None = None
+    campaign: str | None = None
+    region: str | None = None
+    intention_level_id: int | None = None
+    consult_note: str | None = None
+    client_key: str | None = None
+    raw_payload: dict | None = None
+
+
+@dataclass
+class IntakeResult:
+    lead: Lead
+    opportunity: Opportunity
+    created_opportunity: bool = False
+    sticky: bool = False
+    replayed: bool = False  # the client key was seen before: nothing new was written
+
+
+def _codes(session, type_code: str) -> dict[str, int]:
+    """code → id of the enabled items of a dictionary (labels are accepted too)."""
+    result = {}
+    for item in metadata.dict_items(session, type_code):
+        result[item.code] = item.id
+        result[item.label_zh] = item.id
+        result[item.label_en] = item.id
+    return result
+
+
+class Vocabulary:
+    """The dictionary lookups one batch of leads needs, read once."""
+
+    def __init__(self, session):
+        self.sources = _codes(session, SOURCE)
+        self.product_lines = _codes(session, PRODUCT_LINE)
+        self.intentions = _codes(session, INTENTION)
+
+
+def parse(row: dict, vocab: Vocabulary, region: str = "CN") -> tuple[LeadInput | None, dict]:
+    """Validate one lead given as strings; returns (input, {}) or (None, problems by field)."""
+    problems: dict[str, str] = {}
+
+    def text(name, limit):
+        value = row.get(name)
+        value = None if value is None else str(value).strip()
+        if value and len(value) > limit:
+            problems[name] = f"at most {limit} characters"
+        return value or None
+
+    phone = None
+    try:
+        phone = normalise_phone(row.get("phone"), region)
+        if phone is None:
+            problems["phone"] = "required"
+    except DomainError as exc:
+        problems["phone"] = exc.message
+
+    def choice(name, table, required=False):
+        value = row.get(name)
+        value = None if value is None else str(value).strip()
+        if not value:
+            if required:
+                problems[name] = "required"
+            return None
+        if value not in table:
+            problems[name] = f"unknown or disabled option {value!r}"
+            return None
+        return table[value]
+
+    values = LeadInput(
+        phone=phone,
+        product_line_id=choice("product_line", vocab.product_lines, required=True),
+        name=text("name", 64),
+        source_id=choice("source", vocab.sources),
+        campaign=text("campaign", 100),
+        region=text("region", 64),
+        intention_level_id=choice("intention_level", vocab.intentions),
+        consult_note=text("consult_note", 4000),
+        client_key=text("client_key", 128),
+        raw_payload=row.get("raw_payload") if isinstance(row.get("raw_payload"), dict) else None,
+    )
+    return (None, problems) if problems else (values, {})
+
+
+def _customer(session, values: LeadInput) -> Customer:
+    customer = session.scalar(select(Customer).where(Customer.phone == values.phone))
+    if customer is None:
+        try:
+            with session.begin_nested():
+                customer = Customer(phone=values.phone, name=values.name, region=values.region)
+                session.add(customer)
+        except IntegrityError:  # created meanwhile by a concurrent intake
+            customer = session.scalar(select(Customer).where(Customer.phone == values.phone))
+    elif values.name and not customer.name:
+        customer.name = values.name
+    return customer
+
+
+def _stage_new(session) -> int | None:
+    items = metadata.dict_items(session, STAGE)
+    return next((i.id for i in items if i.code == "new"), items[0].id if items else None)
+
+
+def intake(session, values: LeadInput, channel: str, actor: str = "system",
+           import_id: int | None = None) -> IntakeResult:
+    """Record one validated lead (see the module docstring). The caller commits."""
+    if values.client_key:
+        existing = session.scalar(select(Lead).where(Lead.client_key == values.client_key))
+        if existing is not None:
+            return IntakeResult(existing, existing.opportunity, replayed=True)
+    now = utcnow()
+    customer = _customer(session, values)
+    opportunity = session.scalar(select(Opportunity).where(
+        Opportunity.customer_id == customer.id, Opportunity.product_line_id == values.product_line_id,
+        Opportunity.status.in_(OPEN_STATUSES)))
+    created = sticky = False
+    if opportunity is not None:
+        if metadata.config_value(session, "leads.duplicate_policy", "sticky") == "reject":
+            raise DomainError("This customer already has an open opportunity in that product line",
+                              field="phone", status=409)
+        sticky = True
+        if opportunity.status == OWNED:
+            session.add(AssignmentLog(
+                created_at=now, opportunity_id=opportunity.id, reason=STICKY,
+                from_owner_id=opportunity.owner_id, to_owner_id=opportunity.owner_id, actor_name=actor,
+                note=f"new {channel} lead for the same customer and product line"))
+    else:
+        opportunity = Opportunity(
+            customer_id=customer.id, product_line_id=values.product_line_id, stage_id=_stage_new(session),
+            intention_level_id=values.intention_level_id, source_id=values.source_id,
+            campaign=values.campaign, region=values.region, status=WAITING)
+        session.add(opportunity)
+        created = True
+    payload = json.dumps(values.raw_payload, ensure_ascii=False) if values.raw_payload else None
+    lead = Lead(customer=customer, opportunity=opportunity, name=values.name, phone=values.phone,
+                source_id=values.source_id, campaign=values.campaign, product_line_id=values.product_line_id,
+                region=values.region, consult_note=values.consult_note, channel=channel,
+                client_key=values.client_key, import_id=import_id,
+                raw_payload=payload)
+    session.add(lead)
+    session.flush()
+    return IntakeResult(lead, opportunity, created_opportunity=created, sticky=sticky)
+
+
+# --- files --------------------------------------------------------------------------------------------
+def _rows(filename: str, data: bytes):
+    """(line number, {field: value}) for each data row of a CSV or .xlsx file."""
+    lower = filename.lower()
+    if lower.endswith(".xlsx"):
+        from openpyxl import load_workbook
+
+        try:
+            sheet = load_workbook(io.BytesIO(data), read_only=True, data_only=True).active
+        except Exception as exc:
+            raise DomainError(f"Not a readable .xlsx file: {exc}", field="file", status=400) from None
+        rows = sheet.iter_rows(values_only=True)
+    elif lower.endswith(".csv"):
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = data.decode("gb18030", errors="replace")  # Excel in China saves CSV as GBK
+        rows = csv.reader(io.StringIO(text))
+    else:
+        raise DomainError("Upload a .csv or .xlsx file", field="file", status=400)
+    header = next(rows, None)
+    if not header:
+        raise DomainError("The file is empty", field="file", status=400)
+    columns = [HEADERS.get(str(h or "").strip().lower(), HEADERS.get(str(h or "").strip())) for h in header]
+    if "phone" not in columns or "product_line" not in columns:
+        raise DomainError("The first row must name the columns, with at least phone and product_line",
+                          field="file", status=400)
+    for line, raw in enumerate(rows, start=2):
+        if raw is None or all(v in (None, "") for v in raw):
+            continue
+        yield line, {c: ("" if v is None else str(v)) for c, v in zip(columns, raw, strict=False) if c}
+
+
+def import_file(session, filename: str, data: bytes, actor: str = "import",
+                actor_id: int | None = None, region: str = "CN", progress=None) -> LeadImport:
+    """Import a lead file: each row validated, errors kept with their line numbers, good rows kept.
+
+    Rows get the idempotency key "import:<file sha256>:<line>", so importing the same file again
+    creates nothing new. Commits every few hundred rows.
+    """
+    sha = hashlib.sha256(data).hexdigest()
+    record = LeadImport(filename=filename[:255], sha256=sha, created_by_id=actor_id)
+    session.add(record)
+    session.flush()
+    vocab = Vocabulary(session)
+    errors = []
+    for line, row in _rows(filename, data):
+        record.total_rows += 1
+        if record.total_rows > MAX_IMPORT_ROWS:
+            raise DomainError(f"At most {MAX_IMPORT_ROWS} rows per file", field="file", status=413)
+        values, problems = parse(row, vocab, region)
+        if problems:
+            errors.append({"line": line, "errors": problems})
+            record.error_rows += 1
+            continue
+        values.client_key = f"import:{sha[:40]}:{line}"
+        try:
+            with session.begin_nested():
+                result = intake(session, values, "import", actor, import_id=record.id)
+        except DomainError as exc:
+            errors.append({"line": line, "errors": {exc.field or "row": exc.message}})
+            record.error_rows += 1
+            continue
+        if result.replayed or result.sticky:
+            record.duplicate_rows += 1
+        if not result.replayed:
+            record.created_rows += 1
+        if record.total_rows % CHUNK == 0:
+            record.errors = json.dumps(errors, ensure_ascii=False)
+            session.commit()
+            if progress:
+                progress(record)
+    record.errors = json.dumps(errors, ensure_ascii=False) if errors else None
+    session.commit()
+    return record
+
+
+# --- customers ------------------------------------------------------------------------------------
+def register_user(session, registered_user_id: str, phone: str, name: str | None = None,
+                  region: str = "CN") -> Customer:
+    """A registered user of the learning/e-commerce side: merge with the customer of the same phone."""
+    phone = normalise_phone(phone, region)
+    by_user = session.scalar(select(Customer).where(Customer.registered_user_id == registered_user_id))
+    by_phone = session.scalar(select(Customer).where(Customer.phone == phone))
+    if by_user is None and by_phone is None:
+        customer = Customer(phone=phone, name=name, registered_user_id=registered_user_id)
+        session.add(customer)
+    elif by_user is None:
+        by_phone.registered_user_id = registered_user_id
+        by_phone.name = by_phone.name or name
+        customer = by_phone
+    elif by_phone is None or by_phone.id == by_user.id:
+        customer = by_user
+    else:
+        raise DomainError(
+            f"Phone {phone} belongs to another customer (#{by_phone.id}) than user {registered_user_id} "
+            f"(#{by_user.id}): merge them first", field="phone", status=409)
+    session.flush()
+    return customer
