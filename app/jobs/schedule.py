@@ -5,6 +5,7 @@ Cron expressions are in the scheduler host's local time (RQ's CronScheduler uses
 
 from __future__ import annotations
 
+from app.jobs.dispatch import circulation_scan_job, dispatch_waiting_job
 from app.jobs.maintenance import purge_audit_log
 
 
@@ -12,3 +13,6 @@ def register(scheduler) -> None:
     """Register every periodic job on `scheduler` (an `rq.cron.CronScheduler`)."""
     # Chunked and resumable, but a big backlog takes a while: give it an hour, not RQ's default 3 min.
     scheduler.register(purge_audit_log, "low", cron="30 3 * * *", job_timeout=3600)
+    # New leads enqueue a dispatch run themselves; this sweep catches held and recycled ones.
+    scheduler.register(dispatch_waiting_job, "default", interval=60, job_timeout=1800)
+    scheduler.register(circulation_scan_job, "default", cron="*/10 * * * *", job_timeout=3600)

@@ -246,10 +246,11 @@ class AssignmentLog(ScopedMixin, Model):
     opportunity = relationship("Opportunity", backref="assignment_logs")
 
 
-class SalesProfile(Model):
+class SalesProfile(ScopedMixin, Model):
     """Dispatch settings and counters of one salesperson."""
 
     __tablename__ = "sales_profile"
+    __scope_owner__ = "employee_id"
 
     employee_id: Mapped[int] = mapped_column(ForeignKey("employee.id", ondelete="CASCADE"), primary_key=True)
     paused: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)

@@ -21,6 +21,11 @@ DATA_SCOPE = "DataScope"
 HR_SYNC = "HrSync"
 API_KEY = "ApiKeyAdmin"
 PHONE = "Phone"
+DISPATCH_RULE = "DispatchRule"
+CIRCULATION_RULE = "CirculationRule"
+POOL = "Pool"
+SALES_PROFILE = "SalesProfile"
+DISPATCH_CONSOLE = "Dispatch"
 VIEW_FULL = "can_view_full"
 
 # How ModelView and ModelRestApi methods map onto read / write / export.
@@ -30,6 +35,7 @@ METHOD_PERMISSIONS = {
     "add": "write", "edit": "write", "delete": "write", "post": "write", "put": "write",
     "bulk_delete": "write", "action": "write", "action_post": "write",
     "export": "export", "reveal_phone": "read", "phone": "read",
+    "simulate": "read", "run_now": "write", "status": "read",
 }
 
 
@@ -46,15 +52,18 @@ ROLES = {
     "Sales Director": {
         "scope": SCOPE_SUBTREE,
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA)
+        | _rw(DISPATCH_RULE, CIRCULATION_RULE, POOL, SALES_PROFILE, DISPATCH_CONSOLE)
         | {(EXPORT, EMPLOYEE), (VIEW_FULL, PHONE)},
     },
     "Sales Manager": {
         "scope": SCOPE_TEAM,
-        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA) | {(EXPORT, EMPLOYEE)},
+        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, DISPATCH_RULE, CIRCULATION_RULE, POOL,
+                          DISPATCH_CONSOLE)
+        | _rw(SALES_PROFILE) | {(EXPORT, EMPLOYEE)},
     },
     "Salesperson": {
         "scope": SCOPE_OWN,
-        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA),
+        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, POOL),
     },
     "QA Inspector": {
         "scope": SCOPE_SUBTREE,

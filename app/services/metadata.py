@@ -103,18 +103,21 @@ class MetadataCache:
             self.clear()
 
     def _load(self, session) -> None:
+        # Columns, not entities: a session already holding these rows would hand back its old copies.
         rows = session.execute(
-            select(DictType.code, DictItem).join(DictItem.dict_type).order_by(DictItem.sort, DictItem.id)
+            select(DictType.code, DictItem.id, DictItem.code, DictItem.label_zh, DictItem.label_en,
+                   DictItem.sort, DictItem.enabled)
+            .join(DictItem.dict_type).order_by(DictItem.sort, DictItem.id)
         ).all()
         dicts: dict[str, list[DictEntry]] = {}
-        for code, item in rows:
-            dicts.setdefault(code, []).append(
-                DictEntry(item.id, item.code, item.label_zh, item.label_en, item.sort, item.enabled)
-            )
+        for code, *values in rows:
+            dicts.setdefault(code, []).append(DictEntry(*values))
         configs = {}
-        for item in session.scalars(select(ConfigItem)):
+        for key, value_type, value in session.execute(
+            select(ConfigItem.key, ConfigItem.value_type, ConfigItem.value)
+        ):
             try:
-                configs[item.key] = parse_config_value(item.value_type, item.value)
+                configs[key] = parse_config_value(value_type, value)
             except DomainError:
                 continue  # validated on save; a hand-edited bad row reads as missing
         self._dicts, self._configs = dicts, configs

@@ -7,7 +7,7 @@ from flask_babel import lazy_gettext as _l
 
 def register_views(app) -> None:
     from app.extensions import appbuilder
-    from app.views import audit, employees, metadata, org, security
+    from app.views import audit, dispatch, employees, metadata, org, security
 
     org_cat, meta_cat, sec_cat = "Organisation", "Metadata", "Security"
     appbuilder.add_view(org.OrgUnitView, "Org Units", icon="fa-sitemap", label=_l("Org Units"),
@@ -20,6 +20,21 @@ def register_views(app) -> None:
                         label=_l("Dictionary Items"), category=meta_cat)
     appbuilder.add_view(metadata.ConfigItemView, "Configuration", icon="fa-sliders",
                         label=_l("Configuration"), category=meta_cat)
+    dispatch_cat = "Dispatch"
+    appbuilder.add_view(dispatch.DispatchConsoleView, "Dispatch Console", icon="fa-random",
+                        label=_l("Dispatch Console"), category=dispatch_cat, category_label=_l("Dispatch"),
+                        category_icon="fa-random")
+    appbuilder.add_view(dispatch.DispatchRuleView, "Dispatch Rules", icon="fa-code-fork",
+                        label=_l("Dispatch Rules"), category=dispatch_cat)
+    appbuilder.add_view(dispatch.CirculationRuleView, "Circulation Rules", icon="fa-refresh",
+                        label=_l("Circulation Rules"), category=dispatch_cat)
+    appbuilder.add_view(dispatch.PoolView, "Public Pools", icon="fa-inbox", label=_l("Public Pools"),
+                        category=dispatch_cat)
+    appbuilder.add_view(dispatch.SalesProfileView, "Sales Profiles", icon="fa-user-circle",
+                        label=_l("Sales Profiles"), category=dispatch_cat)
+    for api in (dispatch.DispatchApi, dispatch.DispatchRuleApi, dispatch.CirculationRuleApi,
+                dispatch.SalesProfileApi):
+        appbuilder.add_api(api)
     appbuilder.add_view(security.RoleDataScopeView, "Data Scopes", icon="fa-filter",
                         label=_l("Data Scopes"), category=sec_cat, category_label=_l("Security"))
     appbuilder.add_view(security.ApiKeyView, "API Keys", icon="fa-key", label=_l("API Keys"),

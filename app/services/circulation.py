@@ -1,0 +1,221 @@
+"""Circulation ("forced circulation"): owned opportunities that sit idle go back to be re-dispatched.
+
+Each owned opportunity is governed by the most specific enabled CirculationRule over it (deepest org
+unit, then a product line over none, then an intention level over none). A scan, per rule, selects the
+opportunities that rule governs and that are due (idle too long, no deal in time, stage not reached in
+time), skipping the exempt ones (locked, exempt stages, protected), and recycles them in chunks: back to
+waiting (or to the rule's pool) with the ex-owner cooling, one AssignmentLog row each, counters fixed.
+Every chunk is its own transaction, so the scan can be killed and run again at any point.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+from sqlalchemy import and_, bindparam, false, insert, not_, or_, select, true, update
+
+from app.models.base import utcnow
+from app.models.metadata import DictItem, DictType
+from app.models.org import OrgUnit
+from app.models.sales import (
+    OWNED,
+    POOLED,
+    RECYCLE,
+    WAITING,
+    AssignmentLog,
+    CirculationRule,
+    Opportunity,
+    OwnerCooling,
+    Pool,
+    SalesProfile,
+)
+from app.security.scope import subtree_unit_ids
+
+CHUNK = 5000
+REMINDER = "recycle_reminder"
+
+
+@dataclass
+class ScanResult:
+    recycled: int = 0
+    reminded: int = 0
+    by_rule: Counter = field(default_factory=Counter)
+    reminders: list[dict] = field(default_factory=list)  # (employee, opportunity, due) for notification
+
+
+def _stage_ids(session) -> dict[str, tuple[int, int]]:
+    """stage code → (item id, sort) of the opportunity stage funnel."""
+    rows = session.execute(
+        select(DictItem.code, DictItem.id, DictItem.sort).join(DictItem.dict_type)
+        .where(DictType.code == "opportunity_stage")).all()
+    return {code: (item_id, sort) for code, item_id, sort in rows}
+
+
+def _specificity(rule, depth: int) -> tuple:
+    return (depth, rule.product_line_id is not None, rule.intention_level_id is not None)
+
+
+def _governs(rule: CirculationRule, path: str):
+    """SQL: the opportunity falls under this rule's org subtree, product line and intention level."""
+    conditions = [Opportunity.org_unit_id.in_(subtree_unit_ids(path))]
+    if rule.product_line_id is not None:
+        conditions.append(Opportunity.product_line_id == rule.product_line_id)
+    if rule.intention_level_id is not None:
+        conditions.append(Opportunity.intention_level_id == rule.intention_level_id)
+    return and_(*conditions)
+
+
+def ordered_rules(session) -> list[tuple[CirculationRule, str]]:
+    """Enabled rules with their org paths, most specific first."""
+    rows = session.execute(
+        select(CirculationRule, OrgUnit.path, OrgUnit.depth)
+        .join(OrgUnit, OrgUnit.id == CirculationRule.org_unit_id)
+        .where(CirculationRule.enabled.is_(True))).all()
+    rows.sort(key=lambda r: _specificity(r[0], r[2]), reverse=True)
+    return [(rule, path) for rule, path, _ in rows]
+
+
+def _due(rule: CirculationRule, now: dt.datetime, stages: dict, lead_time: dt.timedelta = dt.timedelta()):
+    """SQL: the rule's recycle conditions, `lead_time` ahead of now (for reminders)."""
+    at = now + lead_time
+    reasons = []
+    if rule.idle_days:
+        reasons.append(Opportunity.idle_since < at - dt.timedelta(days=rule.idle_days))
+    if rule.no_deal_days:
+        reasons.append(Opportunity.assigned_at < at - dt.timedelta(days=rule.no_deal_days))
+    if rule.stage_deadline_days and rule.target_stage_id:
+        target_sort = next((s for i, s in stages.values() if i == rule.target_stage_id), None)
+        before = [i for i, s in stages.values() if target_sort is not None and s < target_sort]
+        if before:
+            reasons.append(and_(Opportunity.stage_id.in_(before),
+                                Opportunity.assigned_at < at - dt.timedelta(days=rule.stage_deadline_days)))
+    return or_(*reasons) if reasons else false()
+
+
+def _exempt(rule: CirculationRule, now: dt.datetime, stages: dict):
+    codes = [c.strip() for c in (rule.exempt_stages or "").split(",") if c.strip()]
+    exempt_ids = [stages[c][0] for c in codes if c in stages]
+    conditions = [Opportunity.locked.is_(True),
+                  and_(Opportunity.protected_until.is_not(None), Opportunity.protected_until > now)]
+    if exempt_ids:
+        conditions.append(Opportunity.stage_id.in_(exempt_ids))
+    return or_(*conditions)
+
+
+def _candidates(rule, path, more_specific, now, stages, lead_time=dt.timedelta()):
+    query = select(Opportunity.id, Opportunity.owner_id, Opportunity.idle_since).where(
+        Opportunity.status == OWNED,
+        _governs(rule, path),
+        _due(rule, now, stages, lead_time),
+        not_(_exempt(rule, now, stages)),
+    )
+    for other, other_path in more_specific:
+        query = query.where(not_(_governs(other, other_path)))
+    return query
+
+
+def _recycle_chunk(session, rule: CirculationRule, rows, now: dt.datetime) -> int:
+    conn = session.connection()
+    table = Opportunity.__table__
+    ids = [r.id for r in rows]
+    to_pool = rule.recycle_to_pool_id
+    pool_unit = session.scalar(select(Pool.org_unit_id).where(Pool.id == to_pool)) if to_pool else None
+    values = {"status": POOLED if to_pool else WAITING, "owner_id": None, "pool_id": to_pool,
+              "is_recycled": True, "recycle_count": table.c.recycle_count + 1, "dispatch_after": None,
+              "protected_until": None, "recycle_reminded_at": None, "updated_at": now}
+    if to_pool:
+        values["org_unit_id"] = pool_unit
+    # Re-checked in the UPDATE: a row claimed, given back or closed meanwhile is left alone.
+    done = conn.execute(
+        update(table).where(table.c.id.in_(ids), table.c.status == OWNED).values(**values)
+        .returning(table.c.id, table.c.org_unit_id)
+    ).all()
+    if not done:
+        return 0
+    done_ids = {r.id for r in done}
+    owners = {r.id: r.owner_id for r in rows if r.id in done_ids}
+    idle = {r.id: r.idle_since for r in rows}
+    conn.execute(insert(AssignmentLog.__table__), [
+        {"created_at": now, "opportunity_id": opp_id, "reason": RECYCLE, "from_owner_id": owner,
+         "to_pool_id": to_pool, "circulation_rule_id": rule.id, "actor_name": "circulation",
+         "trace": json.dumps({"rule": rule.id, "idle_since": str(idle[opp_id])}, separators=(",", ":"))}
+        for opp_id, owner in owners.items()])
+    pairs = [{"opportunity_id": o, "employee_id": e, "until": now + dt.timedelta(days=rule.cooling_days)}
+             for o, e in owners.items() if e]
+    if rule.cooling_days and pairs:
+        upsert(conn, OwnerCooling.__table__, pairs, ["opportunity_id", "employee_id"], ["until"])
+    per_owner = Counter(owner for owner in owners.values() if owner)
+    profile = SalesProfile.__table__
+    if per_owner:
+        conn.execute(update(profile).where(profile.c.employee_id == bindparam("eid"))
+                     .values(open_count=profile.c.open_count - bindparam("n")),
+                     [{"eid": e, "n": n} for e, n in per_owner.items()])
+    return len(done)
+
+
+def upsert(conn, table, rows: list[dict], keys: list[str], update_columns: list[str]) -> None:
+    """INSERT … ON CONFLICT (keys) DO UPDATE, on PostgreSQL and SQLite alike."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    statement = dialect_insert(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=keys, set_={c: getattr(statement.excluded, c) for c in update_columns})
+    conn.execute(statement, rows)
+
+
+def scan(session, now: dt.datetime | None = None, chunk: int = CHUNK) -> ScanResult:
+    """Recycle every due opportunity and send the reminders; commits chunk by chunk."""
+    now = now or utcnow()
+    stages = _stage_ids(session)
+    rules = ordered_rules(session)
+    result = ScanResult()
+    lock = session.get_bind().dialect.name == "postgresql"
+    for index, (rule, path) in enumerate(rules):
+        more_specific = rules[:index]
+        while True:
+            query = _candidates(rule, path, more_specific, now, stages).order_by(Opportunity.id).limit(chunk)
+            if lock:
+                query = query.with_for_update(skip_locked=True, of=Opportunity)
+            rows = session.execute(query).all()
+            if not rows:
+                session.rollback()
+                break
+            n = _recycle_chunk(session, rule, rows, now)
+            session.commit()
+            result.recycled += n
+            result.by_rule[rule.id] += n
+            if len(rows) < chunk:
+                break
+        if rule.remind_hours:
+            result.reminded += _remind(session, rule, path, more_specific, now, stages, result)
+    return result
+
+
+def _remind(session, rule, path, more_specific, now, stages, result: ScanResult) -> int:
+    """Mark (once) the opportunities that will be recycled within the rule's reminder window."""
+    soon = _candidates(rule, path, more_specific, now, stages, dt.timedelta(hours=rule.remind_hours)).where(
+        Opportunity.recycle_reminded_at.is_(None))
+    rows = session.execute(soon.limit(CHUNK)).all()
+    if not rows:
+        session.rollback()
+        return 0
+    session.execute(update(Opportunity).where(Opportunity.id.in_([r.id for r in rows]))
+                    .values(recycle_reminded_at=now).execution_options(synchronize_session=False))
+    session.commit()
+    result.reminders.extend({"employee_id": r.owner_id, "opportunity_id": r.id} for r in rows)
+    return len(rows)
+
+
+def governing_rule(session, opportunity: Opportunity) -> CirculationRule | None:
+    """The rule the scan would apply to this opportunity (for pages that explain it)."""
+    for rule, path in ordered_rules(session):
+        matched = session.scalar(select(true()).where(
+            Opportunity.id == opportunity.id, _governs(rule, path)))
+        if matched:
+            return rule
+    return None

@@ -1,0 +1,299 @@
+"""Dispatch and circulation: rules, pools, sales profiles, and the dispatch console with its dry-run."""
+
+from __future__ import annotations
+
+import json
+
+from flask import flash, redirect, url_for
+from flask_appbuilder import BaseView, expose
+from flask_appbuilder.actions import action
+from flask_appbuilder.api import BaseApi, protect, safe
+from flask_appbuilder.fieldwidgets import Select2Widget
+from flask_appbuilder.models.sqla.interface import SQLAInterface
+from flask_appbuilder.security.decorators import has_access
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import func, select
+from wtforms import SelectField
+
+from app.extensions import db, rq
+from app.jobs.dispatch import current_run, enqueue_dispatch
+from app.models.base import utcnow
+from app.models.sales import (
+    STATUSES,
+    STRATEGIES,
+    CirculationRule,
+    DispatchRule,
+    Opportunity,
+    Pool,
+    SalesProfile,
+)
+from app.security import policy
+from app.services.dispatch import simulate, waiting_count
+from app.services.errors import DomainError
+from app.views.base import CrmModelRestApi, CrmModelView
+
+STRATEGY_LABELS = {"round_robin": _l("Round robin"), "weighted": _l("Weighted"),
+                   "least_loaded": _l("Least loaded"), "pool": _l("To pool")}
+RECYCLED_LABELS = {"any": _l("New and recycled"), "new": _l("New only"), "recycled": _l("Recycled only")}
+LABELS = {
+    "name": _l("Name"), "priority": _l("Priority"), "enabled": _l("Enabled"),
+    "match_source": _l("Lead source"),
+    "match_campaign": _l("Campaign starts with"), "match_product_line": _l("Product line"),
+    "match_region": _l("Region"), "match_intention_level": _l("Intention level"),
+    "match_recycled": _l("New / recycled"), "target_org_unit": _l("Target team"), "strategy": _l("Strategy"),
+    "target_pool": _l("Pool (target or fallback)"), "working_hours_only": _l("Working hours only"),
+    "org_unit": _l("Org unit"), "product_line": _l("Product line"), "intention_level": _l("Intention level"),
+    "idle_days": _l("Recycle after idle days"), "stage_deadline_days": _l("Days to reach stage"),
+    "target_stage": _l("Stage to reach"), "no_deal_days": _l("Recycle without deal after days"),
+    "protect_days": _l("Protection days on claim"),
+    "protect_extend_days": _l("Protection extended per follow-up"),
+    "protect_max_days": _l("Protection maximum days"), "remind_hours": _l("Remind hours before recycling"),
+    "capacity": _l("Capacity"), "capacity_by_level": _l("Capacity by level (JSON)"),
+    "capacity_counts_won": _l("Won opportunities count against capacity"),
+    "cooling_days": _l("Ex-owner cooling days"), "exempt_stages": _l("Exempt stages (codes)"),
+    "recycle_to_pool": _l("Recycle to pool (else re-dispatch)"), "daily_claim_limit": _l("Daily claim limit"),
+    "employee": _l("Employee"), "paused": _l("Paused"), "weight": _l("Weight"),
+    "daily_quota": _l("Daily quota"), "open_count": _l("Open opportunities"),
+    "dispatched_today": _l("Dispatched today"),
+}
+
+
+def _choice(label, labels):
+    return SelectField(label, choices=list(labels.items()), widget=Select2Widget())
+
+
+def check_dispatch_rule(item: DispatchRule) -> None:
+    if item.strategy not in STRATEGIES:
+        raise DomainError(f"Strategy must be one of {', '.join(STRATEGIES)}", field="strategy")
+    if item.strategy == "pool" and item.target_pool is None:
+        raise DomainError("A 'to pool' rule needs a pool", field="target_pool")
+    if item.strategy != "pool" and item.target_org_unit is None:
+        raise DomainError("Choose the team that receives the opportunities", field="target_org_unit")
+    if item.match_recycled not in RECYCLED_LABELS:
+        raise DomainError("New / recycled must be any, new or recycled", field="match_recycled")
+
+
+def check_circulation_rule(item: CirculationRule) -> None:
+    if item.capacity_by_level:
+        try:
+            levels = json.loads(item.capacity_by_level)
+        except ValueError:
+            levels = None
+        if not isinstance(levels, dict) or not all(isinstance(v, int) and v >= 0 for v in levels.values()):
+            raise DomainError('Capacity by level must be a JSON object like {"P1": 50}',
+                              field="capacity_by_level")
+    for name in ("idle_days", "stage_deadline_days", "no_deal_days", "protect_days", "protect_extend_days",
+                 "protect_max_days", "remind_hours", "capacity", "cooling_days"):
+        value = getattr(item, name)
+        if value is not None and value < 0:
+            raise DomainError("Must not be negative", field=name)
+    if item.protect_max_days is not None and item.protect_days and item.protect_max_days < item.protect_days:
+        raise DomainError("The maximum protection is shorter than the protection itself",
+                          field="protect_max_days")
+    if bool(item.stage_deadline_days) != bool(item.target_stage or item.target_stage_id):
+        raise DomainError("Give both the stage to reach and the days to reach it", field="target_stage")
+
+
+class DispatchRuleView(CrmModelView):
+    datamodel = SQLAInterface(DispatchRule)
+    class_permission_name = policy.DISPATCH_RULE
+    list_title = show_title = _l("Dispatch Rules")
+    add_title, edit_title = _l("Add Dispatch Rule"), _l("Edit Dispatch Rule")
+    list_columns = ["priority", "name", "enabled", "match_product_line", "match_source", "match_recycled",
+                    "target_org_unit", "strategy", "target_pool"]
+    add_columns = edit_columns = ["name", "priority", "enabled", "match_source", "match_campaign",
+                                  "match_product_line", "match_region", "match_intention_level",
+                                  "match_recycled", "target_org_unit", "strategy", "target_pool",
+                                  "working_hours_only"]
+    show_columns = add_columns
+    base_order = ("priority", "asc")
+    dict_fields = {"match_source": "lead_source", "match_product_line": "product_line",
+                   "match_intention_level": "intention_level"}
+    add_form_extra_fields = edit_form_extra_fields = {
+        "strategy": _choice(_l("Strategy"), STRATEGY_LABELS),
+        "match_recycled": _choice(_l("New / recycled"), RECYCLED_LABELS),
+    }
+    formatters_columns = {"strategy": lambda v: STRATEGY_LABELS.get(v, v),
+                          "match_recycled": lambda v: RECYCLED_LABELS.get(v, v)}
+    label_columns = LABELS
+
+    def check_item(self, item, creating):
+        check_dispatch_rule(item)
+
+
+class CirculationRuleView(CrmModelView):
+    datamodel = SQLAInterface(CirculationRule)
+    class_permission_name = policy.CIRCULATION_RULE
+    list_title = show_title = _l("Circulation Rules")
+    add_title, edit_title = _l("Add Circulation Rule"), _l("Edit Circulation Rule")
+    list_columns = ["name", "enabled", "org_unit", "product_line", "intention_level", "idle_days",
+                    "protect_days", "capacity", "cooling_days"]
+    add_columns = edit_columns = show_columns = [
+        "name", "enabled", "org_unit", "product_line", "intention_level", "idle_days", "no_deal_days",
+        "stage_deadline_days", "target_stage", "protect_days", "protect_extend_days", "protect_max_days",
+        "remind_hours", "capacity", "capacity_by_level", "capacity_counts_won", "cooling_days",
+        "exempt_stages", "recycle_to_pool"]
+    dict_fields = {"product_line": "product_line", "intention_level": "intention_level",
+                   "target_stage": "opportunity_stage"}
+    label_columns = LABELS
+
+    def check_item(self, item, creating):
+        check_circulation_rule(item)
+
+
+class PoolView(CrmModelView):
+    datamodel = SQLAInterface(Pool)
+    class_permission_name = policy.POOL
+    list_title = show_title = _l("Public Pools")
+    add_title, edit_title = _l("Add Pool"), _l("Edit Pool")
+    list_columns = ["name", "org_unit", "product_line", "daily_claim_limit", "enabled"]
+    add_columns = edit_columns = show_columns = list_columns
+    dict_fields = {"product_line": "product_line"}
+    label_columns = LABELS
+
+    def check_item(self, item, creating):
+        if item.daily_claim_limit is None or item.daily_claim_limit < 0:
+            raise DomainError("The daily claim limit must be 0 or more", field="daily_claim_limit")
+
+
+class SalesProfileView(CrmModelView):
+    datamodel = SQLAInterface(SalesProfile)
+    class_permission_name = policy.SALES_PROFILE
+    list_title = show_title = _l("Sales Profiles")
+    list_columns = ["employee", "paused", "weight", "daily_quota", "capacity", "open_count",
+                    "dispatched_today"]
+    show_columns = list_columns
+    add_columns = ["employee", "paused", "weight", "daily_quota", "capacity"]
+    edit_columns = ["paused", "weight", "daily_quota", "capacity"]
+    label_columns = LABELS
+    method_permission_name = {**policy.METHOD_PERMISSIONS, "pause": "write", "resume": "write"}
+
+    def check_item(self, item, creating):
+        if item.weight is None or item.weight < 0:
+            raise DomainError("The weight must be 0 or more", field="weight")
+        for name in ("daily_quota", "capacity"):
+            if getattr(item, name) is not None and getattr(item, name) < 0:
+                raise DomainError("Must not be negative", field=name)
+
+    def _set_paused(self, items, paused):
+        items = items if isinstance(items, list) else [items]
+        for item in items:
+            item.paused = paused
+        db.session.commit()
+        flash(str(_l("%(n)d profile(s) updated", n=len(items))), "success")
+        return redirect(self.get_redirect())
+
+    @action("pause", _l("Pause dispatch"), None, "fa-pause")
+    def pause(self, items):
+        return self._set_paused(items, True)
+
+    @action("resume", _l("Resume dispatch"), None, "fa-play")
+    def resume(self, items):
+        return self._set_paused(items, False)
+
+
+def _status_counts() -> dict:
+    rows = db.session.execute(select(Opportunity.status, func.count()).group_by(Opportunity.status)).all()
+    counts = dict.fromkeys(STATUSES, 0)
+    counts.update(dict(rows))
+    return counts
+
+
+class DispatchConsoleView(BaseView):
+    """Where a sales manager sees what waits, runs dispatch now, and previews it (dry-run)."""
+
+    route_base = "/dispatch"
+    class_permission_name = policy.DISPATCH_CONSOLE
+    method_permission_name = policy.METHOD_PERMISSIONS
+    default_view = "status"
+
+    @expose("/")
+    @has_access
+    def status(self):
+        job = current_run(rq.redis)
+        return self.render_template("crm/dispatch.html", counts=_status_counts(),
+                                    waiting=waiting_count(db.session), job=job, preview=None)
+
+    @expose("/simulate/")
+    @has_access
+    def simulate(self):
+        preview = simulate(db.session, now=utcnow())
+        return self.render_template("crm/dispatch.html", counts=_status_counts(),
+                                    waiting=preview["waiting"], job=None, preview=preview)
+
+    @expose("/run/", methods=["POST"])
+    @has_access
+    def run_now(self):
+        enqueue_dispatch(rq.queue("high"))
+        flash(str(_l("Dispatch started: the page shows its progress.")), "info")
+        return redirect(url_for("DispatchConsoleView.status"))
+
+
+class DispatchApi(BaseApi):
+    resource_name = "dispatch"
+    class_permission_name = policy.DISPATCH_CONSOLE
+    method_permission_name = policy.METHOD_PERMISSIONS
+    allow_browser_login = True
+
+    @expose("/simulate", methods=["GET"])
+    @protect()
+    @safe
+    def simulate(self):
+        """Dry-run: how the current rules would dispatch what waits now (writes nothing).
+        ---
+        get:
+          responses:
+            200:
+              description: Distribution per rule, team and person, exclusions and sample traces
+        """
+        return self.response(200, **simulate(db.session, now=utcnow()))
+
+    @expose("/run", methods=["POST"])
+    @protect()
+    @safe
+    def run_now(self):
+        """Start a dispatch run now.
+        ---
+        post:
+          responses:
+            202:
+              description: Queued
+        """
+        enqueue_dispatch(rq.queue("high"))
+        return self.response(202, message="queued")
+
+
+class DispatchRuleApi(CrmModelRestApi):
+    datamodel = SQLAInterface(DispatchRule)
+    resource_name = "dispatch_rule"
+    class_permission_name = policy.DISPATCH_RULE
+    list_columns = show_columns = ["id", "name", "priority", "enabled", "match_source.code", "match_campaign",
+                                   "match_product_line.code", "match_region", "match_intention_level.code",
+                                   "match_recycled", "target_org_unit.id", "strategy", "target_pool.id",
+                                   "working_hours_only"]
+    add_columns = edit_columns = DispatchRuleView.add_columns
+    dict_fields = DispatchRuleView.dict_fields
+
+    def check_item(self, item, creating):
+        check_dispatch_rule(item)
+
+
+class CirculationRuleApi(CrmModelRestApi):
+    datamodel = SQLAInterface(CirculationRule)
+    resource_name = "circulation_rule"
+    class_permission_name = policy.CIRCULATION_RULE
+    add_columns = edit_columns = CirculationRuleView.add_columns
+    dict_fields = CirculationRuleView.dict_fields
+
+    def check_item(self, item, creating):
+        check_circulation_rule(item)
+
+
+class SalesProfileApi(CrmModelRestApi):
+    datamodel = SQLAInterface(SalesProfile)
+    resource_name = "sales_profile"
+    class_permission_name = policy.SALES_PROFILE
+    list_columns = show_columns = ["employee.id", "employee.name", "paused", "weight", "daily_quota",
+                                   "capacity", "open_count", "dispatched_today"]
+    add_columns = ["employee", "paused", "weight", "daily_quota", "capacity"]
+    edit_columns = ["paused", "weight", "daily_quota", "capacity"]
