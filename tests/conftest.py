@@ -3,10 +3,12 @@ the real app and its test client; PostgreSQL through TEST_DATABASE_URL where SQL
 
 from __future__ import annotations
 
+import contextvars
 import os
 import shutil
 
 import pytest
+from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -15,6 +17,15 @@ from app import create_app
 from app.embedded_redis import EmbeddedRedis
 from app.services.seed import ADMIN_PASSWORD, DEMO_PASSWORD
 from config import TestConfig
+
+
+class IsolatedClient(FlaskClient):
+    """Runs each request in an empty context. Otherwise the app context that the `session` fixture
+    holds open is reused by every request, and Flask-Login's user cached in its `g` leaks from one
+    request (and one client) to the next."""
+
+    def open(self, *args, **kwargs):
+        return contextvars.Context().run(super().open, *args, **kwargs)
 
 
 def make_config(db_url: str, redis_url: str, **overrides):
@@ -76,6 +87,7 @@ def app(request, template_db, tmp_path, redis_server):
     shutil.copy(template_db, path)
     Redis.from_url(redis_server.url).flushdb()
     app = create_app(make_config(f"sqlite:///{path}", redis_server.url, **_overrides(request)))
+    app.test_client_class = IsolatedClient
     yield app
     _teardown(app)
 
@@ -134,6 +146,7 @@ def pg_app(request, pg_url, redis_server):
     reset_pg(pg_url)
     Redis.from_url(redis_server.url).flushdb()
     app = create_app(make_config(pg_url, redis_server.url, **_overrides(request)))
+    app.test_client_class = IsolatedClient
     build_database(app)
     yield app
     _teardown(app)

@@ -15,7 +15,20 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, bindparam, false, insert, not_, or_, select, true, update
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    and_,
+    any_,
+    bindparam,
+    false,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+    update,
+)
 
 from app.models.base import utcnow
 from app.models.metadata import DictItem, DictType
@@ -100,8 +113,8 @@ def _exempt(rule: CirculationRule, now: dt.datetime, stages: dict):
     exempt_ids = [stages[c][0] for c in codes if c in stages]
     conditions = [Opportunity.locked.is_(True),
                   and_(Opportunity.protected_until.is_not(None), Opportunity.protected_until > now)]
-    if exempt_ids:
-        conditions.append(Opportunity.stage_id.in_(exempt_ids))
+    if exempt_ids:  # (a NULL stage must read as "not exempt", not as unknown)
+        conditions.append(and_(Opportunity.stage_id.is_not(None), Opportunity.stage_id.in_(exempt_ids)))
     return or_(*conditions)
 
 
@@ -117,55 +130,61 @@ def _candidates(rule, path, more_specific, now, stages, lead_time=dt.timedelta()
     return query
 
 
+def id_in(column, ids: list[int], dialect: str):
+    """`column IN ids`: one array parameter on PostgreSQL (a long IN list is parsed per statement)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam("ids", ids, type_=ARRAY(Integer)))
+    return column.in_(ids)
+
+
 def _recycle_chunk(session, rule: CirculationRule, rows, now: dt.datetime) -> int:
+    """Recycle one chunk with four set-based statements over rows this transaction has locked."""
     conn = session.connection()
-    table = Opportunity.__table__
+    opp = Opportunity.__table__
     ids = [r.id for r in rows]
+    chosen = and_(id_in(opp.c.id, ids, conn.dialect.name), opp.c.status == OWNED)  # re-checked
     to_pool = rule.recycle_to_pool_id
-    pool_unit = session.scalar(select(Pool.org_unit_id).where(Pool.id == to_pool)) if to_pool else None
-    values = {"status": POOLED if to_pool else WAITING, "owner_id": None, "pool_id": to_pool,
-              "is_recycled": True, "recycle_count": table.c.recycle_count + 1, "dispatch_after": None,
-              "protected_until": None, "recycle_reminded_at": None, "updated_at": now}
-    if to_pool:
-        values["org_unit_id"] = pool_unit
-    # Re-checked in the UPDATE: a row claimed, given back or closed meanwhile is left alone.
-    done = conn.execute(
-        update(table).where(table.c.id.in_(ids), table.c.status == OWNED).values(**values)
-        .returning(table.c.id, table.c.org_unit_id)
-    ).all()
-    if not done:
-        return 0
-    done_ids = {r.id for r in done}
-    owners = {r.id: r.owner_id for r in rows if r.id in done_ids}
-    idle = {r.id: r.idle_since for r in rows}
-    conn.execute(insert(AssignmentLog.__table__), [
-        {"created_at": now, "opportunity_id": opp_id, "reason": RECYCLE, "from_owner_id": owner,
-         "to_pool_id": to_pool, "circulation_rule_id": rule.id, "actor_name": "circulation",
-         "trace": json.dumps({"rule": rule.id, "idle_since": str(idle[opp_id])}, separators=(",", ":"))}
-        for opp_id, owner in owners.items()])
-    pairs = [{"opportunity_id": o, "employee_id": e, "until": now + dt.timedelta(days=rule.cooling_days)}
-             for o, e in owners.items() if e]
-    if rule.cooling_days and pairs:
-        upsert(conn, OwnerCooling.__table__, pairs, ["opportunity_id", "employee_id"], ["until"])
-    per_owner = Counter(owner for owner in owners.values() if owner)
-    profile = SalesProfile.__table__
+    trace = json.dumps({"rule": rule.id, "name": rule.name}, ensure_ascii=False, separators=(",", ":"))
+    log = AssignmentLog.__table__
+    conn.execute(log.insert().from_select(
+        ["created_at", "opportunity_id", "reason", "from_owner_id", "to_pool_id", "circulation_rule_id",
+         "actor_name", "trace"],
+        select(literal(now), opp.c.id, literal(RECYCLE), opp.c.owner_id, literal(to_pool, Integer),
+               literal(rule.id), literal("circulation"), literal(trace)).where(chosen)))
+    if rule.cooling_days:
+        upsert_from_select(conn, OwnerCooling.__table__, ["opportunity_id", "employee_id", "until"],
+                           select(opp.c.id, opp.c.owner_id,
+                                  literal(now + dt.timedelta(days=rule.cooling_days), DateTime))
+                           .where(chosen, opp.c.owner_id.is_not(None)),
+                           ["opportunity_id", "employee_id"], ["until"])
+    # The rows are locked, so their owners as read are the owners that lose them.
+    per_owner = Counter(r.owner_id for r in rows if r.owner_id is not None)
     if per_owner:
+        profile = SalesProfile.__table__
         conn.execute(update(profile).where(profile.c.employee_id == bindparam("eid"))
                      .values(open_count=profile.c.open_count - bindparam("n")),
                      [{"eid": e, "n": n} for e, n in per_owner.items()])
-    return len(done)
+    values = {"status": POOLED if to_pool else WAITING, "owner_id": None, "pool_id": to_pool,
+              "is_recycled": True, "recycle_count": opp.c.recycle_count + 1, "dispatch_after": None,
+              "protected_until": None, "recycle_reminded_at": None, "updated_at": now}
+    if to_pool:
+        values["org_unit_id"] = select(Pool.org_unit_id).where(Pool.id == to_pool).scalar_subquery()
+    return conn.execute(update(opp).where(chosen).values(**values)).rowcount
 
 
-def upsert(conn, table, rows: list[dict], keys: list[str], update_columns: list[str]) -> None:
-    """INSERT … ON CONFLICT (keys) DO UPDATE, on PostgreSQL and SQLite alike."""
+def upsert_from_select(conn, table, columns: list[str], query, keys: list[str],
+                       update_columns: list[str]) -> None:
+    """INSERT … SELECT … ON CONFLICT (keys) DO UPDATE, on PostgreSQL and SQLite alike."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    statement = dialect_insert(table)
+    statement = dialect_insert(table).from_select(columns, query)
     statement = statement.on_conflict_do_update(
         index_elements=keys, set_={c: getattr(statement.excluded, c) for c in update_columns})
-    conn.execute(statement, rows)
+    conn.execute(statement)
 
 
 def scan(session, now: dt.datetime | None = None, chunk: int = CHUNK) -> ScanResult:
@@ -178,7 +197,7 @@ def scan(session, now: dt.datetime | None = None, chunk: int = CHUNK) -> ScanRes
     for index, (rule, path) in enumerate(rules):
         more_specific = rules[:index]
         while True:
-            query = _candidates(rule, path, more_specific, now, stages).order_by(Opportunity.id).limit(chunk)
+            query = _candidates(rule, path, more_specific, now, stages).limit(chunk)
             if lock:
                 query = query.with_for_update(skip_locked=True, of=Opportunity)
             rows = session.execute(query).all()
