@@ -25,6 +25,7 @@ class IsolatedClient(FlaskClient):
     request (and one client) to the next."""
 
     def open(self, *args, **kwargs):
+        kwargs.setdefault("buffered", True)  # a streamed body must be read inside that context too
         return contextvars.Context().run(super().open, *args, **kwargs)
 
 

@@ -202,11 +202,12 @@ def validate_config_item(item: ConfigItem) -> None:
     parse_config_value(item.value_type, item.value)
 
 
-def check_dict_choice(item: DictItem | None, type_code: str, previous_id: int | None = None) -> None:
+def check_dict_choice(item: DictItem | None, type_code: str, previous_id: int | None = None,
+                      field: str | None = None) -> None:
     """A disabled item stays on old records but cannot be newly chosen; the type must match."""
     if item is None:
         return
     if item.dict_type is not None and item.dict_type.code != type_code:
-        raise DomainError(f"{item} is not a {type_code} option")
+        raise DomainError(f"{item} is not a {type_code} option", field=field)
     if not item.enabled and item.id != previous_id:
-        raise DomainError(f"{item} is disabled and cannot be chosen")
+        raise DomainError(f"{item} is disabled and cannot be chosen", field=field)

@@ -100,7 +100,7 @@ class CrmViewMixin:
                 continue
             if key in self.dict_fields:
                 previous = hist.deleted[0].id if hist.deleted and hist.deleted[0] is not None else None
-                check_dict_choice(chosen, self.dict_fields[key], previous)
+                check_dict_choice(chosen, self.dict_fields[key], previous, field=key)
             elif issubclass(target, ScopedMixin) and chosen.id is not None:
                 visible = restrict(select(target.id).where(target.id == chosen.id), target, viewer)
                 if db.session.scalar(visible) is None:

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from app.extensions import db
 from app.models.employee import Employee
 from app.models.org import OrgUnit
+from app.security import policy
 from app.security.scope import current_viewer, restrict
 
 
@@ -21,6 +22,8 @@ class HomeView(IndexView):
         if user is None or user.is_anonymous:
             return self.render_template(self.index_template, viewer=None, stats=None)
         viewer = current_viewer()
+        if not viewer.can(policy.READ, policy.EMPLOYEE):  # counts are data too
+            return self.render_template(self.index_template, viewer=viewer, stats=None)
         by_status = dict(db.session.execute(
             restrict(select(Employee.hr_status, func.count()).group_by(Employee.hr_status), Employee, viewer)
         ).all())
