@@ -575,3 +575,14 @@ def test_production_settings_when_configured(tmp_path, redis_server):
         "SECRET_KEY": "a-real-secret", "SQLALCHEMY_DATABASE_URI": env["DATABASE_URL"],
         "WTF_CSRF_ENABLED": True, "class_secure": True,
     }
+
+
+def test_user_input_quoted_in_a_form_error_is_escaped(app, client):
+    from tests.conftest import login
+
+    login(client, "admin")
+    resp = client.post("/employeeview/add", data={
+        "employee_no": "X1", "name": "x", "phone": "<b>boom</b>", "org_unit": "1", "hr_status": "active"})
+    html = resp.get_data(as_text=True)
+    assert "<b>boom</b>" not in html
+    assert "&lt;b&gt;boom&lt;/b&gt;" in html

@@ -18,6 +18,7 @@ from flask_appbuilder.security.decorators import has_access, permission_name
 from flask_appbuilder.urltools import get_filter_args
 from flask_appbuilder.views import expose
 from flask_babel import lazy_gettext as _l
+from markupsafe import escape
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 
@@ -173,7 +174,8 @@ class CrmModelView(CrmViewMixin, ModelView):
                 except DomainError as exc:
                     field = getattr(self, exc.field, None) if exc.field else None
                     if field is not None:
-                        field.errors = [*field.errors, exc.message]
+                        # FAB renders field errors as markup: the message may quote user input.
+                        field.errors = [*field.errors, str(escape(exc.message))]
                     else:
                         flash(exc.message, "danger")
                     return False
