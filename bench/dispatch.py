@@ -5,7 +5,7 @@
     python bench/dispatch.py --leads 20000    # a smaller run
 
 With a PostgreSQL URL (BENCH_DATABASE_URL, else TEST_DATABASE_URL) it works in a database of its own,
-`<database>_bench`, dropped and re-made each run.
+`<database>_bench_dispatch`, dropped and re-made each run.
 
 The data: 100,000 customers each with one waiting opportunity (inserted set-wise), 500 salespeople in
 20 teams of 4 departments (SalesProfile rows with weights and a few daily quotas), a circulation rule
@@ -370,7 +370,7 @@ def run(label: str, url: str, redis_url: str, workers: int, leads: int) -> dict:
 def fresh_pg_database(url: str) -> str:
     """A new empty database beside the one `url` names; returns its URL."""
     base = make_url(url)
-    name = f"{base.database}_bench"
+    name = f"{base.database}_bench_dispatch"
     engine = create_engine(base, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -95,7 +95,10 @@ def app(request, template_db, tmp_path, redis_server):
 
 @pytest.fixture
 def client(app):
-    return app.test_client()
+    """A test client speaking English (the assertions read English messages)."""
+    client = app.test_client()
+    client.get("/lang/en")
+    return client
 
 
 @pytest.fixture

@@ -3,13 +3,11 @@ size caps of the REST list (FAB_API_MAX_PAGE_SIZE) and of the HTML list (CrmMode
 
 from __future__ import annotations
 
-import contextvars
 import re
 import secrets
 
 import prison
 import pytest
-from flask.testing import FlaskClient
 from sqlalchemy import func, insert, select
 
 from app.models.employee import Employee
@@ -20,22 +18,6 @@ from tests import factories
 from tests.conftest import api_token, login
 
 ORG_UNITS = "/api/v1/org_unit/"
-
-
-class IsolatedClient(FlaskClient):
-    """Runs each request in an empty context: otherwise the app context that the `session` fixture
-    holds open is reused by every request, and the user cached in its `g` leaks between requests."""
-
-    def open(self, *args, **kwargs):
-        return contextvars.Context().run(super().open, *args, **kwargs)
-
-
-@pytest.fixture
-def client(app):
-    app.test_client_class = IsolatedClient
-    client = app.test_client()
-    client.get("/lang/en")  # messages in English for the assertions below
-    return client
 
 
 def bearer(token: str) -> dict:

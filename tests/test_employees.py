@@ -3,14 +3,10 @@ nothing written, manager cycles, disabled level items, delete rules and the mark
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
-import re
-from html import unescape
 from html.parser import HTMLParser
 
 import pytest
-from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from app.models.employee import HR_RESIGNED, Employee
@@ -19,42 +15,10 @@ from app.models.org import OrgUnit
 from app.services.employees import LEVEL_DICT
 from tests import factories
 from tests.conftest import login
+from tests.helpers import field_errors, flashes
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-class IsolatedClient(FlaskClient):
-    """Runs each request in an empty context: otherwise the app context that the `session` fixture
-    holds open is reused by every request, and Flask-Login's user cached in its `g` leaks from one
-    request (and one client) to the next."""
-
-    def open(self, *args, **kwargs):
-        return contextvars.Context().run(super().open, *args, **kwargs)
-
-
-@pytest.fixture
-def client(app):
-    app.test_client_class = IsolatedClient
-    client = app.test_client()
-    client.get("/lang/en")  # messages in English for the assertions below
-    return client
-
-
-def field_errors(html: str) -> dict[str, str]:
-    """Form field id → the error text FAB renders under that field."""
-    errors = {}
-    for chunk in html.split('<label for="')[1:]:
-        name, _, rest = chunk.partition('"')
-        match = re.search(r'<div class="alert alert-danger">(.*?)</div>', rest.split("</tr>")[0], re.S)
-        if match:
-            errors[name] = " ".join(unescape(match.group(1)).split())
-    return errors
-
-
-def flashes(html: str, category: str = "danger") -> list[str]:
-    pattern = rf'<div class="alert alert-{category}">\s*<button[^>]*>&times;</button>(.*?)</div>'
-    return [" ".join(unescape(m).split()) for m in re.findall(pattern, html, re.S)]
-
-
 class FormPage(HTMLParser):
     """What a browser would submit from a page's form, and the options each dropdown offers."""
 

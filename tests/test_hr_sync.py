@@ -6,12 +6,10 @@ batch changes nothing."""
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 from collections import Counter
 
 import pytest
-from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from app.models.audit import AuditLog
@@ -21,22 +19,6 @@ from tests import factories
 from tests.conftest import api_token, login
 
 URL = "/api/v1/hr/sync"
-
-
-class IsolatedClient(FlaskClient):
-    """Runs each request in an empty context: otherwise the app context that the `session` fixture
-    holds open is reused by every request, and the user cached in its `g` leaks between requests."""
-
-    def open(self, *args, **kwargs):
-        return contextvars.Context().run(super().open, *args, **kwargs)
-
-
-@pytest.fixture
-def client(app):
-    app.test_client_class = IsolatedClient
-    client = app.test_client()
-    client.get("/lang/en")  # messages in English for the assertions below
-    return client
 
 
 @pytest.fixture

@@ -4,14 +4,11 @@ dictionary items: enable/disable, what the Employee "level" dropdown offers, del
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import re
 import time
-from html import unescape
 
 import pytest
-from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy import func, select
 
@@ -22,45 +19,14 @@ from app.services.metadata import VERSION_KEY, MetadataCache, parse_config_value
 from app.services.seed import CONFIG, DICTIONARIES
 from tests import factories
 from tests.conftest import login
+from tests.helpers import field_errors, flashes
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-class IsolatedClient(FlaskClient):
-    """Runs each request in an empty context: otherwise the app context that the `session` fixture
-    holds open is reused by every request (and its `g`, its database session)."""
-
-    def open(self, *args, **kwargs):
-        return contextvars.Context().run(super().open, *args, **kwargs)
-
-
-@pytest.fixture
-def client(app):
-    app.test_client_class = IsolatedClient
-    client = app.test_client()
-    client.get("/lang/en")  # messages in English for the assertions below
-    return client
-
-
 @pytest.fixture
 def admin(client):
     login(client, "admin")
     return client
-
-
-def field_errors(html: str) -> dict[str, str]:
-    """Form field id → the error text FAB renders under that field."""
-    errors = {}
-    for chunk in html.split('<label for="')[1:]:
-        name, _, rest = chunk.partition('"')
-        match = re.search(r'<div class="alert alert-danger">(.*?)</div>', rest.split("</tr>")[0], re.S)
-        if match:
-            errors[name] = " ".join(unescape(match.group(1)).split())
-    return errors
-
-
-def flashes(html: str, category: str = "danger") -> list[str]:
-    pattern = rf'<div class="alert alert-{category}">\s*<button[^>]*>&times;</button>(.*?)</div>'
-    return [" ".join(unescape(m).split()) for m in re.findall(pattern, html, re.S)]
 
 
 def select_options(html: str, name: str) -> list[str]:

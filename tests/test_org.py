@@ -4,54 +4,17 @@ clear error and nothing changed in the database."""
 
 from __future__ import annotations
 
-import contextvars
-import re
-from html import unescape
-
 import pytest
-from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from app.models.org import OrgUnit
 from app.security.scope import subtree_unit_ids
 from tests import factories
 from tests.conftest import login
+from tests.helpers import field_errors, flashes
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-class IsolatedClient(FlaskClient):
-    """Runs each request in an empty context: otherwise the app context that the `session` fixture
-    holds open is reused by every request, and Flask-Login's user cached in its `g` leaks from one
-    request (and one client) to the next."""
-
-    def open(self, *args, **kwargs):
-        return contextvars.Context().run(super().open, *args, **kwargs)
-
-
-@pytest.fixture
-def client(app):
-    app.test_client_class = IsolatedClient
-    client = app.test_client()
-    client.get("/lang/en")  # messages in English for the assertions below
-    return client
-
-
-def field_errors(html: str) -> dict[str, str]:
-    """Form field id → the error text FAB renders under that field."""
-    errors = {}
-    for chunk in html.split('<label for="')[1:]:
-        name, _, rest = chunk.partition('"')
-        match = re.search(r'<div class="alert alert-danger">(.*?)</div>', rest.split("</tr>")[0], re.S)
-        if match:
-            errors[name] = " ".join(unescape(match.group(1)).split())
-    return errors
-
-
-def flashes(html: str, category: str = "danger") -> list[str]:
-    pattern = rf'<div class="alert alert-{category}">\s*<button[^>]*>&times;</button>(.*?)</div>'
-    return [" ".join(unescape(m).split()) for m in re.findall(pattern, html, re.S)]
-
-
 def tree_rows(session) -> dict[int, tuple]:
     """Every unit as the database has it now: id → (name, parent_id, path, depth)."""
     session.expire_all()

@@ -26,6 +26,14 @@ CIRCULATION_RULE = "CirculationRule"
 POOL = "Pool"
 SALES_PROFILE = "SalesProfile"
 DISPATCH_CONSOLE = "Dispatch"
+LEAD = "Lead"
+LEAD_IMPORT = "LeadImport"
+CUSTOMER = "Customer"
+OPPORTUNITY = "Opportunity"
+FOLLOW_UP = "FollowUp"
+ASSIGNMENT_LOG = "AssignmentLog"
+WORKBENCH = "Workbench"
+CLAIM, ASSIGN = "can_claim", "can_assign"  # claim from a public pool; assign / transfer / freeze
 VIEW_FULL = "can_view_full"
 
 # How ModelView and ModelRestApi methods map onto read / write / export.
@@ -47,23 +55,32 @@ def _r(*resources):
     return {(READ, r) for r in resources}
 
 
+# The sales floor (app/views/sales.py): opportunities, the pool page, follow-ups, the assignment log.
+SALES_FLOOR = _r(OPPORTUNITY, FOLLOW_UP, ASSIGNMENT_LOG, WORKBENCH) | {(WRITE, OPPORTUNITY)}
+SALES_MANAGEMENT = {(ASSIGN, OPPORTUNITY), (EXPORT, OPPORTUNITY), (EXPORT, FOLLOW_UP),
+                    (EXPORT, ASSIGNMENT_LOG)}
+
+
 ROLES = {
     "Admin": {"scope": SCOPE_ALL, "permissions": "*"},
     "Sales Director": {
         "scope": SCOPE_SUBTREE,
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA)
         | _rw(DISPATCH_RULE, CIRCULATION_RULE, POOL, SALES_PROFILE, DISPATCH_CONSOLE)
-        | {(EXPORT, EMPLOYEE), (VIEW_FULL, PHONE)},
+        | _r(LEAD, CUSTOMER)
+        | {(EXPORT, EMPLOYEE), (EXPORT, LEAD), (VIEW_FULL, PHONE)}
+        | SALES_FLOOR | SALES_MANAGEMENT,
     },
     "Sales Manager": {
         "scope": SCOPE_TEAM,
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, DISPATCH_RULE, CIRCULATION_RULE, POOL,
-                          DISPATCH_CONSOLE)
-        | _rw(SALES_PROFILE) | {(EXPORT, EMPLOYEE)},
+                          DISPATCH_CONSOLE, LEAD, CUSTOMER)
+        | _rw(SALES_PROFILE) | {(EXPORT, EMPLOYEE)} | SALES_FLOOR | SALES_MANAGEMENT,
     },
     "Salesperson": {
         "scope": SCOPE_OWN,
-        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, POOL),
+        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, POOL, LEAD, CUSTOMER) | SALES_FLOOR
+        | {(CLAIM, OPPORTUNITY)},
     },
     "QA Inspector": {
         "scope": SCOPE_SUBTREE,
@@ -71,7 +88,7 @@ ROLES = {
     },
     "Back Office": {
         "scope": SCOPE_SUBORDINATES,
-        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA),
+        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, CUSTOMER) | _rw(LEAD, LEAD_IMPORT),
     },
     "Marketing": {
         "scope": SCOPE_ALL,
@@ -81,5 +98,10 @@ ROLES = {
     "HR Integration": {
         "scope": SCOPE_ALL,
         "permissions": {(WRITE, HR_SYNC)} | _r(ORG_UNIT),
+    },
+    # Other systems' accounts for POST /api/v1/lead/ and /api/v1/customer/register (API keys).
+    "Lead Integration": {
+        "scope": SCOPE_OWN,
+        "permissions": {(WRITE, LEAD), (WRITE, CUSTOMER)},
     },
 }

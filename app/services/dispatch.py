@@ -13,6 +13,7 @@ A worker killed at any point loses nothing: the transaction rolls back and the r
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import json
 import random
 import uuid
@@ -20,7 +21,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 
 from app.models.base import utcnow
 from app.models.employee import HR_ACTIVE, Employee
@@ -158,7 +159,9 @@ def _capacities(session, employees: list[tuple]) -> dict[int, int | None]:
 def load_context(session, now: dt.datetime, opportunity_ids: list[int], lock: bool,
                  rng: random.Random | None = None) -> Context:
     """Rules, members with their counters, pools and cooling for one batch (locked when `lock`)."""
-    rule_query = select(DispatchRule).where(DispatchRule.enabled.is_(True)).order_by(DispatchRule.id)
+    # populate_existing: the rows just read (and locked) win over copies the session may already hold.
+    rule_query = (select(DispatchRule).where(DispatchRule.enabled.is_(True)).order_by(DispatchRule.id)
+                  .execution_options(populate_existing=True))
     if lock:
         rule_query = rule_query.with_for_update()
     rules = sorted(session.scalars(rule_query).all(), key=lambda r: (r.priority, r.id))
@@ -168,9 +171,13 @@ def load_context(session, now: dt.datetime, opportunity_ids: list[int], lock: bo
 
     rows = []
     if paths:
+        # Columns, not entities: a SalesProfile entity drags in its employee's eager joins, and a session
+        # that already holds the rows would hand back its stale copies instead of the locked ones.
         member_query = (
-            select(SalesProfile, Employee.name, Employee.org_unit_id, Employee.hr_status, OrgUnit.path,
-                   DictItem.code)
+            select(SalesProfile.employee_id, SalesProfile.paused, SalesProfile.weight, SalesProfile.capacity,
+                   SalesProfile.open_count, SalesProfile.daily_quota, SalesProfile.dispatched_today,
+                   SalesProfile.quota_day, Employee.name, Employee.org_unit_id, Employee.hr_status,
+                   OrgUnit.path, DictItem.code)
             .join(Employee, Employee.id == SalesProfile.employee_id)
             .join(OrgUnit, OrgUnit.id == Employee.org_unit_id)
             .outerjoin(DictItem, DictItem.id == Employee.level_id)
@@ -180,12 +187,13 @@ def load_context(session, now: dt.datetime, opportunity_ids: list[int], lock: bo
         if lock:
             member_query = member_query.with_for_update(of=SalesProfile)
         rows = session.execute(member_query).all()
-    capacities = _capacities(session, [(p.employee_id, path, level) for p, _, _, _, path, level in rows])
+    capacities = _capacities(session, [(r.employee_id, r.path, r.code) for r in rows])
     hours = working_hours(session)
     open_now = in_working_hours(hours, now)
     today = now.date()
     members_by_path = []
-    for profile, name, unit_id, hr_status, path, _level in rows:
+    for profile in rows:
+        name, unit_id, hr_status, path = profile.name, profile.org_unit_id, profile.hr_status, profile.path
         unavailable = None
         if hr_status != HR_ACTIVE:
             unavailable = ON_LEAVE if hr_status == "on_leave" else RESIGNED
@@ -210,11 +218,14 @@ def load_context(session, now: dt.datetime, opportunity_ids: list[int], lock: bo
                 plan.state["_off_hours"] = True
     cooling: dict[int, set[int]] = defaultdict(set)
     if opportunity_ids:
+        # A range, not IN (2,000 ids): the batch is taken in id order, and cooling rows are few.
+        wanted = set(opportunity_ids)
         for opp_id, emp_id in session.execute(
             select(OwnerCooling.opportunity_id, OwnerCooling.employee_id)
-            .where(OwnerCooling.opportunity_id.in_(opportunity_ids), OwnerCooling.until > now)
+            .where(OwnerCooling.opportunity_id.between(min(wanted), max(wanted)), OwnerCooling.until > now)
         ):
-            cooling[opp_id].add(emp_id)
+            if opp_id in wanted:
+                cooling[opp_id].add(emp_id)
     pool_units = dict(session.execute(select(Pool.id, Pool.org_unit_id).where(Pool.enabled.is_(True))).all())
     fallback_name = metadata.config_value(session, "dispatch.fallback_pool", None)
     fallback = session.scalar(select(Pool.id).where(Pool.name == fallback_name)) if fallback_name else None
@@ -240,39 +251,123 @@ def matches(rule: DispatchRule, opp) -> bool:
     return True
 
 
-def _pick(plan: RulePlan, eligible: list[Member], rng: random.Random) -> Member:
-    strategy = plan.rule.strategy
-    if strategy == WEIGHTED:
-        # Smooth weighted round robin: exact proportions over any run, no clustering.
-        current = plan.state.setdefault("current", {})
-        total = sum(m.weight for m in eligible)
-        for m in eligible:
-            current[str(m.id)] = current.get(str(m.id), 0) + m.weight
-        best = max(current[str(m.id)] for m in eligible)
-        chosen = rng.choice([m for m in eligible if current[str(m.id)] == best])
-        current[str(chosen.id)] -= total
+class _Picker:
+    """One rule's eligible salespeople in a heap, so that each pick costs O(log n), not O(n).
+
+    The key (lowest first) is, for round robin, the rule's assignments to that person so far; for
+    weighted, the middle of the person's next stride (stride scheduling: each pick moves their pass on by
+    1/weight, so over any run each share follows the weights within a few leads, however long the run);
+    for least-loaded, minus the remaining capacity. Ties go to a random draw made when the key was set:
+    never to seniority.
+    """
+
+    def __init__(self, rule_plan: RulePlan, rng: random.Random):
+        self.plan = rule_plan
+        self.rng = rng
+        self.strategy = rule_plan.rule.strategy
+        state = rule_plan.state
+        self.candidates = [m.id for m in rule_plan.members]
+        self.member_ids = set(self.candidates)
+        # Why each candidate is out; replaced, never changed in place, so traces can share it.
+        self.excluded: dict[str, str] = {}
+        eligible = []
+        for index, m in enumerate(rule_plan.members):
+            reason = m.blocked()
+            if reason:
+                self.excluded[str(m.id)] = reason
+            else:
+                eligible.append(index)
+        if self.strategy == WEIGHTED:
+            state.pop("current", None)  # the smooth-weighted state of earlier versions
+            self.passes = state.setdefault("pass", {})
+            vt = state.get("vt", 0.0)
+            for index in eligible:
+                key = str(rule_plan.members[index].id)
+                # A newcomer, or someone back from a pause, starts level with the others: no catch-up burst.
+                self.passes[key] = max(self.passes.get(key, vt), vt)
+        elif self.strategy != LEAST_LOADED:
+            self.counts = state.setdefault("counts", {})
+            known = [self.counts[str(rule_plan.members[i].id)] for i in eligible
+                     if str(rule_plan.members[i].id) in self.counts]
+            floor = min(known, default=0)
+            for index in eligible:
+                self.counts.setdefault(str(rule_plan.members[index].id), floor)  # a newcomer starts level
+        self.heap = [(self.key(rule_plan.members[i]), rng.random(), i) for i in eligible]
+        heapq.heapify(self.heap)
+
+    def key(self, m: Member) -> float:
+        if self.strategy == WEIGHTED:
+            return self.passes[str(m.id)] + 0.5 / m.weight if m.weight > 0 else float("inf")
+        if self.strategy == LEAST_LOADED:
+            return float("-inf") if m.capacity is None else m.open_count - m.capacity
+        return self.counts[str(m.id)]
+
+    def block(self, m: Member, reason: str) -> None:
+        """`m` filled up (through this rule or another): out of this rule for the rest of the batch."""
+        self.excluded = {**self.excluded, str(m.id): reason}
+
+    def pick(self, cooling) -> Member | None:
+        heap, members = self.heap, self.plan.members
+        aside, chosen = [], None
+        while heap:
+            key, _, index = heap[0]
+            m = members[index]
+            if m.blocked():  # filled up through another rule: drop it
+                heapq.heappop(heap)
+                continue
+            current = self.key(m)
+            if current != key:  # its load changed through another rule: re-file it
+                heapq.heapreplace(heap, (current, self.rng.random(), index))
+                continue
+            entry = heapq.heappop(heap)
+            if m.id in cooling:
+                aside.append(entry)
+                continue
+            chosen = m
+            break
+        for entry in aside:
+            heapq.heappush(heap, entry)
+        if chosen is None:
+            return None
+        key = str(chosen.id)
+        if self.strategy == WEIGHTED:
+            # The virtual time: the lowest pass still in play (someone skipped for cooling keeps theirs).
+            top = [self.passes[str(members[heap[0][2]].id)]] if heap else []
+            self.plan.state["vt"] = min([self.passes[key], *top])
+            if chosen.weight > 0:
+                self.passes[key] += 1 / chosen.weight
+        elif self.strategy != LEAST_LOADED:
+            self.counts[key] += 1
+        chosen.open_count += 1
+        chosen.dispatched_today += 1
+        if not chosen.blocked():
+            heapq.heappush(heap, (self.key(chosen), self.rng.random(), index))
         return chosen
-    if strategy == LEAST_LOADED:
-        def remaining(m: Member) -> float:
-            return float("inf") if m.capacity is None else m.capacity - m.open_count
-        best = max(remaining(m) for m in eligible)
-        return rng.choice([m for m in eligible if remaining(m) == best])
-    # Round robin: fewest assignments from this rule so far; ties at random, never by seniority.
-    counts = plan.state.setdefault("counts", {})
-    floor = min(counts.values()) if counts else 0
-    for m in eligible:
-        counts.setdefault(str(m.id), floor)  # a newcomer starts level with the others
-    best = min(counts[str(m.id)] for m in eligible)
-    chosen = rng.choice([m for m in eligible if counts[str(m.id)] == best])
-    counts[str(chosen.id)] += 1
-    return chosen
 
 
 def plan(opportunities, ctx: Context, batch: str = "") -> list[Decision]:
     """Decide every opportunity of the batch; updates the in-memory counters as it goes."""
+    pickers: dict[int, _Picker] = {}
+    reaches: dict[int, list[_Picker]] = defaultdict(list)  # employee id → the pickers they are in
+    for rule_plan in ctx.rules:
+        if rule_plan.rule.strategy == POOL_STRATEGY:
+            continue
+        picker = _Picker(rule_plan, ctx.rng)
+        if rule_plan.state.get("_off_hours"):
+            picker.excluded = {str(m.id): OFF_HOURS for m in rule_plan.members}
+            picker.heap = []
+        pickers[rule_plan.rule.id] = picker
+        for m in rule_plan.members:
+            reaches[m.id].append(picker)
     decisions = []
+    matched: dict[tuple, RulePlan | None] = {}  # opportunities alike in every matched field match alike
     for opp in opportunities:
-        rule_plan = next((p for p in ctx.rules if matches(p.rule, opp)), None)
+        fields = (opp.source_id, opp.campaign, opp.product_line_id, opp.region, opp.intention_level_id,
+                  opp.is_recycled)
+        if fields in matched:
+            rule_plan = matched[fields]
+        else:
+            rule_plan = matched[fields] = next((p for p in ctx.rules if matches(p.rule, opp)), None)
         if rule_plan is None:
             trace = {"batch": batch, "rule": None, "why": "no rule matched"}
             decisions.append(Decision(opp.id, None, to_pool_id=ctx.fallback_pool_id, trace=trace))
@@ -283,27 +378,23 @@ def plan(opportunities, ctx: Context, batch: str = "") -> list[Decision]:
             decisions.append(Decision(opp.id, rule.id, to_pool_id=rule.target_pool_id or ctx.fallback_pool_id,
                                       trace=trace))
             continue
-        excluded = {}
-        eligible = []
+        picker = pickers[rule.id]
         cooling = ctx.cooling.get(opp.id, ())
-        for m in rule_plan.members:
-            reason = OFF_HOURS if rule_plan.state.get("_off_hours") else m.blocked()
-            if reason is None and m.id in cooling:
-                reason = COOLING
-            if reason:
-                excluded[str(m.id)] = reason
-            else:
-                eligible.append(m)
-        trace["candidates"] = [m.id for m in rule_plan.members]
+        excluded = picker.excluded
+        if cooling and not picker.member_ids.isdisjoint(cooling):
+            excluded = {**{str(e): COOLING for e in cooling if e in picker.member_ids}, **excluded}
+        trace["candidates"] = picker.candidates
         trace["excluded"] = excluded
-        if not eligible:
+        chosen = picker.pick(cooling)
+        if chosen is None:
             fallback = rule.target_pool_id or ctx.fallback_pool_id
             trace["why"] = "no eligible salesperson"
             decisions.append(Decision(opp.id, rule.id, to_pool_id=fallback, trace=trace))
             continue
-        chosen = _pick(rule_plan, eligible, ctx.rng)
-        chosen.open_count += 1
-        chosen.dispatched_today += 1
+        reason = chosen.blocked()
+        if reason:
+            for other in reaches[chosen.id]:
+                other.block(chosen, reason)
         trace["chosen"] = chosen.id
         decisions.append(Decision(opp.id, rule.id, to_owner=chosen, trace=trace))
     return decisions
@@ -337,48 +428,117 @@ def dispatch_batch(session, now: dt.datetime | None = None, limit: int = BATCH_S
     return result
 
 
+def _set_rows(conn, table, rows: list[dict], values: dict) -> None:
+    """UPDATE the waiting opportunities rows[i]["id"] with rows[i]'s columns and the shared `values`.
+
+    PostgreSQL gets one statement (the rows as one JSON document, read by json_to_recordset): a statement
+    per row costs a round trip each even when pipelined. Elsewhere an executemany (SQLite runs it
+    in-process). Every per-row column is an integer.
+    """
+    if not rows:
+        return
+    names = [c for c in rows[0] if c != "id"]
+    if conn.dialect.name == "postgresql":
+        sets = [f"{c} = v.{c}" for c in names] + [f"{c} = :s_{c}" for c in values]
+        result = conn.execute(text(
+            f"UPDATE {table.name} AS t SET {', '.join(sets)} "
+            f"FROM json_to_recordset(CAST(:rows AS json)) AS v({', '.join(c + ' integer' for c in rows[0])}) "
+            f"WHERE t.id = v.id AND t.status = :waiting"
+        ).bindparams(*[bindparam(f"s_{c}", type_=table.c[c].type) for c in values]),
+            {"rows": json.dumps(rows, separators=(",", ":")), "waiting": WAITING,
+             **{f"s_{c}": v for c, v in values.items()}})
+    else:
+        result = conn.execute(update(table).where(table.c.id == bindparam("oid"), table.c.status == WAITING)
+                              .values(**{c: bindparam(f"v_{c}") for c in names}, **values),
+                              [{"oid": r["id"], **{f"v_{c}": r[c] for c in names}} for r in rows])
+    if result.rowcount != len(rows):
+        # Someone else moved one of these rows meanwhile (they are locked on PostgreSQL, so only an
+        # unlocked database can get here): give the whole batch up rather than log what did not happen.
+        raise RuntimeError(f"dispatch: {len(rows) - result.rowcount} of {len(rows)} opportunities "
+                           "were no longer waiting; batch rolled back")
+
+
+_LOG_COLUMNS = ("opportunity_id", "reason", "to_owner_id", "to_pool_id", "dispatch_rule_id")
+
+
+def _insert_logs(conn, rows: list[tuple], traces: list[str], created_at: dt.datetime, actor: str) -> None:
+    """INSERT AssignmentLog rows: `rows` hold the _LOG_COLUMNS, `traces` the trace JSON of each."""
+    if not rows:
+        return
+    table = AssignmentLog.__table__
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(table), [{**dict(zip(_LOG_COLUMNS, row, strict=True)), "trace": trace,
+                                      "created_at": created_at, "actor_name": actor}
+                                     for row, trace in zip(rows, traces, strict=True)])
+        return
+    # One INSERT … SELECT from two JSON arrays paired by position: the columns (one json.dumps) and the
+    # traces, already JSON, spliced in as they are (a json value keeps its text): no per-row escaping.
+    conn.execute(text(
+        f"INSERT INTO {table.name} (created_at, actor_name, {', '.join(_LOG_COLUMNS)}, trace) "
+        "SELECT :created_at, :actor, (c.v->>0)::integer, c.v->>1, (c.v->>2)::integer, (c.v->>3)::integer, "
+        "(c.v->>4)::integer, t.v::text "
+        "FROM json_array_elements(CAST(:rows AS json)) WITH ORDINALITY AS c(v, n) "
+        "JOIN json_array_elements(CAST(:traces AS json)) WITH ORDINALITY AS t(v, n) ON t.n = c.n"
+    ).bindparams(bindparam("created_at", type_=table.c.created_at.type)),
+        {"created_at": created_at, "actor": actor, "rows": json.dumps(rows, separators=(",", ":")),
+         "traces": f"[{','.join(traces)}]"})
+
+
+def _trace_texts(decisions: list[Decision]) -> list[str]:
+    """The traces as JSON. Decisions of one rule share their candidate list and (until someone fills up)
+    their exclusions: each shared part is serialised once, and only the choice is added per decision."""
+    heads: dict[tuple, str] = {}
+    texts = []
+    for d in decisions:
+        trace = d.trace
+        key = tuple((k, id(v) if isinstance(v, (dict, list)) else v)
+                    for k, v in trace.items() if k != "chosen")
+        head = heads.get(key)
+        if head is None:
+            head = heads[key] = json.dumps({k: v for k, v in trace.items() if k != "chosen"},
+                                           separators=(",", ":"))
+        texts.append(head if "chosen" not in trace else f'{head[:-1]},"chosen":{trace["chosen"]}}}')
+    return texts
+
+
 def _write(session, decisions: list[Decision], ctx: Context, now: dt.datetime) -> None:
     owned = [d for d in decisions if d.to_owner]
     pooled = [d for d in decisions if d.to_pool_id]
     held = [d for d in decisions if d.held]
     conn = session.connection()
     table = Opportunity.__table__
-    if owned:
-        conn.execute(
-            update(table).where(table.c.id == bindparam("oid"), table.c.status == WAITING),
-            [{"oid": d.opportunity_id, "status": OWNED, "owner_id": d.to_owner.id, "pool_id": None,
-              "org_unit_id": d.to_owner.org_unit_id, "assigned_at": now, "idle_since": now,
-              "dispatch_after": None, "updated_at": now} for d in owned],
-        )
-    if pooled:
-        conn.execute(
-            update(table).where(table.c.id == bindparam("oid"), table.c.status == WAITING),
-            [{"oid": d.opportunity_id, "status": POOLED, "owner_id": None, "pool_id": d.to_pool_id,
-              "org_unit_id": ctx.pool_units.get(d.to_pool_id), "dispatch_after": None, "updated_at": now}
-             for d in pooled],
-        )
-    if held:
-        conn.execute(
-            update(table).where(table.c.id == bindparam("oid"), table.c.status == WAITING),
-            [{"oid": d.opportunity_id, "dispatch_after": now + HOLD, "updated_at": now} for d in held],
-        )
-    logs = [{"created_at": now, "opportunity_id": d.opportunity_id,
-             "reason": DISPATCH if d.to_owner else TO_POOL,
-             "to_owner_id": d.to_owner.id if d.to_owner else None, "to_pool_id": d.to_pool_id,
-             "dispatch_rule_id": d.rule_id, "actor_name": "dispatch",
-             "trace": json.dumps(d.trace, separators=(",", ":"))}
-            for d in decisions if not d.held]
-    if logs:
-        conn.execute(insert(AssignmentLog.__table__), logs)
+    _set_rows(conn, table,
+              [{"id": d.opportunity_id, "owner_id": d.to_owner.id, "org_unit_id": d.to_owner.org_unit_id}
+               for d in owned],
+              {"status": OWNED, "pool_id": None, "assigned_at": now, "idle_since": now,
+               "dispatch_after": None, "updated_at": now})
+    _set_rows(conn, table,
+              [{"id": d.opportunity_id, "pool_id": d.to_pool_id,
+                "org_unit_id": ctx.pool_units.get(d.to_pool_id)} for d in pooled],
+              {"status": POOLED, "owner_id": None, "dispatch_after": None, "updated_at": now})
+    _set_rows(conn, table, [{"id": d.opportunity_id} for d in held],
+              {"dispatch_after": now + HOLD, "updated_at": now})
+    placed = [d for d in decisions if not d.held]
+    _insert_logs(conn, [(d.opportunity_id, DISPATCH if d.to_owner else TO_POOL,
+                         d.to_owner.id if d.to_owner else None, d.to_pool_id, d.rule_id) for d in placed],
+                 _trace_texts(placed), now, "dispatch")
     members = {d.to_owner.id: d.to_owner for d in owned}
     if members:
         # The profiles are locked for this batch: the in-memory counters are the truth.
         profile = SalesProfile.__table__
-        conn.execute(
-            update(profile).where(profile.c.employee_id == bindparam("eid")),
-            [{"eid": m.id, "open_count": m.open_count, "dispatched_today": m.dispatched_today,
-              "quota_day": now.date()} for m in members.values()],
-        )
+        counters = [{"eid": m.id, "open_count": m.open_count, "dispatched_today": m.dispatched_today}
+                    for m in members.values()]
+        if conn.dialect.name == "postgresql":
+            conn.execute(text(
+                "UPDATE sales_profile AS p SET open_count = v.open_count, "
+                "dispatched_today = v.dispatched_today, quota_day = :day "
+                "FROM json_to_recordset(CAST(:rows AS json)) "
+                "AS v(eid integer, open_count integer, dispatched_today integer) WHERE p.employee_id = v.eid"
+            ).bindparams(bindparam("day", type_=profile.c.quota_day.type)),
+                {"rows": json.dumps(counters), "day": now.date()})
+        else:
+            conn.execute(update(profile).where(profile.c.employee_id == bindparam("eid"))
+                         .values(quota_day=now.date()), counters)
     touched = {d.rule_id for d in owned}
     for rule_plan in ctx.rules:
         if rule_plan.rule.id in touched:

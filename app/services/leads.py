@@ -157,7 +157,20 @@ def _stage_new(session) -> int | None:
 
 def intake(session, values: LeadInput, channel: str, actor: str = "system",
            import_id: int | None = None) -> IntakeResult:
-    """Record one validated lead (see the module docstring). The caller commits."""
+    """Record one validated lead (see the module docstring). The caller commits.
+
+    A concurrent intake may write the same client key, customer or open opportunity first (the unique
+    indexes refuse the second writer): the lead is then recorded again against what that one wrote,
+    i.e. replayed or sticky, never a second opportunity.
+    """
+    try:
+        with session.begin_nested():
+            return _intake(session, values, channel, actor, import_id)
+    except IntegrityError:
+        return _intake(session, values, channel, actor, import_id)
+
+
+def _intake(session, values: LeadInput, channel: str, actor: str, import_id: int | None) -> IntakeResult:
     if values.client_key:
         existing = session.scalar(select(Lead).where(Lead.client_key == values.client_key))
         if existing is not None:
@@ -226,50 +239,85 @@ def _rows(filename: str, data: bytes):
     for line, raw in enumerate(rows, start=2):
         if raw is None or all(v in (None, "") for v in raw):
             continue
-        yield line, {c: ("" if v is None else str(v)) for c, v in zip(columns, raw, strict=False) if c}
+        yield line, {c: _cell(v) for c, v in zip(columns, raw, strict=False) if c}
+
+
+def _cell(value) -> str:
+    """A cell as text; Excel stores a phone typed as a number as 13812341234.0."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def count_rows(filename: str, data: bytes) -> int:
+    """How many data rows a lead file holds (also checks that it is readable and names its columns)."""
+    return sum(1 for _ in _rows(filename, data))
 
 
 def import_file(session, filename: str, data: bytes, actor: str = "import",
-                actor_id: int | None = None, region: str = "CN", progress=None) -> LeadImport:
+                actor_id: int | None = None, region: str = "CN", progress=None,
+                record: LeadImport | None = None) -> LeadImport:
     """Import a lead file: each row validated, errors kept with their line numbers, good rows kept.
 
     Rows get the idempotency key "import:<file sha256>:<line>", so importing the same file again
-    creates nothing new. Commits every few hundred rows.
+    creates nothing new. `total_rows` is counted first (nothing is written for a file that cannot be
+    read or is too large); then every row ends up in exactly one of created_rows (a new lead and a new
+    opportunity), duplicate_rows (the lead joined the customer's open opportunity, or the row was
+    imported before) and error_rows, so their sum over total_rows is the progress. Commits every CHUNK
+    rows and calls `progress(record)` then. `record`: an upload recorded earlier (the import job); a
+    second run of it starts its counts over, and the rows its first run wrote count as created again.
     """
+    total = count_rows(filename, data)
+    if total > MAX_IMPORT_ROWS:
+        raise DomainError(f"At most {MAX_IMPORT_ROWS} rows per file ({total} found)", field="file",
+                          status=413)
     sha = hashlib.sha256(data).hexdigest()
-    record = LeadImport(filename=filename[:255], sha256=sha, created_by_id=actor_id)
-    session.add(record)
+    if record is None:
+        record = LeadImport(filename=filename[:255], sha256=sha, created_by_id=actor_id)
+        session.add(record)
+    record.sha256, record.total_rows, record.errors = sha, total, None
+    record.created_rows = record.duplicate_rows = record.error_rows = 0
     session.flush()
     vocab = Vocabulary(session)
     errors = []
+    done = 0
     for line, row in _rows(filename, data):
-        record.total_rows += 1
-        if record.total_rows > MAX_IMPORT_ROWS:
-            raise DomainError(f"At most {MAX_IMPORT_ROWS} rows per file", field="file", status=413)
+        done += 1
         values, problems = parse(row, vocab, region)
         if problems:
             errors.append({"line": line, "errors": problems})
             record.error_rows += 1
-            continue
-        values.client_key = f"import:{sha[:40]}:{line}"
-        try:
-            with session.begin_nested():
-                result = intake(session, values, "import", actor, import_id=record.id)
-        except DomainError as exc:
-            errors.append({"line": line, "errors": {exc.field or "row": exc.message}})
-            record.error_rows += 1
-            continue
-        if result.replayed or result.sticky:
-            record.duplicate_rows += 1
-        if not result.replayed:
-            record.created_rows += 1
-        if record.total_rows % CHUNK == 0:
+        else:
+            values.client_key = f"import:{sha[:40]}:{line}"
+            try:
+                with session.begin_nested():
+                    result = intake(session, values, "import", actor, import_id=record.id)
+            except DomainError as exc:
+                errors.append({"line": line, "errors": {exc.field or "row": exc.message}})
+                record.error_rows += 1
+            except IntegrityError:  # a concurrent writer won twice in a row: report it, do not guess
+                errors.append({"line": line, "errors": {"row": "written concurrently: import it again"}})
+                record.error_rows += 1
+            else:
+                if result.replayed:
+                    ours = result.lead.import_id == record.id  # written by an earlier run of this import
+                    record.created_rows += ours
+                    record.duplicate_rows += not ours
+                elif result.sticky:
+                    record.duplicate_rows += 1
+                else:
+                    record.created_rows += 1
+        if done % CHUNK == 0:
             record.errors = json.dumps(errors, ensure_ascii=False)
             session.commit()
             if progress:
                 progress(record)
     record.errors = json.dumps(errors, ensure_ascii=False) if errors else None
     session.commit()
+    if progress:
+        progress(record)
     return record
 
 
@@ -284,6 +332,10 @@ def register_user(session, registered_user_id: str, phone: str, name: str | None
         customer = Customer(phone=phone, name=name, registered_user_id=registered_user_id)
         session.add(customer)
     elif by_user is None:
+        if by_phone.registered_user_id:  # the phone's customer is another registered user
+            raise DomainError(
+                f"Phone {phone} belongs to registered user {by_phone.registered_user_id} "
+                f"(customer #{by_phone.id}), not {registered_user_id}", field="phone", status=409)
         by_phone.registered_user_id = registered_user_id
         by_phone.name = by_phone.name or name
         customer = by_phone

@@ -7,8 +7,9 @@ from flask_babel import lazy_gettext as _l
 
 def register_views(app) -> None:
     from app.extensions import appbuilder
-    from app.views import audit, dispatch, employees, metadata, org, security
+    from app.views import audit, dispatch, employees, leads, metadata, org, sales, security
 
+    sales.register(appbuilder)  # the sales floor first: where most users work all day
     org_cat, meta_cat, sec_cat = "Organisation", "Metadata", "Security"
     appbuilder.add_view(org.OrgUnitView, "Org Units", icon="fa-sitemap", label=_l("Org Units"),
                         category=org_cat, category_label=_l("Organisation"), category_icon="fa-building")
@@ -20,6 +21,16 @@ def register_views(app) -> None:
                         label=_l("Dictionary Items"), category=meta_cat)
     appbuilder.add_view(metadata.ConfigItemView, "Configuration", icon="fa-sliders",
                         label=_l("Configuration"), category=meta_cat)
+    leads_cat = "Leads"
+    appbuilder.add_view(leads.LeadView, "Leads", icon="fa-address-card", label=_l("Leads"),
+                        category=leads_cat, category_label=_l("Leads & Customers"),
+                        category_icon="fa-address-book")
+    appbuilder.add_view(leads.LeadImportView, "Lead Imports", icon="fa-upload", label=_l("Lead Imports"),
+                        category=leads_cat)
+    appbuilder.add_view(leads.CustomerView, "Customers", icon="fa-users", label=_l("Customers"),
+                        category=leads_cat)
+    for api in (leads.LeadApi, leads.CustomerRegisterApi):
+        appbuilder.add_api(api)
     dispatch_cat = "Dispatch"
     appbuilder.add_view(dispatch.DispatchConsoleView, "Dispatch Console", icon="fa-random",
                         label=_l("Dispatch Console"), category=dispatch_cat, category_label=_l("Dispatch"),

@@ -63,6 +63,16 @@ def masked_phone_formatter(value):
     return mask_phone(value)
 
 
+def _session_closed_after(stream, session):
+    """A streamed body reads its rows after the request's teardown closed `session`, which reopens a
+    transaction: close it again when the stream ends, or PostgreSQL keeps that connection "idle in
+    transaction" (holding a snapshot and locks) for good."""
+    try:
+        yield from stream
+    finally:
+        session.close()
+
+
 class CrmViewMixin:
     """What the HTML view and the REST API of a resource share."""
 
@@ -344,7 +354,7 @@ class CrmModelView(CrmViewMixin, ModelView):
 
         filename = f"{self.class_permission_name.lower()}.csv"
         return Response(
-            stream_with_context(rows()),
+            stream_with_context(_session_closed_after(rows(), query.session)),
             mimetype="text/csv; charset=utf-8",
             headers={"Content-Disposition": f"attachment; filename={filename}"},
         )

@@ -1,0 +1,785 @@
+"""Who owns an opportunity, and every way that changes: claim, give back, assign, transfer, close.
+
+Each function locks what it reads — the opportunity rows (SELECT … FOR UPDATE, in id order), the claim
+counter and the sales profiles involved (in employee id order; the dispatch engine uses the same order,
+opportunities first, so the two cannot deadlock) — checks everything before it writes anything, then
+writes the opportunities, one AssignmentLog row per opportunity moved and the SalesProfile counters in
+the caller's transaction. The caller commits, or rolls back on DomainError. On SQLite, a single writer,
+FOR UPDATE is a no-op.
+
+Counters: `SalesProfile.open_count` is the load measured against capacity (库容): owned open
+opportunities, plus the won ones when the rule says capacity counts won (`capacity_counts_won`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, exists, false, func, insert, not_, or_, select, true
+from sqlalchemy.orm import lazyload
+
+from app.models.employee import HR_RESIGNED, Employee
+from app.models.metadata import DictItem, DictType
+from app.models.org import OrgUnit
+from app.models.sales import (
+    ASSIGN,
+    CLAIM,
+    GIVE_BACK,
+    LOST,
+    OPEN_STATUSES,
+    OWNED,
+    POOLED,
+    TRANSFER,
+    WAITING,
+    WON,
+    AssignmentLog,
+    CirculationRule,
+    ClaimCounter,
+    FollowUp,
+    Opportunity,
+    OwnerCooling,
+    Pool,
+    SalesProfile,
+)
+from app.services import audit, metadata
+from app.services.errors import DomainError
+
+CHUNK = 500  # opportunities per chunk of a bulk transfer
+MAX_BATCH = 1000  # opportunities per claim / assign call
+DEFAULT_REMIND_HOURS = 24  # "about to be recycled" window when the rule sets no reminder
+STAGE_DICT, LOST_REASON_DICT, FOLLOWUP_TYPE_DICT = "opportunity_stage", "lost_reason", "followup_type"
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change: a login user (id, username) or a named system process."""
+
+    id: int | None
+    name: str
+
+
+def as_actor(actor) -> Actor:
+    if isinstance(actor, Actor):
+        return actor
+    if isinstance(actor, str):
+        return Actor(None, actor)
+    if actor is None:
+        return Actor(None, "system")
+    return Actor(getattr(actor, "id", None), getattr(actor, "username", None) or str(actor))
+
+
+@dataclass
+class Moved:
+    """What a bulk change did."""
+
+    moved: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)  # already where they were asked to go
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.moved)
+
+
+# --- time -------------------------------------------------------------------------------------------
+def business_timezone(session) -> ZoneInfo:
+    hours = metadata.config_value(session, "dispatch.working_hours", None)
+    name = hours.get("timezone") if isinstance(hours, dict) else None
+    try:
+        return ZoneInfo(name or DEFAULT_TIMEZONE)
+    except Exception:  # a bad name in config: the company's home zone
+        return ZoneInfo(DEFAULT_TIMEZONE)
+
+
+def business_day(session, now: dt.datetime) -> dt.date:
+    """The company's calendar day at `now` (naive UTC): daily claim limits reset at local midnight."""
+    return now.replace(tzinfo=dt.UTC).astimezone(business_timezone(session)).date()
+
+
+def day_bounds(session, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) of the company's calendar day containing `now`, as naive UTC."""
+    tz = business_timezone(session)
+    day = now.replace(tzinfo=dt.UTC).astimezone(tz).date()
+    start = dt.datetime.combine(day, dt.time(0), tzinfo=tz)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=tz)
+    return (start.astimezone(dt.UTC).replace(tzinfo=None), end.astimezone(dt.UTC).replace(tzinfo=None))
+
+
+# --- rules and pools --------------------------------------------------------------------------------
+def _ancestor_ids(path: str | None) -> list[int]:
+    return [int(p) for p in (path or "").strip("/").split("/") if p]
+
+
+def _unit_path(session, unit_id: int | None) -> str | None:
+    if unit_id is None:
+        return None
+    return session.scalar(select(OrgUnit.path).where(OrgUnit.id == unit_id))
+
+
+def _specificity(path: str, product_line_id, intention_level_id, rid: int) -> tuple:
+    # Deepest org unit first, then a specific product line over none, then a specific intention level.
+    return (-len(path), product_line_id is None, intention_level_id is None, rid)
+
+
+def circulation_rule_for(session, org_unit_path: str | None, product_line_id: int | None,
+                         intention_level_id: int | None) -> CirculationRule | None:
+    """The most specific enabled rule for opportunities of that org unit, product line and intention."""
+    units = _ancestor_ids(org_unit_path)
+    if not units:
+        return None
+    rows = session.execute(
+        select(CirculationRule, OrgUnit.path)
+        .join(OrgUnit, OrgUnit.id == CirculationRule.org_unit_id)
+        .where(CirculationRule.enabled.is_(True), CirculationRule.org_unit_id.in_(units),
+               or_(CirculationRule.product_line_id.is_(None),
+                   CirculationRule.product_line_id == product_line_id),
+               or_(CirculationRule.intention_level_id.is_(None),
+                   CirculationRule.intention_level_id == intention_level_id))
+    ).all()
+    if not rows:
+        return None
+    rule, _ = min(rows, key=lambda r: _specificity(r[1], r[0].product_line_id, r[0].intention_level_id,
+                                                   r[0].id))
+    return rule
+
+
+class _RuleCache:
+    """circulation_rule_for, asked once per (unit, product line, intention level) within one call."""
+
+    def __init__(self, session):
+        self.session = session
+        self.paths: dict[int, str | None] = {}
+        self.rules: dict[tuple, CirculationRule | None] = {}
+
+    def path(self, unit_id):
+        if unit_id not in self.paths:
+            self.paths[unit_id] = _unit_path(self.session, unit_id)
+        return self.paths[unit_id]
+
+    def __call__(self, unit_id, product_line_id, intention_level_id):
+        key = (unit_id, product_line_id, intention_level_id)
+        if key not in self.rules:
+            self.rules[key] = circulation_rule_for(self.session, self.path(unit_id), product_line_id,
+                                                   intention_level_id)
+        return self.rules[key]
+
+
+def claimable_pools(session, employee: Employee, product_line_id: int | None = None):
+    """SELECT of the enabled pools the employee may claim from: of an ancestor-or-self org unit, and
+    (when a product line is given) of that product line or of none."""
+    path = _unit_path(session, employee.org_unit_id)
+    query = select(Pool).where(Pool.enabled.is_(True), Pool.org_unit_id.in_(_ancestor_ids(path) or [-1]))
+    if product_line_id is not None:
+        query = query.where(or_(Pool.product_line_id.is_(None), Pool.product_line_id == product_line_id))
+    return query
+
+
+def claimable_clause(session, employee_id: int | None, org_unit_path: str | None, now: dt.datetime):
+    """WHERE condition: pooled opportunities this employee may claim now (pool of an ancestor-or-self
+    unit whose product line is none or the opportunity's; not locked; the employee not cooling off)."""
+    units = _ancestor_ids(org_unit_path)
+    if employee_id is None or not units:
+        return false()
+    in_pool = exists().where(
+        Pool.id == Opportunity.pool_id, Pool.enabled.is_(True), Pool.org_unit_id.in_(units),
+        or_(Pool.product_line_id.is_(None), Pool.product_line_id == Opportunity.product_line_id))
+    cooling = exists().where(OwnerCooling.opportunity_id == Opportunity.id,
+                             OwnerCooling.employee_id == employee_id, OwnerCooling.until > now)
+    return and_(Opportunity.status == POOLED, Opportunity.locked.is_(False), in_pool, not_(cooling))
+
+
+def best_pool(session, org_unit_path: str | None, product_line_id: int | None) -> Pool | None:
+    """The pool an opportunity of that unit and product line goes back to: the deepest enabled pool over
+    the unit, one of that product line before one of none; else the configured fallback pool."""
+    units = _ancestor_ids(org_unit_path)
+    if units:
+        rows = session.execute(
+            select(Pool, OrgUnit.path).join(OrgUnit, OrgUnit.id == Pool.org_unit_id)
+            .where(Pool.enabled.is_(True), Pool.org_unit_id.in_(units),
+                   or_(Pool.product_line_id.is_(None), Pool.product_line_id == product_line_id))
+        ).all()
+        if rows:
+            return min(rows, key=lambda r: (-len(r[1]), r[0].product_line_id is None, r[0].id))[0]
+    name = metadata.config_value(session, "dispatch.fallback_pool", None)
+    if name:
+        return session.scalar(select(Pool).where(Pool.name == name, Pool.enabled.is_(True)))
+    return None
+
+
+def _exempt_stage_ids(session, rule: CirculationRule) -> set[int]:
+    codes = {c.strip() for c in (rule.exempt_stages or "").split(",") if c.strip()}
+    return {i.id for i in metadata.dict_items(session, STAGE_DICT, include_disabled=True) if i.code in codes}
+
+
+def recycle_due_at(session, opp: Opportunity, rule: CirculationRule | None) -> dt.datetime | None:
+    """When the idle rule would take this owned opportunity back (None: it will not)."""
+    if (opp.status != OWNED or opp.locked or rule is None or not rule.idle_days or opp.idle_since is None
+            or opp.stage_id in _exempt_stage_ids(session, rule)):
+        return None
+    due = opp.idle_since + dt.timedelta(days=rule.idle_days)
+    return max(due, opp.protected_until) if opp.protected_until else due
+
+
+def remind_window(rule: CirculationRule) -> dt.timedelta:
+    hours = rule.remind_hours if rule.remind_hours is not None else DEFAULT_REMIND_HOURS
+    return dt.timedelta(hours=hours)
+
+
+def about_to_recycle_clause(session, now: dt.datetime):
+    """WHERE condition: owned opportunities whose idle clock runs out within their rule's reminder
+    window (or has run out): idle_since older than idle_days − remind_hours, protection included.
+
+    Each opportunity is judged by its own most specific rule (as circulation_rule_for picks it): the
+    rules are tried from the most specific down, each excluding what a more specific one matches.
+    """
+    rows = session.execute(
+        select(CirculationRule, OrgUnit.path).join(OrgUnit, OrgUnit.id == CirculationRule.org_unit_id)
+        .where(CirculationRule.enabled.is_(True))
+    ).all()
+    rows.sort(key=lambda r: _specificity(r[1], r[0].product_line_id, r[0].intention_level_id, r[0].id))
+    from app.security.scope import subtree_unit_ids
+
+    earlier, branches = [], []
+    for rule, path in rows:
+        match = and_(
+            Opportunity.org_unit_id.in_(subtree_unit_ids(path)),
+            true() if rule.product_line_id is None else Opportunity.product_line_id == rule.product_line_id,
+            true() if rule.intention_level_id is None
+            else Opportunity.intention_level_id == rule.intention_level_id)
+        if rule.idle_days:
+            window = remind_window(rule)
+            exempt = _exempt_stage_ids(session, rule)
+            not_exempt = or_(Opportunity.stage_id.is_(None), Opportunity.stage_id.not_in(exempt))
+            branches.append(and_(
+                match, *[not_(e) for e in earlier],
+                Opportunity.idle_since <= now - dt.timedelta(days=rule.idle_days) + window,
+                or_(Opportunity.protected_until.is_(None), Opportunity.protected_until <= now + window),
+                not_exempt if exempt else true()))
+        earlier.append(match)
+    if not branches:
+        return false()
+    return and_(Opportunity.status == OWNED, Opportunity.locked.is_(False), or_(*branches))
+
+
+def due_today_clause(session, now: dt.datetime):
+    """Next follow-up still ahead today (company calendar day)."""
+    _, end = day_bounds(session, now)
+    return and_(Opportunity.next_followup_at >= now, Opportunity.next_followup_at < end)
+
+
+def overdue_clause(now: dt.datetime):
+    """Next follow-up time has passed without a follow-up (one resets it)."""
+    return Opportunity.next_followup_at < now
+
+
+# --- locking helpers --------------------------------------------------------------------------------
+def _dialect_insert(session, model):
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(model)
+
+
+def _lock_opportunities(session, ids) -> list[Opportunity]:
+    ids = sorted({int(i) for i in ids})
+    if not ids:
+        return []
+    query = (select(Opportunity).where(Opportunity.id.in_(ids)).order_by(Opportunity.id)
+             .options(lazyload("*")).execution_options(populate_existing=True)
+             .with_for_update(of=Opportunity))
+    return list(session.scalars(query).all())
+
+
+def _require_all(found: list[Opportunity], wanted) -> None:
+    missing = sorted({int(i) for i in wanted} - {o.id for o in found})
+    if missing:
+        raise DomainError(f"No such opportunity: {', '.join(f'#{i}' for i in missing)}", status=404)
+
+
+def _lock_profiles(session, employee_ids) -> dict[int, SalesProfile]:
+    """The sales profiles of these employees, locked in id order; missing ones are created paused (so
+    that the dispatch engine does not start sending leads to someone nobody set up for it), with their
+    counters counted from the opportunities they hold."""
+    ids = sorted({i for i in employee_ids if i is not None})
+    if not ids:
+        return {}
+    have = set(session.scalars(select(SalesProfile.employee_id).where(SalesProfile.employee_id.in_(ids))))
+    missing = [i for i in ids if i not in have]
+    if missing:
+        counts = defaultdict(Counter)
+        for owner, status, n in session.execute(
+            select(Opportunity.owner_id, Opportunity.status, func.count())
+            .where(Opportunity.owner_id.in_(missing), Opportunity.status.in_((OWNED, WON)))
+            .group_by(Opportunity.owner_id, Opportunity.status)
+        ):
+            counts[owner][status] = n
+        stmt = _dialect_insert(session, SalesProfile).values([
+            {"employee_id": i, "paused": True, "weight": 100, "open_count": counts[i][OWNED],
+             "won_count": counts[i][WON], "dispatched_today": 0} for i in missing])
+        session.execute(stmt.on_conflict_do_nothing(index_elements=["employee_id"]))
+    query = (select(SalesProfile).where(SalesProfile.employee_id.in_(ids)).order_by(SalesProfile.employee_id)
+             .options(lazyload("*")).execution_options(populate_existing=True)
+             .with_for_update(of=SalesProfile))
+    return {p.employee_id: p for p in session.scalars(query)}
+
+
+def capacity_of(employee: Employee, profile: SalesProfile | None, rule: CirculationRule | None) -> int | None:
+    """The employee's capacity: their personal override, else the rule's capacity for their level."""
+    if profile is not None and profile.capacity is not None:
+        return profile.capacity
+    if rule is None:
+        return None
+    if rule.capacity_by_level and employee.level is not None:
+        try:
+            levels = json.loads(rule.capacity_by_level)
+        except ValueError:
+            levels = {}
+        if isinstance(levels, dict) and levels.get(employee.level.code) is not None:
+            return int(levels[employee.level.code])
+    return rule.capacity
+
+
+def _log(session, rows: list[dict]) -> None:
+    if rows:
+        session.execute(insert(AssignmentLog.__table__), rows)
+
+
+def _log_row(now, actor: Actor, opp_id, reason, *, from_owner=None, to_owner=None, from_pool=None,
+             to_pool=None, rule_id=None, note=None, trace=None) -> dict:
+    return {"created_at": now, "opportunity_id": opp_id, "reason": reason, "from_owner_id": from_owner,
+            "to_owner_id": to_owner, "from_pool_id": from_pool, "to_pool_id": to_pool,
+            "dispatch_rule_id": None, "circulation_rule_id": rule_id, "actor_id": actor.id,
+            "actor_name": (actor.name or "")[:128] or None, "note": (note or "")[:255] or None,
+            "trace": json.dumps(trace, separators=(",", ":"), ensure_ascii=False) if trace else None}
+
+
+def _cool(session, rows: list[dict]) -> None:
+    """Upsert OwnerCooling rows ({opportunity_id, employee_id, until})."""
+    if not rows:
+        return
+    stmt = _dialect_insert(session, OwnerCooling).values(rows)
+    session.execute(stmt.on_conflict_do_update(index_elements=["opportunity_id", "employee_id"],
+                                               set_={"until": stmt.excluded.until}))
+
+
+def _active(employee: Employee | None, what: str) -> Employee:
+    if employee is None:
+        raise DomainError(f"Choose the {what}", field="employee")
+    if employee.hr_status == HR_RESIGNED:
+        raise DomainError(f"{employee} has resigned and cannot hold opportunities", field="employee",
+                          status=409)
+    return employee
+
+
+def _ids(opportunity_ids) -> list[int]:
+    try:
+        ids = sorted({int(i) for i in opportunity_ids or ()})
+    except (TypeError, ValueError):
+        raise DomainError("Opportunity ids must be whole numbers", field="ids", status=400) from None
+    if not ids:
+        raise DomainError("Choose at least one opportunity", field="ids", status=400)
+    if len(ids) > MAX_BATCH:
+        raise DomainError(f"At most {MAX_BATCH} opportunities at a time", field="ids", status=400)
+    return ids
+
+
+def _take(opp: Opportunity, employee: Employee, now: dt.datetime) -> None:
+    """Make `employee` the owner (the fields every way of taking ownership sets)."""
+    opp.status = OWNED
+    opp.owner_id = employee.id
+    opp.pool_id = None
+    opp.org_unit_id = employee.org_unit_id
+    opp.assigned_at = now
+    opp.idle_since = now
+    opp.dispatch_after = None
+    opp.recycle_reminded_at = None
+    opp.protected_until = None
+    opp.claimed_at = None
+
+
+# --- claim ------------------------------------------------------------------------------------------
+def claim(session, employee: Employee, opportunity_ids, now: dt.datetime, actor=None) -> Moved:
+    """Claim pooled opportunities for `employee`: all of them or, if any check fails, none."""
+    actor = as_actor(actor)
+    ids = _ids(opportunity_ids)
+    _active(employee, "salesperson")
+    opps = _lock_opportunities(session, ids)
+    _require_all(opps, ids)
+    emp_path = _unit_path(session, employee.org_unit_id)
+    allowed_units = set(_ancestor_ids(emp_path))
+    pools = {p.id: p for p in session.scalars(
+        select(Pool).where(Pool.id.in_({o.pool_id for o in opps if o.pool_id})))}
+    problems = []
+    for opp in opps:
+        pool = pools.get(opp.pool_id)
+        if opp.status != POOLED or pool is None:
+            problems.append(f"#{opp.id} is not in a public pool")
+        elif opp.locked:
+            problems.append(f"#{opp.id} is frozen by a manager")
+        elif (not pool.enabled or pool.org_unit_id not in allowed_units
+              or pool.product_line_id not in (None, opp.product_line_id)):
+            problems.append(f"#{opp.id} is in pool {pool.name}, which you may not claim from")
+    if problems:
+        raise DomainError("; ".join(problems), field="ids", status=409)
+    cooling = dict(session.execute(
+        select(OwnerCooling.opportunity_id, OwnerCooling.until)
+        .where(OwnerCooling.employee_id == employee.id, OwnerCooling.opportunity_id.in_(ids),
+               OwnerCooling.until > now)).all())
+    if cooling:
+        raise DomainError("You held these before and may claim them again only later: " + ", ".join(
+            f"#{i} after {until:%Y-%m-%d %H:%M} UTC" for i, until in sorted(cooling.items())),
+            field="ids", status=409)
+
+    # The pools' daily limits: a batch larger than what is left today is refused whole.
+    day = business_day(session, now)
+    per_pool = Counter(o.pool_id for o in opps)
+    counters = {c.pool_id: c for c in session.scalars(
+        select(ClaimCounter).where(ClaimCounter.employee_id == employee.id, ClaimCounter.day == day,
+                                   ClaimCounter.pool_id.in_(per_pool))
+        .order_by(ClaimCounter.pool_id).execution_options(populate_existing=True).with_for_update())}
+    for pool_id, n in sorted(per_pool.items()):
+        used = counters[pool_id].claimed if pool_id in counters else 0
+        left = max(pools[pool_id].daily_claim_limit - used, 0)
+        if n > left:
+            raise DomainError(
+                f"Pool {pools[pool_id].name}: you may claim {left} more today "
+                f"(limit {pools[pool_id].daily_claim_limit} a day); you asked for {n}. Nothing was claimed.",
+                field="ids", status=409)
+
+    # Capacity: never exceeded by a claim.
+    rules = _RuleCache(session)
+    profile = _lock_profiles(session, [employee.id])[employee.id]
+    load = profile.open_count
+    opp_rules = {}
+    for opp in opps:
+        rule = opp_rules[opp.id] = rules(employee.org_unit_id, opp.product_line_id, opp.intention_level_id)
+        load += 1
+        capacity = capacity_of(employee, profile, rule)
+        if capacity is not None and load > capacity:
+            raise DomainError(
+                f"Capacity: you may hold {capacity} opportunities and hold {profile.open_count}; "
+                f"claiming {len(opps)} would exceed it. Nothing was claimed.", field="ids", status=409)
+
+    # Everything checked: write. The counters first, guarded again in SQL against a concurrent claim.
+    for pool_id, n in sorted(per_pool.items()):
+        limit = pools[pool_id].daily_claim_limit
+        stmt = _dialect_insert(session, ClaimCounter).values(
+            employee_id=employee.id, pool_id=pool_id, day=day, claimed=n)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["employee_id", "pool_id", "day"],
+            set_={"claimed": ClaimCounter.claimed + n},
+            where=ClaimCounter.claimed + n <= limit,
+        ).returning(ClaimCounter.claimed)
+        if session.execute(stmt).first() is None:
+            raise DomainError(f"Pool {pools[pool_id].name}: today's claim limit was reached meanwhile",
+                              field="ids", status=409)
+    logs = []
+    for opp in opps:
+        rule = opp_rules[opp.id]
+        from_pool = opp.pool_id
+        _take(opp, employee, now)
+        opp.claimed_at = now
+        if rule is not None and rule.protect_days:
+            opp.protected_until = now + dt.timedelta(days=rule.protect_days)
+        logs.append(_log_row(now, actor, opp.id, CLAIM, to_owner=employee.id, from_pool=from_pool,
+                             rule_id=rule.id if rule else None))
+    profile.open_count += len(opps)
+    session.flush()
+    _log(session, logs)
+    return Moved(moved=[o.id for o in opps])
+
+
+# --- give back --------------------------------------------------------------------------------------
+def give_back(session, employee: Employee, opportunity_id: int, reason_text: str | None,
+              now: dt.datetime, actor=None) -> Pool:
+    """The owner returns an opportunity to the public pool, with a reason; they cool off from it."""
+    actor = as_actor(actor)
+    reason_text = (reason_text or "").strip()
+    if not reason_text:
+        raise DomainError("Say why you give it back", field="reason")
+    opps = _lock_opportunities(session, [opportunity_id])
+    _require_all(opps, [opportunity_id])
+    opp = opps[0]
+    if opp.status != OWNED or opp.owner_id != employee.id:
+        raise DomainError(f"#{opp.id} is not yours to give back", status=409)
+    if opp.locked:
+        raise DomainError(f"#{opp.id} is frozen by a manager and cannot be given back", status=409)
+    path = _unit_path(session, opp.org_unit_id)
+    rule = circulation_rule_for(session, path, opp.product_line_id, opp.intention_level_id)
+    pool = None
+    if rule is not None and rule.recycle_to_pool_id:
+        pool = session.scalar(select(Pool).where(Pool.id == rule.recycle_to_pool_id, Pool.enabled.is_(True)))
+    pool = pool or best_pool(session, path, opp.product_line_id)
+    if pool is None:
+        raise DomainError("There is no public pool to give it back to: ask an administrator to set "
+                          "dispatch.fallback_pool", status=409)
+    profile = _lock_profiles(session, [employee.id])[employee.id]
+    opp.status = POOLED
+    opp.owner_id = None
+    opp.pool_id = pool.id
+    opp.org_unit_id = pool.org_unit_id
+    opp.protected_until = None
+    opp.recycle_reminded_at = None
+    opp.dispatch_after = None
+    profile.open_count = max(profile.open_count - 1, 0)
+    if rule is not None and rule.cooling_days:
+        _cool(session, [{"opportunity_id": opp.id, "employee_id": employee.id,
+                         "until": now + dt.timedelta(days=rule.cooling_days)}])
+    session.flush()
+    _log(session, [_log_row(now, actor, opp.id, GIVE_BACK, from_owner=employee.id, to_pool=pool.id,
+                            rule_id=rule.id if rule else None, note=reason_text)])
+    return pool
+
+
+# --- manager: assign, transfer ----------------------------------------------------------------------
+def assign(session, opportunity_ids, to_employee: Employee, now: dt.datetime, actor=None,
+           note: str | None = None) -> Moved:
+    """A manager assigns / reassigns open opportunities (from a pool, waiting, or another owner).
+
+    An override: capacity and cooling do not stop it, but the log says when capacity was exceeded.
+    """
+    actor = as_actor(actor)
+    ids = _ids(opportunity_ids)
+    _active(to_employee, "salesperson")
+    opps = _lock_opportunities(session, ids)
+    _require_all(opps, ids)
+    closed = [o.id for o in opps if o.status not in OPEN_STATUSES]
+    if closed:
+        raise DomainError("Closed (won or lost) opportunities cannot be assigned: "
+                          + ", ".join(f"#{i}" for i in closed), field="ids", status=409)
+    result = Moved(skipped=[o.id for o in opps if o.status == OWNED and o.owner_id == to_employee.id])
+    opps = [o for o in opps if o.id not in result.skipped]
+    if not opps:
+        return result
+    profiles = _lock_profiles(session, [to_employee.id, *{o.owner_id for o in opps if o.status == OWNED}])
+    target = profiles[to_employee.id]
+    rules = _RuleCache(session)
+    base_note = (note or "").strip()
+    logs = []
+    for opp in opps:
+        rule = rules(to_employee.org_unit_id, opp.product_line_id, opp.intention_level_id)
+        from_owner = opp.owner_id if opp.status == OWNED else None
+        from_pool = opp.pool_id if opp.status == POOLED else None
+        if from_owner is not None:
+            profiles[from_owner].open_count = max(profiles[from_owner].open_count - 1, 0)
+        _take(opp, to_employee, now)
+        target.open_count += 1
+        capacity = capacity_of(to_employee, target, rule)
+        text = base_note
+        over = None
+        if capacity is not None and target.open_count > capacity:
+            over = f"override: over capacity ({target.open_count}/{capacity})"
+            text = f"{text}; {over}" if text else over
+        logs.append(_log_row(now, actor, opp.id, ASSIGN, from_owner=from_owner, to_owner=to_employee.id,
+                             from_pool=from_pool, rule_id=rule.id if rule else None, note=text))
+        result.moved.append(opp.id)
+    if over:
+        result.notes.append(over)  # where the batch left them
+    session.flush()
+    _log(session, logs)
+    return result
+
+
+def transfer_all(session, from_employee: Employee, to_employee: Employee | None, now: dt.datetime,
+                 actor=None, note: str | None = None, on_chunk=None, chunk: int = CHUNK) -> Moved:
+    """Move every open opportunity `from_employee` owns — e.g. when they resign — to a named successor,
+    or (to_employee None) back to waiting for the dispatch engine, the ex-owner cooling off from them.
+
+    Works in chunks of `chunk` opportunities; `on_chunk(moved_so_far)` runs after each (a job may commit
+    there: a rerun picks up whatever is still owned, so an interrupted transfer resumes where it stopped).
+    """
+    actor = as_actor(actor)
+    if from_employee is None:
+        raise DomainError("Choose whose opportunities to transfer", field="from_employee")
+    if to_employee is not None:
+        _active(to_employee, "successor")
+        if to_employee.id == from_employee.id:
+            raise DomainError("The successor must be someone else", field="to_employee")
+    result = Moved()
+    rules = _RuleCache(session)
+    text = (note or "").strip() or None
+    after = 0
+    while True:
+        ids = session.scalars(
+            select(Opportunity.id)
+            .where(Opportunity.owner_id == from_employee.id, Opportunity.status == OWNED,
+                   Opportunity.id > after)
+            .order_by(Opportunity.id).limit(chunk)).all()
+        if not ids:
+            break
+        after = ids[-1]
+        opps = [o for o in _lock_opportunities(session, ids)
+                if o.status == OWNED and o.owner_id == from_employee.id]
+        if not opps:
+            continue
+        profiles = _lock_profiles(session, [from_employee.id, to_employee.id if to_employee else None])
+        logs, cooling = [], []
+        for opp in opps:
+            if to_employee is not None:
+                rule = rules(to_employee.org_unit_id, opp.product_line_id, opp.intention_level_id)
+                _take(opp, to_employee, now)
+                logs.append(_log_row(now, actor, opp.id, TRANSFER, from_owner=from_employee.id,
+                                     to_owner=to_employee.id, rule_id=rule.id if rule else None, note=text))
+            else:
+                rule = rules(opp.org_unit_id, opp.product_line_id, opp.intention_level_id)
+                opp.status = WAITING
+                opp.owner_id = None
+                opp.pool_id = None
+                opp.is_recycled = True
+                opp.dispatch_after = None
+                opp.protected_until = None
+                opp.recycle_reminded_at = None
+                if rule is not None and rule.cooling_days:
+                    cooling.append({"opportunity_id": opp.id, "employee_id": from_employee.id,
+                                    "until": now + dt.timedelta(days=rule.cooling_days)})
+                logs.append(_log_row(now, actor, opp.id, TRANSFER, from_owner=from_employee.id,
+                                     rule_id=rule.id if rule else None,
+                                     note=text or "back to waiting for dispatch"))
+        moved = len(opps)
+        source = profiles[from_employee.id]
+        source.open_count = max(source.open_count - moved, 0)
+        if to_employee is not None:
+            profiles[to_employee.id].open_count += moved
+        _cool(session, cooling)
+        session.flush()
+        _log(session, logs)
+        result.moved.extend(o.id for o in opps)
+        if on_chunk is not None:
+            on_chunk(result)
+    if to_employee is not None and result.moved:
+        profile = session.get(SalesProfile, to_employee.id)
+        rule = rules(to_employee.org_unit_id, None, None)
+        capacity = capacity_of(to_employee, profile, rule)
+        if capacity is not None and profile.open_count > capacity:
+            result.notes.append(f"{to_employee} now holds {profile.open_count}, over capacity {capacity}")
+    return result
+
+
+# --- follow-ups, stages, freezing -------------------------------------------------------------------
+def _dict_item(session, type_code: str, value, field_name: str, required: bool = False) -> DictItem | None:
+    if value is None or value == "":
+        if required:
+            raise DomainError("Required", field=field_name)
+        return None
+    item_id = value.id if hasattr(value, "id") else value
+    try:
+        item_id = int(item_id)
+    except (TypeError, ValueError):
+        raise DomainError(f"Unknown option {value!r}", field=field_name) from None
+    item = session.scalar(select(DictItem).join(DictItem.dict_type)
+                          .where(DictItem.id == item_id, DictType.code == type_code))
+    if item is None:
+        raise DomainError(f"Unknown option {value!r}", field=field_name)
+    return item
+
+
+def add_follow_up(session, opportunity, employee: Employee | None, type_id, content: str | None,
+                  result: str | None, next_followup_at: dt.datetime | None, now: dt.datetime) -> FollowUp:
+    """Record a contact attempt; it restarts the idle clock and extends the protection period (each
+    follow-up by the rule's protect_extend_days, never beyond claimed_at + protect_max_days)."""
+    opp_id = opportunity.id if hasattr(opportunity, "id") else opportunity
+    content = (content or "").strip()
+    if not content:
+        raise DomainError("Write what happened", field="content")
+    if len(content) > 4000:
+        raise DomainError("At most 4000 characters", field="content")
+    result = (result or "").strip() or None
+    if result and len(result) > 100:
+        raise DomainError("At most 100 characters", field="result")
+    if next_followup_at is not None and next_followup_at <= now:
+        raise DomainError("The next follow-up must be in the future", field="next_followup_at")
+    kind = _dict_item(session, FOLLOWUP_TYPE_DICT, type_id, "type")
+    if kind is not None and not kind.enabled:
+        raise DomainError(f"{kind} is disabled and cannot be chosen", field="type")
+    opps = _lock_opportunities(session, [opp_id])
+    _require_all(opps, [opp_id])
+    opp = opps[0]
+    if opp.status not in OPEN_STATUSES:
+        raise DomainError(f"#{opp.id} is closed ({opp.status})", status=409)
+    follow_up = FollowUp(opportunity_id=opp.id, employee_id=employee.id if employee else None,
+                         type_id=kind.id if kind else None, content=content, result=result,
+                         next_followup_at=next_followup_at, created_at=now, updated_at=now)
+    session.add(follow_up)
+    opp.last_followup_at = now
+    opp.next_followup_at = next_followup_at
+    opp.idle_since = now
+    opp.recycle_reminded_at = None
+    if opp.status == OWNED and opp.protected_until is not None and opp.claimed_at is not None:
+        rule = circulation_rule_for(session, _unit_path(session, opp.org_unit_id), opp.product_line_id,
+                                    opp.intention_level_id)
+        if rule is not None and rule.protect_extend_days:
+            extended = opp.protected_until + dt.timedelta(days=rule.protect_extend_days)
+            if rule.protect_max_days is not None:
+                extended = min(extended, opp.claimed_at + dt.timedelta(days=rule.protect_max_days))
+            opp.protected_until = max(opp.protected_until, extended)
+    session.flush()
+    return follow_up
+
+
+def set_stage(session, opportunity, stage_item, lost_reason, now: dt.datetime, actor=None) -> Opportunity:
+    """Move an open opportunity along the funnel; "won" and "lost" close it (lost needs a reason)."""
+    actor = as_actor(actor)
+    opp_id = opportunity.id if hasattr(opportunity, "id") else opportunity
+    stage = _dict_item(session, STAGE_DICT, stage_item, "stage", required=True)
+    opps = _lock_opportunities(session, [opp_id])
+    _require_all(opps, [opp_id])
+    opp = opps[0]
+    if opp.status not in OPEN_STATUSES:
+        raise DomainError(f"#{opp.id} is already closed ({opp.status})", field="stage", status=409)
+    if not stage.enabled and stage.id != opp.stage_id:
+        raise DomainError(f"{stage} is disabled and cannot be chosen", field="stage")
+    reason = None
+    if stage.code == LOST:
+        reason = _dict_item(session, LOST_REASON_DICT, lost_reason, "lost_reason", required=True)
+        if not reason.enabled:
+            raise DomainError(f"{reason} is disabled and cannot be chosen", field="lost_reason")
+    if stage.id == opp.stage_id:
+        return opp
+    opp.stage_id = stage.id
+    opp.stage_changed_at = now
+    if stage.code in (WON, LOST):
+        owner_id = opp.owner_id if opp.status == OWNED else None
+        if owner_id is not None:
+            profile = _lock_profiles(session, [owner_id])[owner_id]
+            rule = circulation_rule_for(session, _unit_path(session, opp.org_unit_id), opp.product_line_id,
+                                        opp.intention_level_id)
+            if stage.code == WON:
+                profile.won_count += 1
+            if not (stage.code == WON and rule is not None and rule.capacity_counts_won):
+                profile.open_count = max(profile.open_count - 1, 0)
+        opp.status = WON if stage.code == WON else LOST
+        opp.lost_reason_id = reason.id if reason else None
+        opp.closed_at = now
+        opp.protected_until = None
+        opp.dispatch_after = None
+        audit.record(session, "update", target_type="opportunity", target_id=opp.id,
+                     summary=f"#{opp.id} closed as {stage.code} by {actor.name}")
+    session.flush()
+    return opp
+
+
+def set_locked(session, opportunity_ids, locked: bool, now: dt.datetime, actor=None) -> Moved:
+    """Freeze (or unfreeze) opportunities: circulation and claims leave a frozen one where it is."""
+    actor = as_actor(actor)
+    ids = _ids(opportunity_ids)
+    opps = _lock_opportunities(session, ids)
+    _require_all(opps, ids)
+    result = Moved()
+    for opp in opps:
+        if opp.locked == locked:
+            result.skipped.append(opp.id)
+            continue
+        opp.locked = locked
+        result.moved.append(opp.id)
+    for opp_id in result.moved:
+        audit.record(session, "update", target_type="opportunity", target_id=opp_id,
+                     summary=f"#{opp_id} {'locked' if locked else 'unlocked'} by {actor.name}",
+                     before={"locked": not locked}, after={"locked": locked})
+    session.flush()
+    return result
