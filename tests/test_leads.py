@@ -386,3 +386,16 @@ def test_concurrent_api_intake_on_postgresql(pg_app):
         assert db.session.scalar(select(func.count()).select_from(Opportunity)
                                  .where(Opportunity.customer_id == leads[0].customer_id)) == 2
         db.session.remove()
+
+
+def test_the_back_office_sees_the_leads_it_entered_and_not_its_colleagues(app, session):
+    entering = web(app, "backoffice1")
+    resp = entering.post("/leadview/add", data=form(phone="138 0013 8111"))
+    assert resp.status_code == 302
+    lead = session.scalar(select(Lead).where(Lead.phone == "+8613800138111"))
+    assert lead.opportunity.status == WAITING and lead.opportunity.owner_id is None
+    assert lead.created_by_id == factories.employee_by_username(session, "backoffice1").id
+    own = entering.get("/leadview/list/").get_data(as_text=True)
+    assert mask_phone(lead.phone) in own
+    other = web(app, "backoffice2").get("/leadview/list/").get_data(as_text=True)
+    assert mask_phone(lead.phone) not in other

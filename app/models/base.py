@@ -33,3 +33,5 @@ class ScopedMixin:
     #: (local column, model name, column there): visible when a visible row of that model matches,
     #: e.g. a lead is visible when its opportunity is.
     __scope_via__: tuple[str, str, str] | None = None
+    #: a column holding the employee who created the row: they keep seeing it, whatever their scope.
+    __scope_creator__: str | None = None

@@ -69,7 +69,8 @@ class Customer(TimestampMixin, ScopedMixin, Model):
     marketing_consent: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
 
     def __str__(self) -> str:
-        return self.name or self.phone
+        # Never the phone: labels land in dropdowns, titles and logs that are not masked.
+        return self.name or f"#{self.id}"
 
 
 class LeadImport(TimestampMixin, Model):
@@ -94,6 +95,7 @@ class LeadImport(TimestampMixin, Model):
 class Lead(TimestampMixin, ScopedMixin, Model):
     __tablename__ = "lead"
     __scope_via__ = ("opportunity_id", "Opportunity", "id")
+    __scope_creator__ = "created_by_id"  # the back office sees what it entered
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"), nullable=False, index=True)
@@ -110,6 +112,8 @@ class Lead(TimestampMixin, ScopedMixin, Model):
     # Idempotency: the API caller's key, or "import:<sha>:<line>" for file rows.
     client_key: Mapped[str | None] = mapped_column(String(128), unique=True)
     import_id: Mapped[int | None] = mapped_column(ForeignKey("lead_import.id"))
+    created_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("employee.id", name="fk_lead_created_by_employee"), index=True)
 
     customer = relationship("Customer", backref="leads")
     opportunity = relationship("Opportunity", backref="leads")
@@ -146,6 +150,9 @@ class Opportunity(TimestampMixin, ScopedMixin, Model):
     __scope_org__ = "org_unit_id"
     __table_args__ = (
         Index("ix_opportunity_status_id", "status", "id"),
+        # The dispatch queue: without it a backlog makes the planner walk every dispatched row per batch.
+        Index("ix_opportunity_waiting", "id", postgresql_where=text("status = 'waiting'"),
+              sqlite_where=text("status = 'waiting'")),
         Index("ix_opportunity_owner_status", "owner_id", "status"),
         Index("ix_opportunity_status_idle", "status", "idle_since"),
         Index("ix_opportunity_pool_status", "pool_id", "status"),

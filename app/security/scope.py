@@ -110,7 +110,9 @@ def scope_clause(model, viewer: Viewer):
         local, target_name, remote = via
         target = model.registry._class_registry[target_name]
         visible = restrict(select(getattr(target, remote)), target, viewer)
-        return getattr(model, local).in_(visible)
+        clause = getattr(model, local).in_(visible)
+        creator = getattr(model, "__scope_creator__", None)
+        return or_(clause, getattr(model, creator) == viewer.employee_id) if creator else clause
     owner_name = getattr(model, "__scope_owner__", None)
     org_name = getattr(model, "__scope_org__", None)
     owner = getattr(model, owner_name) if owner_name else None

@@ -26,7 +26,6 @@ from sqlalchemy import (
     not_,
     or_,
     select,
-    true,
     update,
 )
 
@@ -48,6 +47,7 @@ from app.models.sales import (
 from app.security.scope import subtree_unit_ids
 
 CHUNK = 5000
+DEFAULT_REMIND_HOURS = 24  # the look-ahead of "about to be recycled" when a rule sets no reminder
 REMINDER = "recycle_reminder"
 
 
@@ -67,8 +67,10 @@ def _stage_ids(session) -> dict[str, tuple[int, int]]:
     return {code: (item_id, sort) for code, item_id, sort in rows}
 
 
-def _specificity(rule, depth: int) -> tuple:
-    return (depth, rule.product_line_id is not None, rule.intention_level_id is not None)
+def rule_specificity(path: str, product_line_id, intention_level_id, rule_id: int) -> tuple:
+    """Sort key, most specific first: deepest org unit, then a product line over none, then an
+    intention level over none; the older rule breaks a tie."""
+    return (-len(path), product_line_id is None, intention_level_id is None, rule_id)
 
 
 def _governs(rule: CirculationRule, path: str):
@@ -84,11 +86,11 @@ def _governs(rule: CirculationRule, path: str):
 def ordered_rules(session) -> list[tuple[CirculationRule, str]]:
     """Enabled rules with their org paths, most specific first."""
     rows = session.execute(
-        select(CirculationRule, OrgUnit.path, OrgUnit.depth)
+        select(CirculationRule, OrgUnit.path)
         .join(OrgUnit, OrgUnit.id == CirculationRule.org_unit_id)
         .where(CirculationRule.enabled.is_(True))).all()
-    rows.sort(key=lambda r: _specificity(r[0], r[2]), reverse=True)
-    return [(rule, path) for rule, path, _ in rows]
+    rows.sort(key=lambda r: rule_specificity(r[1], r[0].product_line_id, r[0].intention_level_id, r[0].id))
+    return [(rule, path) for rule, path in rows]
 
 
 def _due(rule: CirculationRule, now: dt.datetime, stages: dict, lead_time: dt.timedelta = dt.timedelta()):
@@ -108,11 +110,11 @@ def _due(rule: CirculationRule, now: dt.datetime, stages: dict, lead_time: dt.ti
     return or_(*reasons) if reasons else false()
 
 
-def _exempt(rule: CirculationRule, now: dt.datetime, stages: dict):
+def _exempt(rule: CirculationRule, at: dt.datetime, stages: dict):
     codes = [c.strip() for c in (rule.exempt_stages or "").split(",") if c.strip()]
     exempt_ids = [stages[c][0] for c in codes if c in stages]
     conditions = [Opportunity.locked.is_(True),
-                  and_(Opportunity.protected_until.is_not(None), Opportunity.protected_until > now)]
+                  and_(Opportunity.protected_until.is_not(None), Opportunity.protected_until > at)]
     if exempt_ids:  # (a NULL stage must read as "not exempt", not as unknown)
         conditions.append(and_(Opportunity.stage_id.is_not(None), Opportunity.stage_id.in_(exempt_ids)))
     return or_(*conditions)
@@ -123,7 +125,7 @@ def _candidates(rule, path, more_specific, now, stages, lead_time=dt.timedelta()
         Opportunity.status == OWNED,
         _governs(rule, path),
         _due(rule, now, stages, lead_time),
-        not_(_exempt(rule, now, stages)),
+        not_(_exempt(rule, now + lead_time, stages)),
     )
     for other, other_path in more_specific:
         query = query.where(not_(_governs(other, other_path)))
@@ -165,7 +167,7 @@ def _recycle_chunk(session, rule: CirculationRule, rows, now: dt.datetime) -> in
         profile = SalesProfile.__table__
         conn.execute(update(profile).where(profile.c.employee_id == bindparam("eid"))
                      .values(open_count=profile.c.open_count - bindparam("n")),
-                     [{"eid": e, "n": n} for e, n in per_owner.items()])
+                     [{"eid": e, "n": n} for e, n in sorted(per_owner.items())])  # id order: no deadlock
     values = {"status": POOLED if to_pool else WAITING, "owner_id": None, "pool_id": to_pool,
               "is_recycled": True, "recycle_count": opp.c.recycle_count + 1, "dispatch_after": None,
               "protected_until": None, "recycle_reminded_at": None, "updated_at": now}
@@ -230,11 +232,15 @@ def _remind(session, rule, path, more_specific, now, stages, result: ScanResult)
     return len(rows)
 
 
-def governing_rule(session, opportunity: Opportunity) -> CirculationRule | None:
-    """The rule the scan would apply to this opportunity (for pages that explain it)."""
-    for rule, path in ordered_rules(session):
-        matched = session.scalar(select(true()).where(
-            Opportunity.id == opportunity.id, _governs(rule, path)))
-        if matched:
-            return rule
-    return None
+def due_within(session, now: dt.datetime, lead_time: dt.timedelta | None = None):
+    """SQL condition: owned opportunities the scan will recycle by `now + lead_time` (by default each
+    rule's own reminder window): what the workbench calls "about to be recycled"."""
+    stages = _stage_ids(session)
+    rules = ordered_rules(session)
+    branches = []
+    for index, (rule, path) in enumerate(rules):
+        window = lead_time if lead_time is not None else dt.timedelta(
+            hours=rule.remind_hours if rule.remind_hours is not None else DEFAULT_REMIND_HOURS)
+        due = _candidates(rule, path, rules[:index], now, stages, window).with_only_columns(Opportunity.id)
+        branches.append(Opportunity.id.in_(due))
+    return or_(*branches) if branches else false()

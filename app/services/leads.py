@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.models.base import utcnow
+from app.models.employee import Employee
 from app.models.sales import (
     OPEN_STATUSES,
     OWNED,
@@ -60,6 +61,7 @@ class LeadInput:
     consult_note: str | None = None
     client_key: str | None = None
     raw_payload: dict | None = None
+    created_by_id: int | None = None  # the employee who entered it (form, import)
 
 
 @dataclass
@@ -202,7 +204,7 @@ def _intake(session, values: LeadInput, channel: str, actor: str, import_id: int
     lead = Lead(customer=customer, opportunity=opportunity, name=values.name, phone=values.phone,
                 source_id=values.source_id, campaign=values.campaign, product_line_id=values.product_line_id,
                 region=values.region, consult_note=values.consult_note, channel=channel,
-                client_key=values.client_key, import_id=import_id,
+                client_key=values.client_key, import_id=import_id, created_by_id=values.created_by_id,
                 raw_payload=payload)
     session.add(lead)
     session.flush()
@@ -281,6 +283,8 @@ def import_file(session, filename: str, data: bytes, actor: str = "import",
     record.created_rows = record.duplicate_rows = record.error_rows = 0
     session.flush()
     vocab = Vocabulary(session)
+    creator = session.scalar(select(Employee.id).where(Employee.user_id == record.created_by_id)) \
+        if record.created_by_id else None
     errors = []
     done = 0
     for line, row in _rows(filename, data):
@@ -291,6 +295,7 @@ def import_file(session, filename: str, data: bytes, actor: str = "import",
             record.error_rows += 1
         else:
             values.client_key = f"import:{sha[:40]}:{line}"
+            values.created_by_id = creator
             try:
                 with session.begin_nested():
                     result = intake(session, values, "import", actor, import_id=record.id)

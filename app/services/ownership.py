@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, exists, false, func, insert, not_, or_, select, true
+from sqlalchemy import and_, exists, false, func, insert, not_, or_, select
 from sqlalchemy.orm import lazyload
 
 from app.models.employee import HR_RESIGNED, Employee
@@ -46,11 +46,11 @@ from app.models.sales import (
     SalesProfile,
 )
 from app.services import audit, metadata
+from app.services.circulation import DEFAULT_REMIND_HOURS, due_within, rule_specificity
 from app.services.errors import DomainError
 
 CHUNK = 500  # opportunities per chunk of a bulk transfer
 MAX_BATCH = 1000  # opportunities per claim / assign call
-DEFAULT_REMIND_HOURS = 24  # "about to be recycled" window when the rule sets no reminder
 STAGE_DICT, LOST_REASON_DICT, FOLLOWUP_TYPE_DICT = "opportunity_stage", "lost_reason", "followup_type"
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 
@@ -121,11 +121,6 @@ def _unit_path(session, unit_id: int | None) -> str | None:
     return session.scalar(select(OrgUnit.path).where(OrgUnit.id == unit_id))
 
 
-def _specificity(path: str, product_line_id, intention_level_id, rid: int) -> tuple:
-    # Deepest org unit first, then a specific product line over none, then a specific intention level.
-    return (-len(path), product_line_id is None, intention_level_id is None, rid)
-
-
 def circulation_rule_for(session, org_unit_path: str | None, product_line_id: int | None,
                          intention_level_id: int | None) -> CirculationRule | None:
     """The most specific enabled rule for opportunities of that org unit, product line and intention."""
@@ -143,8 +138,8 @@ def circulation_rule_for(session, org_unit_path: str | None, product_line_id: in
     ).all()
     if not rows:
         return None
-    rule, _ = min(rows, key=lambda r: _specificity(r[1], r[0].product_line_id, r[0].intention_level_id,
-                                                   r[0].id))
+    rule, _ = min(rows, key=lambda r: rule_specificity(r[1], r[0].product_line_id, r[0].intention_level_id,
+                                                       r[0].id))
     return rule
 
 
@@ -231,39 +226,8 @@ def remind_window(rule: CirculationRule) -> dt.timedelta:
 
 
 def about_to_recycle_clause(session, now: dt.datetime):
-    """WHERE condition: owned opportunities whose idle clock runs out within their rule's reminder
-    window (or has run out): idle_since older than idle_days − remind_hours, protection included.
-
-    Each opportunity is judged by its own most specific rule (as circulation_rule_for picks it): the
-    rules are tried from the most specific down, each excluding what a more specific one matches.
-    """
-    rows = session.execute(
-        select(CirculationRule, OrgUnit.path).join(OrgUnit, OrgUnit.id == CirculationRule.org_unit_id)
-        .where(CirculationRule.enabled.is_(True))
-    ).all()
-    rows.sort(key=lambda r: _specificity(r[1], r[0].product_line_id, r[0].intention_level_id, r[0].id))
-    from app.security.scope import subtree_unit_ids
-
-    earlier, branches = [], []
-    for rule, path in rows:
-        match = and_(
-            Opportunity.org_unit_id.in_(subtree_unit_ids(path)),
-            true() if rule.product_line_id is None else Opportunity.product_line_id == rule.product_line_id,
-            true() if rule.intention_level_id is None
-            else Opportunity.intention_level_id == rule.intention_level_id)
-        if rule.idle_days:
-            window = remind_window(rule)
-            exempt = _exempt_stage_ids(session, rule)
-            not_exempt = or_(Opportunity.stage_id.is_(None), Opportunity.stage_id.not_in(exempt))
-            branches.append(and_(
-                match, *[not_(e) for e in earlier],
-                Opportunity.idle_since <= now - dt.timedelta(days=rule.idle_days) + window,
-                or_(Opportunity.protected_until.is_(None), Opportunity.protected_until <= now + window),
-                not_exempt if exempt else true()))
-        earlier.append(match)
-    if not branches:
-        return false()
-    return and_(Opportunity.status == OWNED, Opportunity.locked.is_(False), or_(*branches))
+    """WHERE condition: what the circulation scan will recycle within each rule's reminder window."""
+    return due_within(session, now)
 
 
 def due_today_clause(session, now: dt.datetime):

@@ -42,6 +42,7 @@ from app.jobs.leads import (
 from app.models.employee import CrmUser
 from app.models.sales import OWNED, POOLED, WAITING, Customer, Lead, LeadImport
 from app.security import policy
+from app.security.scope import current_viewer
 from app.services import audit, metadata
 from app.services.errors import DomainError
 from app.services.leads import (
@@ -196,6 +197,7 @@ class LeadView(CrmModelView):
             for name, msg in others:
                 form[name].errors = [*form[name].errors, str(escape(msg))]
             raise DomainError(message, field=first)
+        values.created_by_id = current_viewer().employee_id
         form.lead_input = values
 
     def _add(self):
@@ -511,6 +513,7 @@ class LeadApi(CrmModelRestApi):
         if problems:
             return self.response(422, message="Invalid lead", errors=problems)
         values.client_key, values.raw_payload = client_key, body
+        values.created_by_id = current_viewer().employee_id
         try:
             result = intake(db.session, values, "api", actor=_actor_name())
             db.session.commit()
