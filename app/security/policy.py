@@ -73,8 +73,8 @@ ROLES = {
     },
     "Sales Manager": {
         "scope": SCOPE_TEAM,
-        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, DISPATCH_RULE, CIRCULATION_RULE, POOL,
-                          DISPATCH_CONSOLE, LEAD, CUSTOMER)
+        # Not the dispatch console: its queue figures are company-wide.
+        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, DISPATCH_RULE, CIRCULATION_RULE, POOL, LEAD, CUSTOMER)
         | _rw(SALES_PROFILE) | {(EXPORT, EMPLOYEE)} | SALES_FLOOR | SALES_MANAGEMENT,
     },
     "Salesperson": {

@@ -49,11 +49,13 @@ def _relations(model):
     return {rel.key: rel.mapper.class_ for rel in sa_inspect(model).relationships}
 
 
-def _blank_if_none(formatter):
-    """FAB prints an empty value as "None": show nothing instead."""
+def _plain_value(formatter):
+    """FAB prints an empty value as "None" and a flag as "True": show nothing and a yes / no instead."""
     def format_value(value):
         if value is None:
             return ""
+        if isinstance(value, bool):
+            return _l("Yes") if value else _l("No")
         return formatter(value) if formatter else value
 
     return format_value
@@ -153,10 +155,10 @@ class CrmModelView(CrmViewMixin, ModelView):
         for attr in ("add_form_query_rel_fields", "edit_form_query_rel_fields",
                      "search_form_query_rel_fields"):
             setattr(self, attr, {**rel, **(getattr(self, attr, None) or {})})
-        self.formatters_columns = {
-            **{c: masked_phone_formatter for c in self.phone_columns},
-            **(self.formatters_columns or {}),
-        }
+        formatters = {c: masked_phone_formatter for c in self.phone_columns}
+        formatters.update(self.formatters_columns or {})
+        shown = {*(self.list_columns or ()), *(self.show_columns or ())}
+        self.formatters_columns = {c: _plain_value(formatters.get(c)) for c in shown | set(formatters)}
         # Actions change rows: they need can_write (FAB would invent a permission per action name).
         actions = [n for n in dir(type(self)) if hasattr(getattr(type(self), n, None), "_action")]
         self.method_permission_name = {**{n: "write" for n in actions}, **self.method_permission_name}
