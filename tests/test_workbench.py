@@ -254,6 +254,7 @@ def test_quick_follow_up_from_the_opportunity_page(app, world):
     client = app.test_client()
     token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', client.get("/login/").text).group(1)
     client.post("/login/", data={"username": f"user{w.a1}", "password": f.PASSWORD, "csrf_token": token})
+    client.get("/lang/en")
     page = client.get(f"/opportunityview/show/{opp_id}").text
     assert 'id="crm-follow-up-form"' in page and 'id="crm-give-back"' in page
     form = {"opportunity": str(opp_id), "content": "called, wants a trial", "result": "interested",
