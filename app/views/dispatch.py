@@ -54,7 +54,9 @@ LABELS = {
     "recycle_to_pool": _l("Recycle to pool (else re-dispatch)"), "daily_claim_limit": _l("Daily claim limit"),
     "employee": _l("Employee"), "paused": _l("Paused"), "weight": _l("Weight"),
     "daily_quota": _l("Daily quota"), "open_count": _l("Open opportunities"),
-    "dispatched_today": _l("Dispatched today"),
+    "dispatched_today": _l("Dispatched today"), "created_at": _l("Created at"),
+    "updated_at": _l("Updated at"),
+    "state": _l("Strategy state"), "quota_day": _l("Quota day"), "won_count": _l("Won"),
 }
 
 
@@ -160,6 +162,7 @@ class SalesProfileView(CrmModelView):
     datamodel = SQLAInterface(SalesProfile)
     class_permission_name = policy.SALES_PROFILE
     list_title = show_title = _l("Sales Profiles")
+    add_title, edit_title = _l("Add Sales Profile"), _l("Edit Sales Profile")
     list_columns = ["employee", "paused", "weight", "daily_quota", "capacity", "open_count",
                     "dispatched_today"]
     show_columns = list_columns
