@@ -26,7 +26,7 @@ from app.services import audit  # noqa: E402
 from app.services.circulation import scan  # noqa: E402
 from app.services.roles import sync_roles  # noqa: E402
 from app.services.seed import seed_demo  # noqa: E402
-from bench.org_tree import fresh_pg_database  # noqa: E402
+from bench.common import fresh_pg_database, postgresql_url  # noqa: E402
 from config import TestConfig  # noqa: E402
 
 ROWS = int(os.environ.get("BENCH_ROWS", 1_000_000))
@@ -105,10 +105,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         print("SQLite")
         run(f"sqlite:///{tmp}/bench.db")
-    pg = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+    pg = postgresql_url()
     if pg:
         print("PostgreSQL")
-        run(fresh_pg_database(pg))
+        run(fresh_pg_database(pg, "bench_circulation"))
     else:
         print("PostgreSQL: skipped (set BENCH_DATABASE_URL)")
 

@@ -36,8 +36,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from sqlalchemy import create_engine, func, insert, select, text, update  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy import func, insert, select, text, update  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
@@ -63,6 +62,7 @@ from app.models.sales import (  # noqa: E402
     Pool,
     SalesProfile,
 )
+from bench.common import fresh_pg_database, postgresql_url  # noqa: E402
 from config import TestConfig  # noqa: E402
 
 LEADS = 100_000
@@ -367,18 +367,6 @@ def run(label: str, url: str, redis_url: str, workers: int, leads: int) -> dict:
     return {"label": label, "rate": rate, "ceiling": ceiling, "ok": not outcome["problems"]}
 
 
-def fresh_pg_database(url: str) -> str:
-    """A new empty database beside the one `url` names; returns its URL."""
-    base = make_url(url)
-    name = f"{base.database}_bench_dispatch"
-    engine = create_engine(base, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return base.set(database=name).render_as_string(hide_password=False)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=LEADS)
@@ -396,12 +384,13 @@ def main() -> None:
         if args.only != "postgresql":
             print("SQLite")
             results.append(run("SQLite", f"sqlite:///{tmp}/bench.db", redis_server.url, 1, args.leads))
-        pg = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+        pg = postgresql_url()
         if args.only == "sqlite":
             pass
         elif pg:
             print("PostgreSQL")
-            results.append(run("PostgreSQL", fresh_pg_database(pg), redis_server.url, 2, args.leads))
+            url = fresh_pg_database(pg, "bench_dispatch")
+            results.append(run("PostgreSQL", url, redis_server.url, 2, args.leads))
         else:
             print("PostgreSQL: skipped (set BENCH_DATABASE_URL)")
     for r in results:

@@ -19,13 +19,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sqlalchemy import String, cast, create_engine, func, insert, literal, select, text, update  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy import String, cast, func, insert, literal, select, update  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import Employee, OrgUnit  # noqa: E402
 from app.security.scope import Viewer, restrict, subtree_unit_ids  # noqa: E402
+from bench.common import fresh_pg_database, postgresql_url  # noqa: E402
 from config import TestConfig  # noqa: E402
 
 DIVISIONS, DEPARTMENTS, TEAMS = 10, 10, 100  # 1 + 10 + 100 + 10,000 units
@@ -109,26 +109,14 @@ def run(url: str) -> None:
         db.engine.dispose()
 
 
-def fresh_pg_database(url: str) -> str:
-    """A new empty database beside the one `url` names; returns its URL."""
-    base = make_url(url)
-    name = f"{base.database}_bench"
-    engine = create_engine(base, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return base.set(database=name).render_as_string(hide_password=False)
-
-
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         print("SQLite")
         run(f"sqlite:///{tmp}/bench.db")
-    pg = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+    pg = postgresql_url()
     if pg:
         print("PostgreSQL")
-        run(fresh_pg_database(pg))
+        run(fresh_pg_database(pg, "bench_org"))
     else:
         print("PostgreSQL: skipped (set BENCH_DATABASE_URL)")
 

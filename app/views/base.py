@@ -138,6 +138,22 @@ class CrmViewMixin:
             db.session.rollback()
             raise
 
+    def pre_add(self, item):
+        self._validate(item, creating=True)
+
+    def pre_update(self, item):
+        self._validate(item, creating=False)
+
+    def pre_delete(self, item):
+        try:
+            self.check_delete(item)
+        except DomainError:
+            db.session.rollback()
+            raise
+
+    def check_delete(self, item) -> None:
+        """Refuse a delete with DomainError. Override per resource."""
+
 
 class CrmModelView(CrmViewMixin, ModelView):
     """ModelView with data scope everywhere, domain checks as form errors, and a CSV export."""
@@ -233,22 +249,6 @@ class CrmModelView(CrmViewMixin, ModelView):
                 db.session.rollback()
                 if pk is not None:  # reloaded, so that the real save sees what it changes (history)
                     db.session.refresh(item)
-
-    def pre_add(self, item):
-        self._validate(item, creating=True)
-
-    def pre_update(self, item):
-        self._validate(item, creating=False)
-
-    def pre_delete(self, item):
-        try:
-            self.check_delete(item)
-        except DomainError:
-            db.session.rollback()
-            raise
-
-    def check_delete(self, item) -> None:
-        """Refuse a delete with DomainError. Override per resource."""
 
     # --- list page size cap ----------------------------------------------------------------------
     def _get_list_widget(self, filters, *args, page_size=None, **kwargs):
@@ -392,22 +392,6 @@ class CrmModelRestApi(CrmViewMixin, ModelRestApi):
 
     def delete_headless(self, pk):
         return self._domain_response(super().delete_headless, pk)
-
-    def pre_add(self, item):
-        self._validate(item, creating=True)
-
-    def pre_update(self, item):
-        self._validate(item, creating=False)
-
-    def pre_delete(self, item):
-        try:
-            self.check_delete(item)
-        except DomainError:
-            db.session.rollback()
-            raise
-
-    def check_delete(self, item) -> None:
-        """Refuse a delete with DomainError. Override per resource."""
 
     def _mask(self, row: dict) -> None:
         for col in self.phone_columns:

@@ -240,6 +240,22 @@ def _flash_error(exc: DomainError) -> None:
     flash(f"{label}: {exc.message}" if label else exc.message, "danger")
 
 
+def _commit_or_flash(work, back: str, success, not_found_aborts: bool = True):
+    """Run `work()` and commit, then flash `success(result)`; a DomainError rolls back and is flashed
+    (a 404 — an id outside the user's scope — aborts instead, when `not_found_aborts`)."""
+    try:
+        result = work()
+        db.session.commit()
+    except DomainError as exc:
+        db.session.rollback()
+        if not_found_aborts and exc.status == 404:
+            abort(404)
+        _flash_error(exc)
+        return redirect(back)
+    flash(str(success(result)), "success")
+    return redirect(back)
+
+
 def quick_clause(quick: str | None, now: dt.datetime):
     viewer = current_viewer()
     if quick == "mine":
@@ -365,10 +381,9 @@ class OpportunityView(CrmModelView):
     def follow_up(self):
         """Quick follow-up entry (optionally moving the stage along)."""
         pk = request.form.get("opportunity", "")
-        back = _safe_next(url_for(f"{type(self).__name__}.show", pk=pk) if pk.isdigit() else
-                          url_for("WorkbenchView.index"))
-        now = utcnow()
-        try:
+
+        def work():
+            now = utcnow()
             opp_id = self._visible_one(pk)
             when = parse_local_datetime(request.form.get("next_followup_at"))
             ownership.add_follow_up(db.session, opp_id, _me(), request.form.get("type") or None,
@@ -377,50 +392,32 @@ class OpportunityView(CrmModelView):
             if stage:
                 ownership.set_stage(db.session, opp_id, stage, request.form.get("lost_reason") or None,
                                     now, _actor())
-            db.session.commit()
-        except DomainError as exc:
-            db.session.rollback()
-            if exc.status == 404:
-                abort(404)
-            _flash_error(exc)
-            return redirect(back)
-        flash(str(_l("Follow-up recorded")), "success")
-        return redirect(back)
+
+        return _commit_or_flash(work, self._back_to(pk), lambda _: _l("Follow-up recorded"))
 
     @expose("/stage", methods=["POST"])
     @has_access
     def stage(self):
         pk = request.form.get("opportunity", "")
-        back = _safe_next(url_for(f"{type(self).__name__}.show", pk=pk) if pk.isdigit() else
-                          url_for("WorkbenchView.index"))
-        try:
-            opp_id = self._visible_one(pk)
-            ownership.set_stage(db.session, opp_id, request.form.get("stage"),
+
+        def work():
+            ownership.set_stage(db.session, self._visible_one(pk), request.form.get("stage"),
                                 request.form.get("lost_reason") or None, utcnow(), _actor())
-            db.session.commit()
-        except DomainError as exc:
-            db.session.rollback()
-            if exc.status == 404:
-                abort(404)
-            _flash_error(exc)
-            return redirect(back)
-        flash(str(_l("Stage changed")), "success")
-        return redirect(back)
+
+        return _commit_or_flash(work, self._back_to(pk), lambda _: _l("Stage changed"))
+
+    def _back_to(self, pk: str) -> str:
+        return _safe_next(url_for(f"{type(self).__name__}.show", pk=pk) if pk.isdigit() else
+                          url_for("WorkbenchView.index"))
 
     @expose("/claim", methods=["POST"])
     @has_access
     def claim(self):
         """Claim the posted pooled opportunities (from the workbench): all of them or none."""
-        back = _safe_next(url_for("WorkbenchView.index"))
-        try:
-            result = ownership.claim(db.session, _me(), _ids_from_request(), utcnow(), _actor())
-            db.session.commit()
-        except DomainError as exc:
-            db.session.rollback()
-            _flash_error(exc)
-            return redirect(back)
-        flash(str(_l("Claimed %(n)d opportunity(ies)", n=result.count)), "success")
-        return redirect(back)
+        return _commit_or_flash(
+            lambda: ownership.claim(db.session, _me(), _ids_from_request(), utcnow(), _actor()),
+            _safe_next(url_for("WorkbenchView.index")),
+            lambda result: _l("Claimed %(n)d opportunity(ies)", n=result.count), not_found_aborts=False)
 
     def _form_page(self, kind: str, ids, errors: dict | None = None, status: int = 200, **extra):
         opps = []
@@ -527,16 +524,12 @@ class OpportunityView(CrmModelView):
 
     def _set_locked(self, items, locked: bool):
         items = items if isinstance(items, list) else [items]
-        try:
-            result = ownership.set_locked(db.session, [i.id for i in items], locked, utcnow(), _actor())
-            db.session.commit()
-        except DomainError as exc:
-            db.session.rollback()
-            _flash_error(exc)
-            return redirect(self.get_redirect())
-        text = _l("Frozen: %(n)d", n=result.count) if locked else _l("Unfrozen: %(n)d", n=result.count)
-        flash(str(text), "success")
-        return redirect(self.get_redirect())
+        return _commit_or_flash(
+            lambda: ownership.set_locked(db.session, [i.id for i in items], locked, utcnow(), _actor()),
+            self.get_redirect(),
+            lambda result: (_l("Frozen: %(n)d", n=result.count) if locked
+                            else _l("Unfrozen: %(n)d", n=result.count)),
+            not_found_aborts=False)
 
     @action("lock_action", _l("Freeze"), _l("Freeze the selected opportunities? Circulation and claims "
                                             "will leave them where they are."), "fa-lock")
