@@ -19,10 +19,21 @@ from app.models.sales import (
     SalesProfile,
 )
 from app.models.security import DATA_SCOPES, RoleDataScope
+from app.models.sms import (
+    BlacklistEntry,
+    SensitiveWord,
+    SinkMessage,
+    SmsCampaign,
+    SmsChannel,
+    SmsMessage,
+    SmsReceipt,
+    SmsTemplate,
+)
 
 __all__ = [
     "AssignmentLog",
     "AuditLog",
+    "BlacklistEntry",
     "CirculationRule",
     "ClaimCounter",
     "Customer",
@@ -34,6 +45,13 @@ __all__ = [
     "OwnerCooling",
     "Pool",
     "SalesProfile",
+    "SensitiveWord",
+    "SinkMessage",
+    "SmsCampaign",
+    "SmsChannel",
+    "SmsMessage",
+    "SmsReceipt",
+    "SmsTemplate",
     "ConfigItem",
     "CrmUser",
     "DATA_SCOPES",

@@ -1,0 +1,1 @@
+"""The SMS platform's services: providers, sensitive words, templates, rules, campaigns, receipts."""
