@@ -40,6 +40,7 @@ bench: venv
 	@set -e; found=; \
 	for script in bench/*.py; do \
 		[ -e "$$script" ] || continue; \
+		case "$$script" in bench/__init__.py|bench/common.py) continue;; esac; \
 		found=1; echo "== $$script"; $(BIN)/python "$$script"; \
 	done; \
 	[ -n "$$found" ] || echo "no bench/*.py scripts"
