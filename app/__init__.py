@@ -48,6 +48,9 @@ def _init_extensions(app: Flask) -> None:
     rq.init_app(app)
     audit.install(db)
     metadata.install(db)
+    from app.services.sms import words
+
+    words.install(db)
 
 
 def _init_appbuilder(app: Flask) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from app.jobs.dispatch import circulation_scan_job, dispatch_waiting_job
 from app.jobs.maintenance import purge_audit_log
+from app.jobs.sms_notifications import match_receipts_job, notify_assignments_job
 
 
 def register(scheduler) -> None:
@@ -16,3 +17,7 @@ def register(scheduler) -> None:
     # New leads enqueue a dispatch run themselves; this sweep catches held and recycled ones.
     scheduler.register(dispatch_waiting_job, "default", interval=60, job_timeout=1800)
     scheduler.register(circulation_scan_job, "default", cron="*/10 * * * *", job_timeout=3600)
+    # SMS: notify new owners of assignments (reads the assignment log after a watermark), and apply
+    # delivery receipts that arrived before their message was recorded.
+    scheduler.register(notify_assignments_job, "high", interval=30, job_timeout=600)
+    scheduler.register(match_receipts_job, "low", interval=300, job_timeout=600)

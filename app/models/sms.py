@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -150,7 +151,11 @@ class SmsCampaign(TimestampMixin, Model):
 class SmsMessage(Model):
     __tablename__ = "sms_message"
     __table_args__ = (
-        UniqueConstraint("campaign_id", "phone", name="uq_sms_message_campaign_phone"),
+        # One live message per campaign and phone; a repeated recipient is kept as a cancelled
+        # "duplicate" row beside it (every recipient is recorded), so the index leaves those out.
+        Index("uq_sms_message_campaign_phone", "campaign_id", "phone", unique=True,
+              sqlite_where=text("coalesce(cancel_reason, '') <> 'duplicate'"),
+              postgresql_where=text("coalesce(cancel_reason, '') <> 'duplicate'")),
         Index("ix_sms_message_campaign_status", "campaign_id", "status"),
         Index("ix_sms_message_status_after", "status", "send_after"),
     )
@@ -173,6 +178,9 @@ class SmsMessage(Model):
     provider_id: Mapped[str | None] = mapped_column(String(64), index=True)
     send_after: Mapped[dt.datetime | None] = mapped_column(DateTime)  # quiet hours / retry back-off
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # While status is "sending": the token of the sender run that claimed it (its heartbeat lives in
+    # Redis); a claim whose heartbeat is gone belongs to a dead worker and is reconciled with the provider.
+    claim: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
@@ -209,3 +217,16 @@ class SinkMessage(Model):
     phone: Mapped[str] = mapped_column(String(20), nullable=False)
     content: Mapped[str] = mapped_column(Text, nullable=False)
     accepted_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+
+
+class SmsAudienceEntry(Model):
+    """One line of an uploaded audience list, read back in line order by the preparation job."""
+
+    __tablename__ = "sms_audience_entry"
+    __table_args__ = (UniqueConstraint("campaign_id", "line", name="uq_sms_audience_campaign_line"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("sms_campaign.id"), nullable=False)
+    line: Mapped[int] = mapped_column(Integer, nullable=False)
+    phone: Mapped[str] = mapped_column(String(40), nullable=False)  # as uploaded
+    name: Mapped[str | None] = mapped_column(String(64))

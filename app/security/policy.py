@@ -33,6 +33,13 @@ OPPORTUNITY = "Opportunity"
 FOLLOW_UP = "FollowUp"
 ASSIGNMENT_LOG = "AssignmentLog"
 WORKBENCH = "Workbench"
+SMS_CHANNEL = "SmsChannel"
+SMS_TEMPLATE = "SmsTemplate"
+SENSITIVE_WORD = "SensitiveWord"
+SMS_BLACKLIST = "SmsBlacklist"
+SMS_CAMPAIGN = "SmsCampaign"
+SMS_REPORT = "SmsReport"
+APPROVE = "can_approve"  # ("can_approve", "SmsTemplate"): review templates (Admin only)
 CLAIM, ASSIGN = "can_claim", "can_assign"  # claim from a public pool; assign / transfer / freeze
 VIEW_FULL = "can_view_full"
 
@@ -69,6 +76,7 @@ ROLES = {
         | _rw(DISPATCH_RULE, CIRCULATION_RULE, POOL, SALES_PROFILE, DISPATCH_CONSOLE)
         | _r(LEAD, CUSTOMER)
         | {(EXPORT, EMPLOYEE), (EXPORT, LEAD), (VIEW_FULL, PHONE)}
+        | _r(SMS_REPORT)
         | SALES_FLOOR | SALES_MANAGEMENT,
     },
     "Sales Manager": {
@@ -92,7 +100,8 @@ ROLES = {
     },
     "Marketing": {
         "scope": SCOPE_ALL,
-        "permissions": _r(ORG_UNIT, METADATA),
+        "permissions": _r(ORG_UNIT, METADATA, SMS_CHANNEL, SENSITIVE_WORD, SMS_REPORT)
+        | _rw(SMS_TEMPLATE, SMS_CAMPAIGN, SMS_BLACKLIST),
     },
     # The HR system's account for POST /api/v1/hr/sync (an API key belongs to it).
     "HR Integration": {

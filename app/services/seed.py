@@ -56,6 +56,8 @@ CONFIG = [
     ("circulation.protect_period", "duration", "3d", "Protection period after a claim"),
     ("dispatch.working_hours", "json", '{"start": "09:00", "end": "21:00"}', "Dispatch working hours"),
     ("sms.marketing_enabled", "bool", "true", "Allow marketing SMS"),
+    ("sms.opt_out_keywords", "json", '["R", "TD", "T", "N", "退订", "STOP", "UNSUBSCRIBE"]',
+     "Inbound replies that opt the sender out of SMS (whole reply, case and punctuation ignored)"),
     ("calls.max_dials_per_day", "int", "5", "Maximum dials to one callee per day"),
     ("dispatch.fallback_pool", "str", "销售总公海", "Pool for opportunities no dispatch rule can place"),
     ("leads.duplicate_policy", "str", "sticky", "sticky: a repeat lead joins the open opportunity; reject"),

@@ -57,3 +57,24 @@ def register_views(app) -> None:
     for api in (org.OrgUnitApi, employees.EmployeeApi, employees.HrSyncApi, metadata.DictTypeApi,
                 metadata.DictItemApi, metadata.ConfigItemApi, audit.AuditLogApi, security.RoleDataScopeApi):
         appbuilder.add_api(api)
+    from app.views import sms_admin
+
+    sms_cat = "SMS"
+    appbuilder.add_view(sms_admin.SmsTemplateView, "SMS Templates", icon="fa-file-text-o",
+                        label=_l("SMS Templates"), category=sms_cat, category_label=_l("SMS"),
+                        category_icon="fa-commenting")
+    appbuilder.add_view(sms_admin.SmsChannelView, "SMS Channels", icon="fa-plug", label=_l("SMS Channels"),
+                        category=sms_cat)
+    appbuilder.add_view(sms_admin.SensitiveWordView, "Sensitive Words", icon="fa-ban",
+                        label=_l("Sensitive Words"), category=sms_cat)
+    appbuilder.add_view(sms_admin.BlacklistView, "SMS Blacklist", icon="fa-user-times",
+                        label=_l("SMS Blacklist"), category=sms_cat)
+    for api in (sms_admin.SmsTemplateApi, sms_admin.BlacklistApi):
+        appbuilder.add_api(api)
+    from app.views import sms_receipts, sms_reports
+
+    appbuilder.add_api(sms_receipts.SmsCallbackApi)  # provider callbacks: signed, no login
+    appbuilder.add_view(sms_reports.SmsReportView, "SMS Reports", icon="fa-bar-chart",
+                        label=_l("SMS Reports"), category="SMS")
+    appbuilder.add_view(sms_reports.FailedNotificationView, "Failed Notifications",
+                        icon="fa-exclamation-triangle", label=_l("Failed Notifications"), category="SMS")

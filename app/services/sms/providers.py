@@ -61,3 +61,16 @@ class Provider(Protocol):
     def parse_receipts(self, body: bytes, headers: dict) -> list[Receipt]: ...
 
     def parse_inbound(self, body: bytes, headers: dict) -> list[Inbound]: ...
+
+
+def provider_for(channel, engine=None) -> Provider:
+    """The adapter of `channel` (by its provider kind)."""
+    if channel.provider == "sink":
+        from app.services.sms.sink import SinkProvider
+
+        return SinkProvider.from_channel(channel, engine)
+    if channel.provider == "http":
+        from app.services.sms.http import HttpProvider
+
+        return HttpProvider.from_channel(channel)
+    raise ProviderError(f"unknown provider {channel.provider!r}", retryable=False)

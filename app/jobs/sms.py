@@ -1,0 +1,68 @@
+"""RQ entry points of SMS campaigns. Thin: they call app.services.sms.campaigns and re-enqueue themselves.
+
+Preparation then sending; both are safe to re-run (an RQ job may run twice, a worker may die): the
+preparation resumes from the campaign's cursor, the sender reconciles what a dead worker left.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from rq import get_current_job
+
+from app.extensions import db, rq
+from app.services.sms import campaigns
+
+QUEUE = "default"
+
+
+def _meta(**values) -> None:
+    job = get_current_job()
+    if job is not None:
+        job.meta.update(values)
+        job.save_meta()
+
+
+def prepare_campaign_job(campaign_id: int, chunk: int = campaigns.CHUNK) -> dict:
+    result = campaigns.prepare(db.session, campaign_id, rq.redis, chunk=chunk)
+    _meta(rows=result.rows, chunks=result.chunks)
+    if result.finished:
+        enqueue_send(campaign_id)
+    return {"rows": result.rows, "chunks": result.chunks, "finished": result.finished,
+            "outcomes": dict(result.outcomes)}
+
+
+def send_campaign_job(campaign_id: int) -> dict:
+    result = campaigns.send(db.session, campaign_id, rq.redis)
+    queue = rq.queue(QUEUE)
+    if result.next_at is not None:
+        # Quiet hours or back-off: come back when the first message may go (RQ's scheduler runs it).
+        queue.enqueue_at(result.next_at.replace(tzinfo=dt.UTC), send_campaign_job, campaign_id)
+    elif result.wait_for_claims:
+        queue.enqueue_in(dt.timedelta(seconds=5), send_campaign_job, campaign_id)
+    return {"sent": result.sent, "failed": result.failed, "retried": result.retried,
+            "reconciled": result.reconciled, "completed": result.completed, "stopped": result.stopped,
+            "next_at": result.next_at.isoformat() if result.next_at else None}
+
+
+def enqueue_prepare(campaign_id: int, at: dt.datetime | None = None) -> None:
+    queue = rq.queue(QUEUE)
+    if at is not None:
+        queue.enqueue_at(at.replace(tzinfo=dt.UTC), prepare_campaign_job, campaign_id, job_timeout=7200)
+    else:
+        queue.enqueue(prepare_campaign_job, campaign_id, job_timeout=7200)
+
+
+def enqueue_send(campaign_id: int) -> None:
+    rq.queue(QUEUE).enqueue(send_campaign_job, campaign_id, job_timeout=7200)
+
+
+def resume_campaign(campaign_id: int) -> None:
+    """After resume: finish the preparation if it was cut short, else send."""
+    from app.models.sms import SmsCampaign
+
+    campaign = db.session.get(SmsCampaign, campaign_id)
+    if campaign is not None and not campaign.prepared:
+        enqueue_prepare(campaign_id)
+    else:
+        enqueue_send(campaign_id)

@@ -1,0 +1,633 @@
+"""Bulk campaigns: the audience prepared into SmsMessage rows, then sent exactly once.
+
+Preparation (`prepare`) streams the audience in fixed-size chunks by keyset (customer id for a saved
+filter, line number for an uploaded list), so memory stays flat whatever the size. Each chunk is rendered,
+checked (invalid number, duplicate within the campaign, blacklist / opt-out, consent for marketing,
+sensitive words, frequency limit) and written in ONE transaction together with `campaign.cursor`: every
+recipient becomes a row — pending (or deferred until the quiet hours end) or cancelled with its reason —
+and a worker killed mid-chunk redoes exactly that chunk. The frequency limiter counts the campaign's id
+as the member, so the redo does not spend a recipient's quota twice.
+
+Sending (`send`) claims pending messages by compare-and-set — UPDATE … SET status='sending', claim=<token>
+WHERE id IN (…) AND status='pending' (the inner SELECT uses FOR UPDATE SKIP LOCKED on PostgreSQL) — and
+commits the claim before the provider sees anything. The provider gets our uid as its correlation id.
+Results are written by CAS too (… WHERE status='sending' AND claim=<token>). The claim token has a
+heartbeat key in Redis, refreshed every batch; a message left in 'sending' whose claim's heartbeat is gone
+belongs to a dead worker and is reconciled: the provider is asked which of those uids it accepted
+(`lookup`; the sink's unique correlation column answers exactly) — accepted ones become sent, the rest go
+back to pending and are sent again. A provider that cannot answer gets them marked failed "indeterminate"
+(never a possible second send). Hence: no number twice, none skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import re
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import phonenumbers
+from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy.sql import bindparam
+
+from app.models.base import utcnow
+from app.models.metadata import DictItem
+from app.models.sales import Customer, Opportunity
+from app.models.sms import (
+    APPROVED,
+    MARKETING,
+    MSG_CANCELLED,
+    MSG_DEFERRED,
+    MSG_DELIVERED,
+    MSG_FAILED,
+    MSG_PENDING,
+    MSG_SENDING,
+    MSG_SENT,
+    BlacklistEntry,
+    SmsAudienceEntry,
+    SmsCampaign,
+    SmsMessage,
+)
+from app.services.errors import DomainError
+from app.services.sms import blacklist, limits, templates, words
+from app.services.sms.providers import OutboundSms, ProviderError, provider_for
+
+CHUNK = 5000
+MAX_ATTEMPTS = 3
+HEARTBEAT = "sms:sender:"
+DEFAULT_NAME = "客户"
+_CN_MOBILE = re.compile(r"^\+861[3-9]\d{9}$")
+_RAW_CN = re.compile(r"^(?:\+?86)?(1[3-9]\d{9})$")
+_STRIP = re.compile(r"[\s\-()]")
+T = SmsMessage.__table__
+
+
+# --- campaign life cycle ----------------------------------------------------------------------------
+def audience_of(campaign: SmsCampaign) -> dict:
+    try:
+        spec = json.loads(campaign.audience or "{}")
+    except ValueError:
+        raise DomainError("The audience is not valid JSON", field="audience") from None
+    if not isinstance(spec, dict) or spec.get("kind") not in ("filter", "upload"):
+        raise DomainError('The audience needs "kind": "filter" or "upload"', field="audience")
+    return spec
+
+
+def check_campaign(session, campaign: SmsCampaign) -> None:
+    """What must hold before a campaign is launched (DomainError with the field)."""
+    tpl = campaign.template
+    if tpl is None:
+        raise DomainError("Choose a template", field="template")
+    if tpl.status != APPROVED:
+        raise DomainError("Only an approved template can be sent", field="template")
+    channel = campaign.channel or tpl.channel
+    if channel is None or not channel.enabled:
+        raise DomainError("Choose an enabled channel", field="channel")
+    audience_of(campaign)
+    values = _defaults(campaign)
+    missing = [n for n in templates.declared(tpl.variables) if n != "name" and n not in values]
+    if missing:
+        raise DomainError(f"Give a value for the variables: {', '.join(missing)}", field="variables")
+
+
+def launch(session, campaign: SmsCampaign, at: dt.datetime | None = None, now: dt.datetime | None = None):
+    """Schedule the campaign (now or at `at`, naive UTC); the caller enqueues the preparation job."""
+    if campaign.status not in ("draft", "scheduled"):
+        raise DomainError(f"A {campaign.status} campaign cannot be launched", field="status")
+    check_campaign(session, campaign)
+    now = now or utcnow()
+    campaign.status = "scheduled"
+    campaign.scheduled_at = at if at and at > now else now
+    if campaign.channel_id is None:
+        campaign.channel_id = campaign.template.channel_id
+
+
+def _set_status(session, campaign_id: int, new: str, allowed_from: tuple[str, ...]) -> bool:
+    done = session.execute(update(SmsCampaign).where(SmsCampaign.id == campaign_id,
+                                                     SmsCampaign.status.in_(allowed_from))
+                           .values(status=new)).rowcount
+    return bool(done)
+
+
+def pause(session, campaign_id: int) -> None:
+    if not _set_status(session, campaign_id, "paused", ("scheduled", "running")):
+        raise DomainError("Only a scheduled or running campaign can be paused", field="status")
+
+
+def resume(session, campaign_id: int) -> None:
+    if not _set_status(session, campaign_id, "running", ("paused",)):
+        raise DomainError("Only a paused campaign can be resumed", field="status")
+
+
+def cancel(session, campaign_id: int, now: dt.datetime | None = None) -> int:
+    """Cancel the campaign: what has not been handed to the provider is cancelled (campaign_cancelled)."""
+    if not _set_status(session, campaign_id, "cancelled", ("draft", "scheduled", "running", "paused")):
+        raise DomainError("This campaign is already finished", field="status")
+    session.execute(update(SmsCampaign).where(SmsCampaign.id == campaign_id)
+                    .values(finished_at=now or utcnow()))
+    return session.execute(update(SmsMessage).where(
+        SmsMessage.campaign_id == campaign_id, SmsMessage.status.in_((MSG_PENDING, MSG_DEFERRED)))
+        .values(status=MSG_CANCELLED, cancel_reason="campaign_cancelled")).rowcount
+
+
+# --- preparation ------------------------------------------------------------------------------------
+def _defaults(campaign: SmsCampaign) -> dict:
+    try:
+        values = json.loads(campaign.variables or "{}")
+    except ValueError:
+        raise DomainError("Variables must be a JSON object", field="variables") from None
+    if not isinstance(values, dict):
+        raise DomainError("Variables must be a JSON object", field="variables")
+    return {k: str(v) for k, v in values.items()}
+
+
+def _compiled(body: str, defaults: dict):
+    """A fast renderer of `body`: literal parts and variable slots, defaults filled in once."""
+    parts = templates.VAR.split(body)
+    literals, names = parts[::2], parts[1::2]
+
+    def render(name: str | None) -> str:
+        out = [literals[0]]
+        for var, lit in zip(names, literals[1:], strict=True):
+            out.append((name or defaults.get("name") or DEFAULT_NAME) if var == "name" else defaults[var])
+            out.append(lit)
+        return "".join(out)
+
+    return render
+
+
+def _filter_query(session, spec: dict):
+    """Keyset-ready query (customer id, phone, name, consent) for a saved filter."""
+    q = select(Customer.id, Customer.phone, Customer.name, Customer.marketing_consent)
+    if spec.get("region"):
+        q = q.where(Customer.region == spec["region"])
+    if spec.get("consent") is not None:
+        q = q.where(Customer.marketing_consent.is_(bool(spec["consent"])))
+    opp = []
+    for key, column in (("product_line", Opportunity.product_line_id), ("stage", Opportunity.stage_id)):
+        value = spec.get(key)
+        if value:
+            codes = value if isinstance(value, list) else [value]
+            ids = select(DictItem.id).where(DictItem.code.in_([str(c) for c in codes]))
+            opp.append(column.in_(ids))
+    if spec.get("status"):
+        statuses = spec["status"] if isinstance(spec["status"], list) else [spec["status"]]
+        opp.append(Opportunity.status.in_(statuses))
+    if opp:
+        q = q.where(exists().where(Opportunity.customer_id == Customer.id, *opp))
+    return q
+
+
+def _valid_mobile(phone: str, cache: dict) -> bool:
+    if _CN_MOBILE.match(phone):
+        return True
+    if phone not in cache:
+        try:
+            parsed = phonenumbers.parse(phone, None)
+            cache[phone] = phonenumbers.is_valid_number(parsed) and phonenumbers.number_type(parsed) in (
+                phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
+        except phonenumbers.NumberParseException:
+            cache[phone] = False
+    return cache[phone]
+
+
+def _normalise_raw(raw: str) -> str | None:
+    text = _STRIP.sub("", raw or "")
+    m = _RAW_CN.match(text)
+    if m:
+        return "+86" + m.group(1)
+    try:
+        parsed = phonenumbers.parse(text, "CN")
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+@dataclass
+class PrepareResult:
+    chunks: int = 0
+    rows: int = 0
+    outcomes: Counter = field(default_factory=Counter)
+    finished: bool = False
+
+
+def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.datetime | None = None,
+            max_chunks: int | None = None) -> PrepareResult:
+    """Turn the campaign's audience into messages, chunk by chunk from `campaign.cursor` (resumable)."""
+    result = PrepareResult()
+    campaign = session.get(SmsCampaign, campaign_id)
+    if campaign is None or campaign.prepared:
+        result.finished = campaign is not None
+        return result
+    if campaign.status == "scheduled":
+        _set_status(session, campaign_id, "running", ("scheduled",))
+        session.execute(update(SmsCampaign).where(SmsCampaign.id == campaign_id)
+                        .values(started_at=func.coalesce(SmsCampaign.started_at, now or utcnow())))
+        session.commit()
+    tpl, channel = campaign.template, campaign.channel or campaign.template.channel
+    spec, defaults = audience_of(campaign), _defaults(campaign)
+    render = _compiled(tpl.body, defaults)
+    kind, marketing = tpl.kind, tpl.kind == MARKETING
+    limiter = limits.FrequencyLimiter(redis)
+    freq_limits = limits.limits_for(session, kind)
+    freq_key, member = f"{channel.signature}:{tpl.id}", f"c{campaign_id}"
+    window = limits.quiet_hours(session)
+    blacklist_applies = marketing or not _config(session, "sms.notifications_ignore_blacklist", False)
+    upload = spec["kind"] == "upload"
+    base = None if upload else _filter_query(session, spec)
+    valid_cache: dict[str, bool] = {}
+    checks: dict[str, tuple[bool, str]] = {}  # rendered text → (blocked, text after masking)
+    scan = words.matcher(session)
+    ids = {"campaign_id": campaign_id, "template_id": tpl.id, "channel_id": channel.id, "kind": kind}
+    cursor = campaign.cursor
+    while max_chunks is None or result.chunks < max_chunks:
+        status = session.scalar(select(SmsCampaign.status).where(SmsCampaign.id == campaign_id))
+        if status != "running":
+            break
+        if upload:
+            entry = SmsAudienceEntry
+            rows = session.execute(select(entry.line, entry.phone, entry.name)
+                                   .where(SmsAudienceEntry.campaign_id == campaign_id,
+                                          SmsAudienceEntry.line > cursor)
+                                   .order_by(SmsAudienceEntry.line).limit(chunk)).all()
+        else:
+            rows = session.execute(base.where(Customer.id > cursor).order_by(Customer.id).limit(chunk)).all()
+        if not rows:
+            session.execute(update(SmsCampaign).where(SmsCampaign.id == campaign_id).values(prepared=True))
+            session.commit()
+            result.finished = True
+            break
+        now_ = now or utcnow()
+        deferred_until = limits.next_window_start(now_, window) if marketing else None
+        records: list[dict] = []
+        seen: set[str] = set()
+        if upload:
+            audience = []
+            for _line, raw, name in rows:
+                phone = _normalise_raw(raw)
+                audience.append((None, phone, name, None, raw))
+            known = {p for _, p, *_ in audience if p}
+            if known:
+                consent = dict(session.execute(select(Customer.phone, Customer.marketing_consent)
+                                               .where(Customer.phone.in_(known))).all())
+                ids_by_phone = dict(session.execute(select(Customer.phone, Customer.id)
+                                                    .where(Customer.phone.in_(known))).all())
+                audience = [(ids_by_phone.get(p), p, n, consent.get(p), raw) for _, p, n, _, raw in audience]
+                seen = set(session.scalars(select(SmsMessage.phone).where(
+                    SmsMessage.campaign_id == campaign_id, SmsMessage.phone.in_(known))))
+        else:
+            audience = [(cid, phone, name, consent, phone) for cid, phone, name, consent in rows]
+        phones = [a[1] for a in audience if a[1]]
+        blocked = blacklist.is_blocked(session, phones) if blacklist_applies else set()
+        opted = set()
+        if blocked:
+            opted = set(session.scalars(select(BlacklistEntry.phone).where(
+                BlacklistEntry.phone.in_(blocked), BlacklistEntry.source == "inbound")))
+        candidates: list[dict] = []
+        for customer_id, phone, name, consent, raw in audience:
+            rec = {**ids, "customer_id": customer_id, "phone": phone or str(raw)[:20], "content": None,
+                   "segments": 1, "status": MSG_CANCELLED, "cancel_reason": None, "send_after": None}
+            records.append(rec)
+            if not phone or not _valid_mobile(phone, valid_cache):
+                rec["cancel_reason"] = "invalid_number"
+                continue
+            if phone in seen:
+                rec["cancel_reason"] = "duplicate"
+                continue
+            seen.add(phone)
+            text = templates.compose(channel.signature, render(name))
+            rec["content"] = text
+            if phone in blocked:
+                rec["cancel_reason"] = "opted_out" if phone in opted else "blacklisted"
+                continue
+            if marketing and consent is False:
+                rec["cancel_reason"] = "no_consent"
+                continue
+            verdict = checks.get(text)
+            if verdict is None:
+                found = scan.check(text)
+                verdict = (found.blocked, found.text)
+                if len(checks) > 100_000:
+                    checks.clear()
+                checks[text] = verdict
+            if verdict[0]:
+                rec["cancel_reason"] = "sensitive_word"
+                continue
+            rec["content"] = verdict[1]
+            rec["segments"] = templates.segments(verdict[1])
+            candidates.append(rec)
+        allowed = limiter.acquire_many([r["phone"] for r in candidates], freq_key, freq_limits, member,
+                                       now=_epoch(now_))
+        for rec, ok in zip(candidates, allowed, strict=True):
+            if not ok:
+                rec["cancel_reason"] = "frequency_limit"
+            elif deferred_until is not None:
+                rec["status"], rec["send_after"] = MSG_DEFERRED, deferred_until
+            else:
+                rec["status"] = MSG_PENDING
+        hexes = os.urandom(16 * len(records)).hex()  # uids: 128 random bits each, one syscall a chunk
+        for n, rec in enumerate(records):
+            rec["uid"] = hexes[32 * n:32 * n + 32]
+            result.outcomes[rec["cancel_reason"] or rec["status"]] += 1
+        _persist(session, records, now_)
+        cursor = rows[-1][0]
+        session.execute(update(SmsCampaign).where(SmsCampaign.id == campaign_id).values(cursor=cursor))
+        session.commit()
+        result.chunks += 1
+        result.rows += len(records)
+    return result
+
+
+_COLUMNS = ("uid", "campaign_id", "template_id", "channel_id", "customer_id", "phone", "content", "segments",
+            "kind", "status", "cancel_reason", "send_after", "attempts", "created_at")
+
+
+def _persist(session, records: list[dict], created: dt.datetime) -> None:
+    """Insert a chunk of messages: COPY on PostgreSQL (psycopg2 / psycopg), executemany on SQLite."""
+    conn = session.connection()
+    dialect = conn.dialect.name
+    rows = [(r["uid"], r["campaign_id"], r["template_id"], r["channel_id"], r["customer_id"], r["phone"],
+             r["content"], r["segments"], r["kind"], r["status"], r["cancel_reason"], r["send_after"], 0,
+             created) for r in records]
+    if dialect == "postgresql":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        for row in rows:
+            writer.writerow(["\\N" if v is None else v for v in row])
+        sql = f"COPY sms_message ({', '.join(_COLUMNS)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+        raw = conn.connection.dbapi_connection
+        with raw.cursor() as cur:
+            if hasattr(cur, "copy_expert"):  # psycopg2
+                buf.seek(0)
+                cur.copy_expert(sql, buf)
+            else:  # psycopg 3
+                with cur.copy(sql) as copy:
+                    copy.write(buf.getvalue())
+    elif dialect == "sqlite":
+        marks = ", ".join("?" * len(_COLUMNS))
+        stamp = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's own SQLite DATETIME text form
+        at = created.strftime(stamp)
+        conn.exec_driver_sql(f"INSERT INTO sms_message ({', '.join(_COLUMNS)}) VALUES ({marks})",
+                             [r[:11] + (r[11] and r[11].strftime(stamp), 0, at) for r in rows])
+    else:
+        session.execute(insert(T), [dict(zip(_COLUMNS, r, strict=True)) for r in rows])
+
+
+def _epoch(naive_utc: dt.datetime) -> float:
+    return naive_utc.replace(tzinfo=dt.UTC).timestamp()
+
+
+def _config(session, key, default):
+    from app.services.metadata import config_value
+
+    return config_value(session, key, default)
+
+
+# --- sending ----------------------------------------------------------------------------------------
+@dataclass
+class SendResult:
+    batches: int = 0
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    reconciled: int = 0
+    next_at: dt.datetime | None = None  # the next time something becomes sendable (quiet hours, back-off)
+    wait_for_claims: bool = False  # 'sending' messages of a worker that may still be alive
+    completed: bool = False
+    stopped: str | None = None
+
+
+def _lease(channel) -> float:
+    return max(2.0, 2 * (channel.timeout_seconds or 10) + channel.batch_size / max(channel.rate_limit, 1) + 1)
+
+
+def _beat(redis, token: str, lease: float) -> None:
+    redis.set(HEARTBEAT + token, "1", px=int(lease * 1000))
+
+
+def _claim(session, campaign_id: int, token: str, limit: int, now: dt.datetime) -> list:
+    sendable = and_(T.c.campaign_id == campaign_id, T.c.status.in_((MSG_PENDING, MSG_DEFERRED)),
+                    or_(T.c.send_after.is_(None), T.c.send_after <= now))
+    inner = select(T.c.id).where(sendable).order_by(T.c.id).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        inner = inner.with_for_update(skip_locked=True)
+    stmt = (update(T).where(T.c.id.in_(inner.scalar_subquery()), T.c.status.in_((MSG_PENDING, MSG_DEFERRED)))
+            .values(status=MSG_SENDING, claim=token, attempts=T.c.attempts + 1)
+            .returning(T.c.id, T.c.uid, T.c.phone, T.c.content, T.c.attempts))
+    rows = session.execute(stmt).all()
+    session.commit()
+    return sorted(rows)
+
+
+def _record(session, token: str, results: list[dict]) -> None:
+    """Write outcomes by CAS: only rows still 'sending' under our claim move."""
+    if not results:
+        return
+    stmt = (update(T).where(T.c.id == bindparam("_id"), T.c.status == MSG_SENDING, T.c.claim == token)
+            .values(status=bindparam("_status"), provider_id=bindparam("_pid"), error_code=bindparam("_code"),
+                    sent_at=bindparam("_sent_at"), send_after=bindparam("_after"), claim=None))
+    session.connection().execute(stmt, results)
+
+
+def _outcome(row, ok: bool, provider_id=None, code=None, retryable=False, now=None) -> dict:
+    if ok:
+        return {"_id": row.id, "_status": MSG_SENT, "_pid": provider_id, "_code": None, "_sent_at": now,
+                "_after": None}
+    if retryable and row.attempts < MAX_ATTEMPTS:
+        backoff = now + dt.timedelta(seconds=2 ** row.attempts)
+        return {"_id": row.id, "_status": MSG_PENDING, "_pid": None, "_code": code, "_sent_at": None,
+                "_after": backoff}
+    return {"_id": row.id, "_status": MSG_FAILED, "_pid": None, "_code": code, "_sent_at": None,
+            "_after": None}
+
+
+def reconcile(session, campaign_id: int, redis, provider, token: str) -> tuple[int, bool]:
+    """Settle messages left in 'sending' by claims whose heartbeat is gone (dead workers).
+
+    Returns (how many were settled, whether live claims of other workers remain)."""
+    claims = session.scalars(select(T.c.claim).distinct().where(T.c.campaign_id == campaign_id,
+                                                                T.c.status == MSG_SENDING)).all()
+    settled, live = 0, False
+    for claim in claims:
+        if claim == token:
+            continue
+        if claim and redis.exists(HEARTBEAT + claim):
+            live = True
+            continue
+        # Take the orphans over (CAS on the old claim: one reconciler wins).
+        session.execute(update(T).where(T.c.campaign_id == campaign_id, T.c.status == MSG_SENDING,
+                                        T.c.claim == claim).values(claim=token))
+        session.commit()
+        rows = session.execute(select(T.c.id, T.c.uid, T.c.attempts).where(
+            T.c.campaign_id == campaign_id, T.c.status == MSG_SENDING, T.c.claim == token)).all()
+        settled += _settle_unknown(session, provider, token, rows)
+    return settled, live
+
+
+def _settle_unknown(session, provider, token: str, rows) -> int:
+    """Messages whose hand-over is in doubt: ask the provider which it accepted."""
+    now = utcnow()
+    lookup = getattr(provider, "lookup", None)
+    outcomes = []
+    if lookup is None:
+        outcomes = [_outcome(r, False, code="indeterminate", now=now) for r in rows]
+    else:
+        accepted = lookup([r.uid for r in rows])
+        for r in rows:
+            if r.uid in accepted:
+                outcomes.append(_outcome(r, True, provider_id=accepted[r.uid], now=now))
+            else:  # never reached the provider: back to pending, sent again (attempts not spent)
+                outcomes.append({"_id": r.id, "_status": MSG_PENDING, "_pid": None, "_code": None,
+                                 "_sent_at": None, "_after": None})
+    _record(session, token, outcomes)
+    session.commit()
+    return len(outcomes)
+
+
+def send(session, campaign_id: int, redis, provider=None, max_batches: int | None = None,
+         now_fn=utcnow, sleep=time.sleep) -> SendResult:
+    """Send the campaign's sendable messages at the channel's batch size and rate limit."""
+    result = SendResult()
+    campaign = session.get(SmsCampaign, campaign_id)
+    if campaign is None:
+        result.stopped = "missing"
+        return result
+    channel = campaign.channel or campaign.template.channel
+    provider = provider or provider_for(channel)
+    marketing = campaign.template.kind == MARKETING
+    window = limits.quiet_hours(session)
+    token, lease = uuid.uuid4().hex, _lease(channel)
+    batch, per_batch = channel.batch_size, channel.batch_size / max(channel.rate_limit, 1)
+    _beat(redis, token, lease)
+    settled, live = reconcile(session, campaign_id, redis, provider, token)
+    result.reconciled += settled
+    try:
+        while max_batches is None or result.batches < max_batches:
+            status = session.scalar(select(SmsCampaign.status).where(SmsCampaign.id == campaign_id))
+            if status != "running":
+                result.stopped = status
+                return result
+            now = now_fn()
+            if marketing:
+                opening = limits.next_window_start(now, window)
+                if opening is not None:  # quiet hours: what waits is deferred, not dropped
+                    session.execute(update(T).where(T.c.campaign_id == campaign_id, T.c.status == MSG_PENDING)
+                                    .values(status=MSG_DEFERRED, send_after=opening))
+                    session.commit()
+                    result.next_at = opening
+                    return result
+            started = time.monotonic()
+            _beat(redis, token, lease)
+            rows = _claim(session, campaign_id, token, batch, now)
+            if not rows:
+                break
+            result.batches += 1
+            out = [OutboundSms(r.uid, r.phone, r.content) for r in rows]
+            try:
+                answers = {a.uid: a for a in provider.send_batch(out)}
+            except ProviderError as exc:
+                if getattr(provider, "lookup", None) is not None:
+                    settled = _settle_after_error(session, provider, token, rows, exc, now_fn())
+                else:
+                    code = "indeterminate" if exc.retryable else f"provider:{str(exc)[:50]}"
+                    _record(session, token, [_outcome(r, False, code=code, now=now_fn()) for r in rows])
+                    session.commit()
+                    settled = len(rows)
+                result.failed += settled
+                continue
+            done = now_fn()
+            outcomes = []
+            for r in rows:
+                a = answers.get(r.uid)
+                if a is None:
+                    outcomes.append(_outcome(r, False, code="missing_result", retryable=False, now=done))
+                else:
+                    outcomes.append(_outcome(r, a.ok, a.provider_id, a.error_code, a.retryable, now=done))
+            _record(session, token, outcomes)
+            session.commit()
+            for o in outcomes:
+                if o["_status"] == MSG_SENT:
+                    result.sent += 1
+                elif o["_status"] == MSG_FAILED:
+                    result.failed += 1
+                else:
+                    result.retried += 1
+            spare = per_batch - (time.monotonic() - started)
+            if spare > 0:
+                sleep(spare)
+        # Nothing claimable now: settle orphans once more, then see what is left.
+        settled, live = reconcile(session, campaign_id, redis, provider, token)
+        result.reconciled += settled
+        if settled:
+            return _again(session, campaign_id, redis, provider, max_batches, result, now_fn, sleep)
+        left = dict(session.execute(select(T.c.status, func.count()).where(
+            T.c.campaign_id == campaign_id, T.c.status.in_((MSG_PENDING, MSG_DEFERRED, MSG_SENDING)))
+            .group_by(T.c.status)).all())
+        if left.get(MSG_PENDING) or left.get(MSG_DEFERRED):
+            result.next_at = session.scalar(select(func.min(T.c.send_after)).where(
+                T.c.campaign_id == campaign_id, T.c.status.in_((MSG_PENDING, MSG_DEFERRED))))
+            return result
+        if left.get(MSG_SENDING):
+            result.wait_for_claims = True
+            return result
+        prepared = session.scalar(select(SmsCampaign.prepared).where(SmsCampaign.id == campaign_id))
+        if prepared and _set_status(session, campaign_id, "completed", ("running",)):
+            session.execute(update(SmsCampaign).where(SmsCampaign.id == campaign_id)
+                            .values(finished_at=now_fn()))
+            result.completed = True
+        session.commit()
+        return result
+    finally:
+        redis.delete(HEARTBEAT + token)
+
+
+def _again(session, campaign_id, redis, provider, max_batches, result, now_fn, sleep) -> SendResult:
+    more = send(session, campaign_id, redis, provider, max_batches, now_fn, sleep)
+    for name in ("batches", "sent", "failed", "retried", "reconciled"):
+        setattr(result, name, getattr(result, name) + getattr(more, name))
+    result.next_at, result.wait_for_claims = more.next_at, more.wait_for_claims
+    result.completed, result.stopped = more.completed, more.stopped
+    return result
+
+
+def _settle_after_error(session, provider, token, rows, exc: ProviderError, now: dt.datetime) -> int:
+    """A whole batch failed: what the provider accepted anyway is sent; the rest retries or fails."""
+    accepted = provider.lookup([r.uid for r in rows])
+    outcomes = []
+    for r in rows:
+        if r.uid in accepted:
+            outcomes.append(_outcome(r, True, provider_id=accepted[r.uid], now=now))
+        else:
+            outcomes.append(_outcome(r, False, code="provider_error", retryable=exc.retryable, now=now))
+    _record(session, token, outcomes)
+    session.commit()
+    return sum(1 for o in outcomes if o["_status"] == MSG_FAILED)
+
+
+# --- progress ---------------------------------------------------------------------------------------
+def progress(session, campaign_id: int, now: dt.datetime | None = None) -> dict:
+    """Counts per outcome, the sending rate over the last minute and an ETA."""
+    now = now or utcnow()
+    campaign = session.get(SmsCampaign, campaign_id)
+    counts: dict[str, int] = {}
+    for status, reason, n in session.execute(
+            select(T.c.status, T.c.cancel_reason, func.count()).where(T.c.campaign_id == campaign_id)
+            .group_by(T.c.status, T.c.cancel_reason)):
+        counts[f"cancelled:{reason}" if status == MSG_CANCELLED else status] = n
+    recent = session.scalar(select(func.count()).where(
+        T.c.campaign_id == campaign_id, T.c.status.in_((MSG_SENT, MSG_DELIVERED)),
+        T.c.sent_at >= now - dt.timedelta(seconds=60))) or 0
+    rate = recent / 60.0
+    remaining = sum(counts.get(s, 0) for s in (MSG_PENDING, MSG_DEFERRED, MSG_SENDING))
+    return {"id": campaign_id, "status": campaign.status if campaign else None,
+            "prepared": bool(campaign and campaign.prepared), "counts": counts,
+            "total": sum(counts.values()), "remaining": remaining, "rate": round(rate, 2),
+            "eta_seconds": round(remaining / rate) if rate else None}

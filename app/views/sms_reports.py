@@ -1,0 +1,87 @@
+"""SMS reports (per campaign, per channel, failures by reason, with charts) and the failed notifications."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import abort, request
+from flask_appbuilder import BaseView, expose
+from flask_appbuilder.models.sqla.filters import FilterEqual
+from flask_appbuilder.models.sqla.interface import SQLAInterface
+from flask_appbuilder.security.decorators import has_access
+from flask_babel import lazy_gettext as _l
+
+from app.extensions import db
+from app.models.sms import MSG_FAILED, NOTIFICATION, SmsCampaign, SmsMessage
+from app.security import policy
+from app.services.sms import reports
+from app.views.base import CrmModelView
+
+DEFAULT_DAYS = 30
+
+
+def _since() -> tuple[dt.datetime | None, int | None]:
+    """The report window from ?days=N (default 30; 0 = everything)."""
+    try:
+        days = int(request.args.get("days", DEFAULT_DAYS))
+    except ValueError:
+        days = DEFAULT_DAYS
+    if days <= 0:
+        return None, 0
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=days), days
+
+
+class SmsReportView(BaseView):
+    route_base = "/sms/reports"
+    class_permission_name = policy.SMS_REPORT
+    method_permission_name = {"overview": "read", "campaign": "read"}
+    default_view = "overview"
+
+    @expose("/")
+    @has_access
+    def overview(self):
+        since, days = _since()
+        campaigns = reports.by_campaign(db.session, since=since)
+        channels = reports.by_channel(db.session, since=since)
+        reasons = reports.failure_reasons(db.session, since=since)
+        return self.render_template(
+            "crm/sms_report.html", campaigns=campaigns, channels=channels, reasons=reasons, days=days,
+            totals=reports.totals(channels), campaign=None,
+            chart={"campaigns": [c.as_dict() for c in campaigns[:20]],
+                   "channels": [c.as_dict() for c in channels], "reasons": reasons[:12]})
+
+    @expose("/campaign/<int:pk>")
+    @has_access
+    def campaign(self, pk: int):
+        campaign = db.session.get(SmsCampaign, pk)
+        if campaign is None:
+            abort(404)
+        rows = reports.by_campaign(db.session, campaign_id=pk)
+        row = rows[0] if rows else reports.ReportRow(pk, campaign.name)
+        reasons = reports.failure_reasons(db.session, campaign_id=pk)
+        return self.render_template(
+            "crm/sms_report.html", campaigns=[row], channels=[], reasons=reasons, days=None,
+            totals=row, campaign=campaign,
+            chart={"campaigns": [row.as_dict()], "channels": [], "reasons": reasons[:12]})
+
+
+class FailedNotificationView(CrmModelView):
+    """Notifications that could not be sent, with their error code and how many attempts were made."""
+
+    datamodel = SQLAInterface(SmsMessage)
+    class_permission_name = policy.SMS_REPORT
+    base_permissions = ["can_read"]
+    base_filters = [["kind", FilterEqual, NOTIFICATION], ["status", FilterEqual, MSG_FAILED]]
+    list_title = show_title = _l("Failed Notifications")
+    list_columns = ["created_at", "event", "phone", "error_code", "attempts", "channel_id", "event_key"]
+    show_columns = list_columns + ["uid", "content", "provider_id", "sent_at"]
+    search_columns = ["event", "error_code", "created_at"]
+    order_columns = ["created_at", "event", "error_code", "attempts"]
+    base_order = ("created_at", "desc")
+    phone_columns = ("phone",)
+    label_columns = {
+        "created_at": _l("Created at (UTC)"), "event": _l("Event"), "phone": _l("Phone"),
+        "error_code": _l("Error code"), "attempts": _l("Attempts"), "channel_id": _l("Channel"),
+        "event_key": _l("Event key"), "uid": _l("Message id"), "content": _l("Content"),
+        "provider_id": _l("Provider id"), "sent_at": _l("Sent at"),
+    }

@@ -1,0 +1,240 @@
+"""SMS campaigns: the audience prepared into messages — every recipient recorded, each cancel reason,
+quiet-hour deferral, resumable preparation, pause / resume / cancel, progress."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+from collections import Counter
+
+from redis import Redis
+from sqlalchemy import func, select
+
+from app.models.sales import Customer
+from app.models.sms import (
+    APPROVED,
+    MARKETING,
+    BlacklistEntry,
+    SensitiveWord,
+    SmsAudienceEntry,
+    SmsCampaign,
+    SmsChannel,
+    SmsMessage,
+    SmsTemplate,
+)
+from app.services.sms import campaigns, limits
+
+OPT_OUT = "拒收请回复R"
+_numbers = itertools.count(10_000_000)
+
+
+def new_phone() -> str:
+    return f"+86139{next(_numbers):08d}"
+
+
+def make_channel(session, **kw) -> SmsChannel:
+    values = {"name": f"sink-{next(_numbers)}", "provider": "sink", "signature": "学而优",
+              "rate_limit": 10_000, "batch_size": 50, "timeout_seconds": 1, "opt_out_text": OPT_OUT}
+    values.update(kw)
+    channel = SmsChannel(**values)
+    session.add(channel)
+    session.flush()
+    return channel
+
+
+def make_template(session, channel, body=None, kind=MARKETING, variables="name") -> SmsTemplate:
+    body = body or f"{{name}}您好，秋季课程开班，名额有限。{OPT_OUT}"
+    tpl = SmsTemplate(name=f"tpl-{next(_numbers)}", kind=kind, channel_id=channel.id, body=body,
+                      variables=variables, status=APPROVED)
+    session.add(tpl)
+    session.flush()
+    return tpl
+
+
+def make_campaign(session, tpl, audience: dict, variables: dict | None = None) -> SmsCampaign:
+    campaign = SmsCampaign(name=f"camp-{next(_numbers)}", template_id=tpl.id, channel_id=tpl.channel_id,
+                           audience=json.dumps(audience), variables=json.dumps(variables or {}))
+    session.add(campaign)
+    session.flush()
+    return campaign
+
+
+def customers(session, region: str, n: int, **kw) -> list[Customer]:
+    rows = [Customer(phone=new_phone(), name=f"客户{i}", region=region, **kw) for i in range(n)]
+    session.add_all(rows)
+    session.flush()
+    return rows
+
+
+def launched(session, campaign, now=None) -> SmsCampaign:
+    campaign.template = session.get(SmsTemplate, campaign.template_id)
+    campaign.channel = session.get(SmsChannel, campaign.channel_id)
+    campaigns.launch(session, campaign, now=now)
+    session.commit()
+    return campaign
+
+
+def outcomes(session, campaign_id: int) -> dict[str, str]:
+    rows = session.execute(select(SmsMessage.phone, SmsMessage.status, SmsMessage.cancel_reason)
+                           .where(SmsMessage.campaign_id == campaign_id)).all()
+    return {p: (r or s) for p, s, r in rows}
+
+
+INSIDE = dt.datetime(2026, 11, 25, 2, 0)  # 10:00 in Shanghai
+OUTSIDE = dt.datetime(2026, 11, 25, 14, 0)  # 22:00 in Shanghai
+
+
+def test_every_recipient_is_recorded_with_its_reason(app, session):
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    channel = make_channel(session)
+    tpl = make_template(session, channel)
+    region = "测试区-原因"
+    ok = customers(session, region, 3)
+    black, opted = customers(session, region, 1)[0], customers(session, region, 1)[0]
+    no_consent = customers(session, region, 2, marketing_consent=False)
+    landline = Customer(phone="+861012345678", name="座机", region=region)  # valid number, not a mobile
+    gambler = Customer(phone=new_phone(), name="赌博达人", region=region)
+    masked = Customer(phone=new_phone(), name="发票张", region=region)
+    busy = customers(session, region, 1)[0]
+    session.add_all([landline, gambler, masked,
+                     BlacklistEntry(phone=black.phone, reason="complaint", source="manual"),
+                     BlacklistEntry(phone=opted.phone, reason="replied TD", source="inbound"),
+                     SensitiveWord(word="赌博", action="block"), SensitiveWord(word="发票", action="mask")])
+    campaign = make_campaign(session, tpl, {"kind": "filter", "region": region})
+    launched(session, campaign, now=INSIDE)
+    # `busy` already had the day's 50 marketing messages of this signature + template.
+    limiter = limits.FrequencyLimiter(redis)
+    key = f"{channel.signature}:{tpl.id}"
+    day = limits.limits_for(session, MARKETING)
+    at = campaigns._epoch(INSIDE)
+    assert all(limiter.try_acquire(busy.phone, key, day, now=at) for _ in range(day["day"]))
+
+    result = campaigns.prepare(session, campaign.id, redis, chunk=4, now=INSIDE)
+
+    expected = {c.phone: "pending" for c in ok + [masked]}
+    expected.update({black.phone: "blacklisted", opted.phone: "opted_out", landline.phone: "invalid_number",
+                     gambler.phone: "sensitive_word", busy.phone: "frequency_limit"})
+    expected.update({c.phone: "no_consent" for c in no_consent})
+    assert outcomes(session, campaign.id) == expected
+    assert result.finished and result.rows == len(expected) and result.chunks == -(-len(expected) // 4)
+    content = session.scalar(select(SmsMessage.content).where(SmsMessage.phone == masked.phone))
+    assert content == f"【{channel.signature}】**张您好，秋季课程开班，名额有限。{OPT_OUT}"
+    fresh = session.get(SmsCampaign, campaign.id)
+    session.refresh(fresh)
+    assert fresh.prepared and fresh.status == "running"
+
+
+def test_uploaded_list_dedups_and_flags_invalid_numbers(app, session):
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    channel = make_channel(session)
+    tpl = make_template(session, channel)
+    campaign = make_campaign(session, tpl, {"kind": "upload"}, {"name": "同学"})
+    a, b = new_phone(), new_phone()
+    raw = [a, a[3:], "abc", "+86 " + b[3:6] + "-" + b[6:], b, "12345", a]
+    session.add_all([SmsAudienceEntry(campaign_id=campaign.id, line=n, phone=p)
+                     for n, p in enumerate(raw, 1)])
+    refuser = Customer(phone=new_phone(), name="不要", region="x", marketing_consent=False)
+    session.add(refuser)
+    session.add(SmsAudienceEntry(campaign_id=campaign.id, line=len(raw) + 1, phone=refuser.phone[3:]))
+    launched(session, campaign, now=INSIDE)
+
+    campaigns.prepare(session, campaign.id, redis, chunk=3, now=INSIDE)  # duplicates across chunks too
+
+    rows = session.execute(select(SmsMessage.phone, SmsMessage.status, SmsMessage.cancel_reason)
+                           .where(SmsMessage.campaign_id == campaign.id).order_by(SmsMessage.id)).all()
+    assert [(r.cancel_reason or r.status) for r in rows] == [
+        "pending", "duplicate", "invalid_number", "pending", "duplicate", "invalid_number", "duplicate",
+        "no_consent"]
+    assert [r.phone for r in rows if r.status == "pending"] == [a, b]
+    assert all(r.phone.startswith("+86") for r in rows if r.cancel_reason == "duplicate")
+
+
+def test_quiet_hours_defer_marketing_until_the_window_opens(app, session):
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    channel = make_channel(session)
+    tpl = make_template(session, channel)
+    region = "测试区-夜间"
+    people = customers(session, region, 5)
+    campaign = make_campaign(session, tpl, {"kind": "filter", "region": region})
+    launched(session, campaign, now=OUTSIDE)
+
+    campaigns.prepare(session, campaign.id, redis, now=OUTSIDE)
+
+    opening = dt.datetime(2026, 11, 26, 0, 0)  # 08:00 next morning in Shanghai, in UTC
+    rows = session.execute(select(SmsMessage.status, SmsMessage.send_after)
+                           .where(SmsMessage.campaign_id == campaign.id)).all()
+    assert rows and len(rows) == len(people) and set(rows) == {("deferred", opening)}
+    # The sender at 23:00 sends nothing and says when to come back; at 08:00 all go.
+    late = campaigns.send(session, campaign.id, redis, now_fn=lambda: OUTSIDE + dt.timedelta(hours=1))
+    assert late.sent == 0 and late.next_at == opening
+    morning = campaigns.send(session, campaign.id, redis, now_fn=lambda: opening)
+    assert morning.sent == len(people) and morning.completed
+
+
+def test_quiet_hours_window_is_configurable(app, session):
+    window = {"start": "22:00", "end": "06:00", "tz": "Asia/Shanghai"}  # a window across midnight
+    assert limits.next_window_start(OUTSIDE, window) is None  # 22:00 local
+    assert limits.next_window_start(INSIDE, window) == dt.datetime(2026, 11, 25, 14, 0)
+
+
+def test_preparation_resumes_from_its_cursor(app, session):
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    channel = make_channel(session)
+    tpl = make_template(session, channel)
+    region = "测试区-续做"
+    people = customers(session, region, 11)
+    campaign = make_campaign(session, tpl, {"kind": "filter", "region": region})
+    launched(session, campaign, now=INSIDE)
+
+    first = campaigns.prepare(session, campaign.id, redis, chunk=4, now=INSIDE, max_chunks=2)
+    assert first.rows == 8 and not first.finished
+    assert session.scalar(select(SmsCampaign.cursor).where(SmsCampaign.id == campaign.id)) == people[7].id
+    rest = campaigns.prepare(session, campaign.id, redis, chunk=4, now=INSIDE)
+    assert rest.rows == 3 and rest.finished
+    assert Counter(outcomes(session, campaign.id).values()) == {"pending": len(people)}
+
+
+def test_pause_resume_cancel(app, session):
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    channel = make_channel(session, batch_size=3)
+    tpl = make_template(session, channel)
+    region = "测试区-暂停"
+    people = customers(session, region, 10)
+    campaign = make_campaign(session, tpl, {"kind": "filter", "region": region})
+    launched(session, campaign, now=INSIDE)
+    campaigns.prepare(session, campaign.id, redis, now=INSIDE)
+
+    first = campaigns.send(session, campaign.id, redis, max_batches=1, now_fn=lambda: INSIDE)
+    assert first.sent == 3
+    campaigns.pause(session, campaign.id)
+    session.commit()
+    paused = campaigns.send(session, campaign.id, redis, now_fn=lambda: INSIDE)
+    assert paused.sent == 0 and paused.stopped == "paused"
+    campaigns.resume(session, campaign.id)
+    session.commit()
+    assert campaigns.send(session, campaign.id, redis, max_batches=1, now_fn=lambda: INSIDE).sent == 3
+    cancelled = campaigns.cancel(session, campaign.id)
+    session.commit()
+    assert cancelled == len(people) - 6
+    counts = campaigns.progress(session, campaign.id, now=INSIDE)["counts"]
+    assert counts == {"sent": 6, "cancelled:campaign_cancelled": len(people) - 6}
+    assert campaigns.send(session, campaign.id, redis, now_fn=lambda: INSIDE).sent == 0
+
+
+def test_launch_needs_an_approved_template(app, session):
+    channel = make_channel(session)
+    tpl = make_template(session, channel)
+    tpl.status = "pending"
+    campaign = make_campaign(session, tpl, {"kind": "upload"})
+    session.commit()
+    try:
+        launched(session, campaign)
+    except campaigns.DomainError as exc:
+        assert exc.field == "template" and "approved" in exc.message
+    else:
+        raise AssertionError("launch accepted an unapproved template")
+    session.rollback()
+    assert session.scalar(select(SmsCampaign.status).where(SmsCampaign.id == campaign.id)) == "draft"
+    assert session.scalar(select(func.count()).select_from(SmsMessage)
+                          .where(SmsMessage.campaign_id == campaign.id)) == 0

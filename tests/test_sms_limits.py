@@ -1,0 +1,100 @@
+"""Frequency limits per number: rolling windows, atomic in Redis under concurrent workers, configurable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+from redis import Redis
+
+from app.models.metadata import ConfigItem
+from app.models.sms import MARKETING, NOTIFICATION, VERIFICATION
+from app.services.sms import limits
+from app.services.sms.limits import FrequencyLimiter
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+T0 = 1_800_000_000.0  # a fixed instant (seconds)
+
+
+def test_verification_defaults_minute_hour_day(app, session):
+    limiter = FrequencyLimiter(Redis.from_url(app.config["REDIS_URL"]))
+    rule = limits.limits_for(session, VERIFICATION)
+    assert rule == {"minute": 1, "hour": 5, "day": 10}
+    phone, key = "+8613900000001", "学而优:7"
+    assert limiter.try_acquire(phone, key, rule, now=T0)
+    assert not limiter.try_acquire(phone, key, rule, now=T0 + 59)  # same rolling minute
+    got = [limiter.try_acquire(phone, key, rule, now=T0 + 61 * k) for k in range(1, 10)]
+    assert got == [True] * 4 + [False] * 5  # 5 per rolling hour
+    # 10 per rolling day: an hour later the hour window has room again, until the day is full
+    later = [limiter.try_acquire(phone, key, rule, now=T0 + 3700 + 61 * k) for k in range(8)]
+    assert later == [True] * 5 + [False] * 3
+    assert sum(later) + sum(got) + 1 == rule["hour"] * 2
+    more = [limiter.try_acquire(phone, key, rule, now=T0 + 7400 + 61 * k) for k in range(3)]
+    assert more == [False] * 3  # the day holds 10 already
+    assert limiter.try_acquire(phone, key, rule, now=T0 + 86_401)  # the first one left the day window
+    # another template (or signature) has a count of its own
+    assert limiter.try_acquire(phone, "学而优:8", rule, now=T0 + 59)
+
+
+def test_others_default_to_fifty_a_day_and_config_overrides(app, session):
+    assert limits.limits_for(session, MARKETING) == {"day": 50}
+    assert limits.limits_for(session, NOTIFICATION) == {"day": 50}
+    session.add(ConfigItem(key=limits.LIMITS_CONFIG, value_type="json",
+                           value=json.dumps({"marketing": {"hour": 2, "day": 3}, "default": {"day": 9}})))
+    session.commit()
+    assert limits.limits_for(session, MARKETING) == {"hour": 2, "day": 3}
+    assert limits.limits_for(session, NOTIFICATION) == {"day": 9}
+
+
+def test_the_same_member_counts_once(app):
+    limiter = FrequencyLimiter(Redis.from_url(app.config["REDIS_URL"]))
+    rule = {"day": 2}
+    phone = "+8613900000002"
+    assert limiter.try_acquire(phone, "k", rule, member="c1", now=T0)
+    assert limiter.try_acquire(phone, "k", rule, member="c1", now=T0 + 1)  # a re-run chunk: no new count
+    assert limiter.try_acquire(phone, "k", rule, member="c2", now=T0 + 2)
+    assert not limiter.try_acquire(phone, "k", rule, member="c3", now=T0 + 3)
+
+
+def test_two_threads_never_exceed_the_limit(app):
+    url = app.config["REDIS_URL"]
+    rule = {"minute": 7, "day": 20}
+    phones = [f"+861390000{n:04d}" for n in range(30)]
+    granted: list[list[str]] = [[], []]
+
+    def worker(n: int) -> None:
+        limiter = FrequencyLimiter(Redis.from_url(url))  # a connection of its own
+        for _ in range(10):
+            for phone, ok in zip(phones, limiter.acquire_many(phones, "k", rule, now=T0), strict=True):
+                if ok:
+                    granted[n].append(phone)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    per_phone = {p: granted[0].count(p) + granted[1].count(p) for p in phones}
+    assert per_phone == {p: rule["minute"] for p in phones}
+    assert granted[0] and granted[1]  # both workers got some
+
+
+HAMMER = """
+import sys
+from redis import Redis
+from app.services.sms.limits import FrequencyLimiter
+url, phone = sys.argv[1:3]
+limiter = FrequencyLimiter(Redis.from_url(url))
+print(sum(limiter.try_acquire(phone, "sig:1", {"hour": 5, "day": 10}) for _ in range(200)))
+"""
+
+
+def test_two_processes_share_one_count(app):
+    url, phone = app.config["REDIS_URL"], "+8613900009999"
+    procs = [subprocess.Popen([sys.executable, "-c", HAMMER, url, phone], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    counts = [int(p.communicate(timeout=60)[0]) for p in procs]
+    assert sum(counts) == 5  # the hour limit, whoever won the race

@@ -1,0 +1,201 @@
+"""Sending through the sink: outcomes per number, whole-batch failures, reconciliation of what a dead
+worker left in 'sending', and SIGKILL of a real worker process mid-send followed by a re-run — no number
+twice, none skipped (SQLite here; PostgreSQL with TEST_DATABASE_URL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from collections import Counter
+
+import pytest
+from redis import Redis
+from sqlalchemy import func, insert, select
+
+from app.extensions import db
+from app.models.base import utcnow
+from app.models.sms import SinkMessage, SmsMessage
+from app.services.sms import campaigns
+from app.services.sms.providers import OutboundSms, ProviderError, provider_for
+from tests.test_sms_campaigns import (
+    INSIDE,
+    customers,
+    launched,
+    make_campaign,
+    make_channel,
+    make_template,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def prepared_campaign(session, redis, n: int, region: str, **channel_kw):
+    channel = make_channel(session, **channel_kw)
+    tpl = make_template(session, channel)
+    people = customers(session, region, n)
+    campaign = make_campaign(session, tpl, {"kind": "filter", "region": region})
+    launched(session, campaign, now=INSIDE)
+    campaigns.prepare(session, campaign.id, redis, now=INSIDE)
+    return campaign, channel, people
+
+
+def sink_rows(session, campaign_id: int) -> list[tuple[str, str]]:
+    return session.execute(select(SinkMessage.correlation, SinkMessage.phone)
+                           .join(SmsMessage, SmsMessage.uid == SinkMessage.correlation)
+                           .where(SmsMessage.campaign_id == campaign_id)).all()
+
+
+def status_counts(session, campaign_id: int) -> Counter:
+    return Counter(session.scalars(select(SmsMessage.status).where(SmsMessage.campaign_id == campaign_id)))
+
+
+def test_sink_outcomes_per_number(app, session):
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    campaign, channel, people = prepared_campaign(session, redis, 40, "发送-结果", batch_size=7)
+    refused = people[3].phone
+    channel.options = json.dumps({"fail_numbers": [refused], "fail_rate": 0.2})
+    session.commit()
+
+    result = campaigns.send(session, campaign.id, redis, now_fn=utcnow)
+
+    m = SmsMessage
+    rows = session.execute(select(m.uid, m.phone, m.status, m.error_code, m.provider_id)
+                           .where(m.campaign_id == campaign.id)).all()
+    random_fail = {r.uid for r in rows if zlib.crc32(r.uid.encode()) % 10_000 < 2000}
+    expected = {r.uid: ("failed", "SINK_REJECTED") if r.phone == refused else
+                ("failed", "SINK_RANDOM") if r.uid in random_fail else ("sent", None) for r in rows}
+    assert {r.uid: (r.status, r.error_code) for r in rows} == expected
+    accepted = dict(sink_rows(session, campaign.id))
+    assert accepted == {r.uid: r.phone for r in rows if r.status == "sent"}
+    assert all(r.provider_id == "sink-" + r.uid for r in rows if r.status == "sent")
+    assert result.completed and result.sent == len(accepted) and result.batches == -(-len(people) // 7)
+
+
+def test_a_second_hand_over_is_refused_not_hidden(app, session):
+    channel = make_channel(session)
+    session.commit()
+    sink = provider_for(channel)
+    msg = OutboundSms("a" * 32, "+8613900000123", "hi")
+    assert sink.send_batch([msg])[0].ok
+    with pytest.raises(ProviderError, match="duplicate"):
+        sink.send_batch([msg])
+    assert session.scalar(select(func.count()).select_from(SinkMessage)) == 1
+
+
+def test_timeouts_retry_with_back_off_then_fail(app, session):
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    campaign, channel, people = prepared_campaign(session, redis, 5, "发送-超时")
+    channel.options = json.dumps({"timeout": True})
+    session.commit()
+    clock = [INSIDE]
+    first = campaigns.send(session, campaign.id, redis, now_fn=lambda: clock[0])
+    statuses = status_counts(session, campaign.id)
+    assert statuses == {"pending": len(people)} and first.next_at is not None and first.next_at > INSIDE
+    for _ in range(campaigns.MAX_ATTEMPTS):
+        clock[0] = clock[0] + campaigns.dt.timedelta(minutes=5)
+        campaigns.send(session, campaign.id, redis, now_fn=lambda: clock[0])
+    rows = session.execute(select(SmsMessage.status, SmsMessage.error_code, SmsMessage.attempts)
+                           .where(SmsMessage.campaign_id == campaign.id)).all()
+    assert set(rows) == {("failed", "provider_error", campaigns.MAX_ATTEMPTS)}
+    assert sink_rows(session, campaign.id) == []
+
+
+def test_orphans_of_a_dead_worker_are_reconciled_with_the_sink(app, session):
+    """A worker claimed 10 messages, the sink accepted 4 of them, then the worker died before recording."""
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    campaign, channel, people = prepared_campaign(session, redis, 25, "发送-孤儿")
+    rows = campaigns._claim(session, campaign.id, "deadbeef" * 4, 10, INSIDE)
+    accepted = rows[:4]
+    with db.engine.begin() as conn:
+        conn.execute(insert(SinkMessage), [{"channel_id": channel.id, "correlation": r.uid,
+                                            "provider_id": "sink-" + r.uid, "phone": r.phone,
+                                            "content": r.content} for r in accepted])
+    # no heartbeat exists for that claim: its worker is gone
+    result = campaigns.send(session, campaign.id, redis, now_fn=utcnow)
+
+    assert result.reconciled == 10 and result.completed
+    statuses = status_counts(session, campaign.id)
+    assert statuses == {"sent": len(people)}
+    sunk = sink_rows(session, campaign.id)
+    assert sorted(p for _, p in sunk) == sorted(c.phone for c in people)  # each exactly once
+    attempts = dict(session.execute(select(SmsMessage.uid, SmsMessage.attempts)
+                                    .where(SmsMessage.campaign_id == campaign.id)).all())
+    assert {attempts[r.uid] for r in accepted} == {1}  # not handed over again
+
+
+def test_a_live_claim_is_left_alone(app, session):
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    campaign, _channel, people = prepared_campaign(session, redis, 6, "发送-活着")
+    token = "feedface" * 4
+    campaigns._claim(session, campaign.id, token, 2, INSIDE)
+    campaigns._beat(redis, token, 30)
+    result = campaigns.send(session, campaign.id, redis, now_fn=utcnow)
+    assert result.sent == len(people) - 2 and result.wait_for_claims and not result.completed
+    assert session.scalar(select(func.count()).where(SmsMessage.campaign_id == campaign.id,
+                                                     SmsMessage.status == "sending")) == 2
+
+
+SENDER = """
+import sys
+from app import create_app
+from app.extensions import db, rq
+from app.services.sms import campaigns
+from tests.conftest import make_config
+
+db_url, redis_url, campaign_id = sys.argv[1], sys.argv[2], int(sys.argv[3])
+app = create_app(make_config(db_url, redis_url))
+with app.app_context():
+    campaigns.send(db.session, campaign_id, rq.redis)
+"""
+
+
+def kill_and_rerun(app, session, n: int) -> None:
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    # batches of 10 taking 15 ms each in the "network": a kill lands between claim, hand-over and record
+    campaign, channel, people = prepared_campaign(session, redis, n, "发送-杀", batch_size=10,
+                                                  options=json.dumps({"delay_ms": 15}))
+    campaign_id = campaign.id
+    session.commit()
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    proc = subprocess.Popen([sys.executable, "-c", SENDER, url, app.config["REDIS_URL"], str(campaign_id)],
+                            cwd=ROOT)
+    # Aim the kill at the narrowest window: the sink accepted a batch the worker has not recorded yet
+    # (more sink rows than sent messages); if that is not caught in time, kill anyway.
+    deadline, aim_until = time.monotonic() + 60, None
+    while time.monotonic() < deadline:
+        session.rollback()
+        accepted = len(sink_rows(session, campaign_id))
+        if accepted >= n // 3:
+            aim_until = aim_until or time.monotonic() + 3
+            sent = status_counts(session, campaign_id)["sent"]
+            if accepted > sent or time.monotonic() > aim_until:
+                break
+        time.sleep(0.001)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    session.rollback()
+    before = status_counts(session, campaign_id)
+    assert before["sent"] >= n // 3 - 10 and before["pending"] > 0  # really killed mid-way
+    time.sleep(campaigns._lease(channel))  # the dead worker's heartbeat expires
+
+    result = campaigns.send(session, campaign_id, redis, now_fn=utcnow)
+
+    assert result.completed
+    statuses = status_counts(session, campaign_id)
+    assert statuses == {"sent": n}
+    sunk = sink_rows(session, campaign_id)
+    assert len(sunk) == n and sorted(p for _, p in sunk) == sorted(c.phone for c in people)
+
+
+def test_kill_a_sender_mid_send_and_rerun_sqlite(app, session):
+    kill_and_rerun(app, session, 400)
+
+
+def test_kill_a_sender_mid_send_and_rerun_postgresql(pg_app):
+    with pg_app.app_context():
+        kill_and_rerun(pg_app, db.session, 400)
