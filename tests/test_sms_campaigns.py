@@ -238,3 +238,68 @@ def test_launch_needs_an_approved_template(app, session):
     assert session.scalar(select(SmsCampaign.status).where(SmsCampaign.id == campaign.id)) == "draft"
     assert session.scalar(select(func.count()).select_from(SmsMessage)
                           .where(SmsMessage.campaign_id == campaign.id)) == 0
+
+
+def run_jobs(app) -> None:
+    from rq import Queue, SimpleWorker
+
+    from app.jobs.worker import app_worker_class
+
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    worker_class = app_worker_class(app, SimpleWorker)
+    worker_class([Queue("default", connection=redis)], connection=redis).work(burst=True)
+
+
+def test_marketing_runs_a_campaign_from_the_console(app, session, client):
+    import io
+
+    from tests.conftest import login
+
+    channel = make_channel(session)
+    tpl = make_template(session, channel)
+    refused = Customer(phone=new_phone(), name="拒", region="上传", marketing_consent=False)
+    session.add(refused)
+    session.commit()
+    login(client, "marketing")
+    resp = client.post("/smscampaignview/add", data={"name": "双十二", "template": tpl.id,
+                                                     "channel": channel.id, "audience": '{"kind": "upload"}',
+                                                     "variables": "{}"})
+    assert resp.status_code == 302, resp.text
+    campaign = session.scalar(select(SmsCampaign).where(SmsCampaign.name == "双十二"))
+    phones = [new_phone() for _ in range(4)]
+    listing = "phone,name\n" + "\n".join(f"{p[3:]},张{n}" for n, p in enumerate(phones)) \
+        + f"\n{phones[0]}\nnot-a-phone\n{refused.phone}\n"
+    resp = client.post(f"/smscampaignview/upload/{campaign.id}",
+                       data={"file": (io.BytesIO(listing.encode()), "list.csv")})
+    assert resp.status_code == 302
+    resp = client.post(f"/smscampaignview/launch/{campaign.id}", data={"scheduled_at": ""})
+    assert resp.status_code == 302
+    run_jobs(app)
+
+    data = client.get(f"/smscampaignview/progress/{campaign.id}.json").get_json()
+    # outside 08:00–21:00 Beijing time the four wait (deferred) instead of going out
+    window_open = limits.next_window_start(campaigns.utcnow(), limits.DEFAULT_QUIET) is None
+    expected = {"sent" if window_open else "deferred": len(phones), "cancelled:duplicate": 1,
+                "cancelled:invalid_number": 1, "cancelled:no_consent": 1}
+    assert data["counts"] == expected and data["total"] == len(phones) + 3
+    page = client.get(f"/smscampaignview/progress/{campaign.id}")
+    assert page.status_code == 200 and 'id="crm-campaign-chart"' in page.text
+    assert "chart-4.6.1.umd.min.js" in page.text
+    names = session.scalars(select(SmsMessage.content).where(SmsMessage.campaign_id == campaign.id,
+                                                             SmsMessage.phone == phones[1])).all()
+    assert names == [f"【{channel.signature}】张1您好，秋季课程开班，名额有限。{OPT_OUT}"]
+
+
+def test_the_console_refuses_a_bad_audience(app, session, client):
+    from tests.conftest import login
+
+    channel = make_channel(session)
+    tpl = make_template(session, channel)
+    session.commit()
+    login(client, "marketing")
+    resp = client.post("/smscampaignview/add", data={"name": "坏受众", "template": tpl.id,
+                                                     "channel": channel.id, "audience": '{"kind": "all"}',
+                                                     "variables": "{}"})
+    assert resp.status_code == 200 and "kind" in resp.text
+    assert session.scalar(select(func.count()).select_from(SmsCampaign)
+                          .where(SmsCampaign.name == "坏受众")) == 0

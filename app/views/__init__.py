@@ -69,6 +69,10 @@ def register_views(app) -> None:
                         label=_l("Sensitive Words"), category=sms_cat)
     appbuilder.add_view(sms_admin.BlacklistView, "SMS Blacklist", icon="fa-user-times",
                         label=_l("SMS Blacklist"), category=sms_cat)
+    from app.views import sms_campaigns
+
+    appbuilder.add_view(sms_campaigns.SmsCampaignView, "SMS Campaigns", icon="fa-bullhorn",
+                        label=_l("SMS Campaigns"), category=sms_cat)
     for api in (sms_admin.SmsTemplateApi, sms_admin.BlacklistApi):
         appbuilder.add_api(api)
     from app.views import sms_receipts, sms_reports

@@ -333,9 +333,12 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
                 rec["status"], rec["send_after"] = MSG_DEFERRED, deferred_until
             else:
                 rec["status"] = MSG_PENDING
-        hexes = os.urandom(16 * len(records)).hex()  # uids: 128 random bits each, one syscall a chunk
+        # uids: time-ordered (µs prefix) + 76 random bits — unique and unguessable, and appended at the
+        # end of the unique index instead of landing on random pages (which halved the rate at 1M rows)
+        prefix = f"{time.time_ns() // 1000:013x}"
+        hexes = os.urandom(10 * len(records)).hex()
         for n, rec in enumerate(records):
-            rec["uid"] = hexes[32 * n:32 * n + 32]
+            rec["uid"] = prefix + hexes[20 * n:20 * n + 19]
             result.outcomes[rec["cancel_reason"] or rec["status"]] += 1
         _persist(session, records, now_)
         cursor = rows[-1][0]
@@ -416,9 +419,13 @@ def _beat(redis, token: str, lease: float) -> None:
 def _claim(session, campaign_id: int, token: str, limit: int, now: dt.datetime) -> list:
     sendable = and_(T.c.campaign_id == campaign_id, T.c.status.in_((MSG_PENDING, MSG_DEFERRED)),
                     or_(T.c.send_after.is_(None), T.c.send_after <= now))
-    inner = select(T.c.id).where(sendable).order_by(T.c.id).limit(limit)
+    inner = select(T.c.id).where(sendable).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
+        # No ORDER BY: any pending rows will do, and without it LIMIT stops early instead of sorting the
+        # whole pending set of a large campaign on every batch.
         inner = inner.with_for_update(skip_locked=True)
+    else:
+        inner = inner.order_by(T.c.id)  # free on SQLite (the index ends in the rowid)
     stmt = (update(T).where(T.c.id.in_(inner.scalar_subquery()), T.c.status.in_((MSG_PENDING, MSG_DEFERRED)))
             .values(status=MSG_SENDING, claim=token, attempts=T.c.attempts + 1)
             .returning(T.c.id, T.c.uid, T.c.phone, T.c.content, T.c.attempts))
