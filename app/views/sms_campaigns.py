@@ -87,6 +87,8 @@ class SmsCampaignView(CrmModelView):
         item = self._campaign(pk)
         at = None
         raw = (request.form.get("scheduled_at") or "").strip()
+        if raw.lower() in ("now", "立即"):  # what the field's hint offers
+            raw = ""
         try:
             if raw:
                 try:
