@@ -9,14 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import threading
-import time
 from dataclasses import dataclass
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from app.models.metadata import CONFIG_VALUE_TYPES, ConfigItem, DictItem, DictType
 from app.services.errors import DomainError
+from app.services.versioned_cache import VersionedCache
 
 VERSION_KEY = "crm:metadata:version"
 CHECK_EVERY = 1.0  # seconds between looks at the shared version
@@ -69,40 +68,17 @@ def parse_config_value(value_type: str, raw: str):
         raise DomainError(f"Not valid JSON: {exc}", field="value") from None
 
 
-class MetadataCache:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._dicts: dict[str, list[DictEntry]] | None = None
-        self._configs: dict[str, object] | None = None
-        self._version: bytes | None = None
-        self._checked = 0.0
-        self.redis = None  # set by install(); None means process-local only
-        self.loads = 0  # how many times the cache was (re)filled: tests and benchmarks read it
+class MetadataCache(VersionedCache):
+    """(dictionaries, config values) of this process."""
 
-    def clear(self) -> None:
-        with self._lock:
-            self._dicts = None
-            self._configs = None
+    version_key = VERSION_KEY
+    watched = (DictType, DictItem, ConfigItem)
 
-    def _shared_version(self):
-        if self.redis is None:
-            return None
-        try:
-            return self.redis.get(VERSION_KEY)
-        except Exception:  # Redis down: keep serving what we have
-            return self._version
+    @property
+    def loads(self) -> int:
+        return self.builds
 
-    def _fresh(self) -> None:
-        now = time.monotonic()
-        if now - self._checked < CHECK_EVERY:
-            return
-        self._checked = now
-        version = self._shared_version()
-        if version != self._version:
-            self._version = version
-            self.clear()
-
-    def _load(self, session) -> None:
+    def build(self, session) -> tuple[dict, dict]:
         # Columns, not entities: a session already holding these rows would hand back its old copies.
         rows = session.execute(
             select(DictType.code, DictItem.id, DictItem.code, DictItem.label_zh, DictItem.label_en,
@@ -120,74 +96,22 @@ class MetadataCache:
                 configs[key] = parse_config_value(value_type, value)
             except DomainError:
                 continue  # validated on save; a hand-edited bad row reads as missing
-        self._dicts, self._configs = dicts, configs
-        self.loads += 1
-
-    def _ensure(self, session) -> None:
-        self._fresh()
-        if self._dicts is None:
-            with self._lock:
-                if self._dicts is None:
-                    self._load(session)
+        return dicts, configs
 
     def dict_items(self, session, type_code: str, include_disabled: bool = False) -> list[DictEntry]:
-        self._ensure(session)
-        items = self._dicts.get(type_code, [])
+        items = self.get(session)[0].get(type_code, [])
         return items if include_disabled else [i for i in items if i.enabled]
 
     def config(self, session, key: str, default=None):
-        self._ensure(session)
-        return self._configs.get(key, default)
-
-    def bump(self) -> None:
-        """Tell every process that metadata changed."""
-        self.clear()
-        self._checked = 0.0
-        if self.redis is not None:
-            try:
-                self._version = str(self.redis.incr(VERSION_KEY)).encode()
-            except Exception:
-                pass
+        return self.get(session)[1].get(key, default)
 
 
-cache = MetadataCache()
-_WATCHED = (DictType, DictItem, ConfigItem)
-
-
-def _before_flush(session, flush_context, instances) -> None:
-    for obj in (*session.new, *session.dirty, *session.deleted):
-        if isinstance(obj, _WATCHED):
-            session.info["metadata_changed"] = True
-            return
-
-
-def _after_commit(session) -> None:
-    if session.info.pop("metadata_changed", False):
-        cache.bump()
-
-
-def _after_rollback(session) -> None:
-    session.info.pop("metadata_changed", None)
-
-
-_installed: set[int] = set()
+cache = MetadataCache(CHECK_EVERY)
 
 
 def install(db) -> None:
     """Watch the app's session for metadata changes; share the version through the app's Redis."""
-    from app.extensions import rq
-
-    try:
-        cache.redis = rq.redis if rq.url else None
-    except RuntimeError:
-        cache.redis = None
-    cache.clear()
-    if id(db.session) in _installed:
-        return
-    event.listen(db.session, "before_flush", _before_flush)
-    event.listen(db.session, "after_commit", _after_commit)
-    event.listen(db.session, "after_soft_rollback", lambda s, prev: _after_rollback(s))
-    _installed.add(id(db.session))
+    cache.install(db)
 
 
 def dict_items(session, type_code: str, include_disabled: bool = False) -> list[DictEntry]:

@@ -19,15 +19,15 @@ from __future__ import annotations
 import csv
 import io
 import threading
-import time
 import unicodedata
 from dataclasses import dataclass, field
 
 import ahocorasick_rs
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from app.models.sms import BLOCK, MASK, SensitiveWord
 from app.services.errors import DomainError
+from app.services.versioned_cache import VersionedCache
 
 VERSION_KEY = "crm:sms:words:version"
 CHECK_EVERY = 1.0  # seconds between looks at the shared version
@@ -161,59 +161,20 @@ class Matcher:
 EMPTY = Matcher([])
 
 
-class WordCache:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._matcher: Matcher | None = None
-        self._version: bytes | None = None
-        self._checked = 0.0
-        self.redis = None
-        self.builds = 0  # how many times an automaton was built: tests and benchmarks read it
+class WordCache(VersionedCache):
+    """This process's matcher, rebuilt when any process commits a change to the word list."""
 
-    def clear(self) -> None:
-        self._matcher = None
+    version_key = VERSION_KEY
+    watched = (SensitiveWord,)
 
-    def _fresh(self) -> None:
-        now = time.monotonic()
-        if now - self._checked < CHECK_EVERY:
-            return
-        self._checked = now
-        if self.redis is None:
-            return
-        try:
-            version = self.redis.get(VERSION_KEY)
-        except Exception:  # Redis down: keep scanning with what we have
-            return
-        if version != self._version:
-            self._version = version
-            self._matcher = None
-
-    def get(self, session) -> Matcher:
-        self._fresh()
-        current = self._matcher
-        if current is not None:
-            return current
-        with self._lock:
-            if self._matcher is None:
-                rows = session.execute(
-                    select(SensitiveWord.word, SensitiveWord.action, SensitiveWord.allowed)
-                ).all()
-                self._matcher = Matcher([tuple(r) for r in rows])  # one assignment: the swap
-                self.builds += 1
-            return self._matcher
-
-    def bump(self) -> None:
-        """Tell every process that the word list changed."""
-        self._matcher = None
-        self._checked = 0.0
-        if self.redis is not None:
-            try:
-                self._version = str(self.redis.incr(VERSION_KEY)).encode()
-            except Exception:
-                pass
+    def build(self, session) -> Matcher:
+        rows = session.execute(
+            select(SensitiveWord.word, SensitiveWord.action, SensitiveWord.allowed)
+        ).all()
+        return Matcher([tuple(r) for r in rows])
 
 
-cache = WordCache()
+cache = WordCache(CHECK_EVERY)
 
 
 def matcher(session) -> Matcher:
@@ -221,39 +182,9 @@ def matcher(session) -> Matcher:
     return cache.get(session)
 
 
-def _before_flush(session, flush_context, instances) -> None:
-    for obj in (*session.new, *session.dirty, *session.deleted):
-        if isinstance(obj, SensitiveWord):
-            session.info["sms_words_changed"] = True
-            return
-
-
-def _after_commit(session) -> None:
-    if session.info.pop("sms_words_changed", False):
-        cache.bump()
-
-
-_installed: set[int] = set()
-
-
 def install(db) -> None:
     """Watch the app's session for word-list changes; share the version through the app's Redis."""
-    from app.extensions import rq
-
-    try:
-        cache.redis = rq.redis if rq.url else None
-    except RuntimeError:
-        cache.redis = None
-    cache.clear()
-    cache._version = None
-    cache._checked = 0.0
-    if id(db.session) in _installed:
-        return
-    event.listen(db.session, "before_flush", _before_flush)
-    event.listen(db.session, "after_commit", _after_commit)
-    event.listen(db.session, "after_soft_rollback",
-                 lambda s, prev: s.info.pop("sms_words_changed", None))
-    _installed.add(id(db.session))
+    cache.install(db)
 
 
 # --- bulk import -------------------------------------------------------------------------------------
