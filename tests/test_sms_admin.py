@@ -246,11 +246,12 @@ def test_http_channel_with_env_credentials_saves_trimmed(admin, session):
 
 
 def test_channel_in_use_cannot_be_deleted(admin, session):
+    channels = count(session, SmsChannel)
     channel = make_channel(session)
     make_template(session, channel)
     html = admin.post(f"/smschannelview/delete/{channel.id}", follow_redirects=True).get_data(as_text=True)
     assert any("disable it instead" in f for f in flashes(html))
-    assert count(session, SmsChannel) == 1
+    assert count(session, SmsChannel) == channels + 1
 
 
 # --- templates ----------------------------------------------------------------------------------------
@@ -270,6 +271,7 @@ def test_template_add_rules_as_field_errors(admin, session):
     channel = make_channel(session)
     session.add(SensitiveWord(word="代开发票", action=BLOCK))
     session.commit()
+    templates = count(session, SmsTemplate)
     cases = [
         ({"body": "{name}您好，新课上线"}, "body", "opt-out"),
         ({"variables": "name,city"}, "variables", "city"),
@@ -282,9 +284,9 @@ def test_template_add_rules_as_field_errors(admin, session):
         )
         errors = field_errors(html)
         assert field in errors and words in errors[field], (changes, errors)
-    assert count(session, SmsTemplate) == 0
+    assert count(session, SmsTemplate) == templates
     admin.post("/smstemplateview/add", data=template_form(channel))
-    tpl = session.scalars(select(SmsTemplate)).one()
+    tpl = session.scalars(select(SmsTemplate).where(SmsTemplate.channel_id == channel.id)).one()
     assert (tpl.status, tpl.kind, tpl.channel_id) == (DRAFT, MARKETING, channel.id)
 
 
@@ -351,6 +353,7 @@ def bearer(client, username):
 
 
 def test_template_api_create_preview_and_review(client, session):
+    templates = count(session, SmsTemplate)
     channel = make_channel(session)
     marketing = bearer(client, "marketing")
     bad = client.post(
@@ -365,7 +368,7 @@ def test_template_api_create_preview_and_review(client, session):
         },
     )
     assert bad.status_code == 422 and bad.get_json()["field"] == "body"
-    assert count(session, SmsTemplate) == 0
+    assert count(session, SmsTemplate) == templates
     resp = client.post(
         "/api/v1/sms_template/",
         headers=marketing,

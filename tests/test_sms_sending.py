@@ -156,9 +156,10 @@ with app.app_context():
 
 def kill_and_rerun(app, session, n: int) -> None:
     redis = Redis.from_url(app.config["REDIS_URL"])
-    # batches of 10 taking 15 ms each in the "network": a kill lands between claim, hand-over and record
+    # batches of 10 taking 40 ms each in the "network": a kill lands between claim, hand-over and record,
+    # and the remaining two thirds take over a second, longer than the aim below, even on a busy machine
     campaign, channel, people = prepared_campaign(session, redis, n, "发送-杀", batch_size=10,
-                                                  options=json.dumps({"delay_ms": 15}))
+                                                  options=json.dumps({"delay_ms": 40}))
     campaign_id = campaign.id
     session.commit()
     url = app.config["SQLALCHEMY_DATABASE_URI"]
@@ -171,7 +172,7 @@ def kill_and_rerun(app, session, n: int) -> None:
         session.rollback()
         accepted = len(sink_rows(session, campaign_id))
         if accepted >= n // 3:
-            aim_until = aim_until or time.monotonic() + 3
+            aim_until = aim_until or time.monotonic() + 0.5
             sent = status_counts(session, campaign_id)["sent"]
             if accepted > sent or time.monotonic() > aim_until:
                 break

@@ -182,6 +182,7 @@ def seed_demo(session, appbuilder) -> dict:
                 counts["users"] += 1
             emp.user_id = user.id
     counts.update(seed_sales(session, units, employees))
+    counts.update(seed_sms(session))
     if sm.find_user(username=HR_BOT) is None:
         # The HR system's account: it authenticates with API keys only (its password is never known).
         sm.add_user(HR_BOT, "HR", "Integration", "hr-bot@example.com", sm.find_role("HR Integration"),
@@ -235,3 +236,27 @@ def seed_sales(session, units: dict, employees: dict) -> dict:
         if not intake(session, values, "form", "seed-demo").replayed:
             counts["leads"] += 1
     return counts
+
+
+def seed_sms(session) -> dict:
+    """A local sink channel and an approved marketing template, so a demo campaign can be sent at once
+    (notification templates are left to the administrator: each event needs its own)."""
+    from app.models.sms import APPROVED, SmsChannel, SmsTemplate
+    from app.services.sms.templates import check_template
+
+    channel, _ = _get_or_create(session, SmsChannel, {"name": "本地测试通道（sink）"}, {
+        "provider": "sink", "signature": "学而优教育", "opt_out_text": "拒收请回复R", "rate_limit": 500,
+        "batch_size": 200})
+    templates = [
+        ("双十一试听课营销", "marketing", None, "name",
+         "{name}您好，双十一少儿编程试听课免费预约中，名额有限。拒收请回复R"),
+    ]
+    created = 0
+    for name, kind, event, variables, body in templates:
+        template, new = _get_or_create(session, SmsTemplate, {"name": name}, {
+            "kind": kind, "event": event, "variables": variables, "body": body, "channel_id": channel.id})
+        if new:
+            check_template(template, channel, session)
+            template.status, template.reviewed_by = APPROVED, "seed-demo"
+            created += 1
+    return {"sms_templates": created}
