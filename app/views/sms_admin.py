@@ -125,6 +125,20 @@ def _secret_state(value) -> str:
     return str(_l("set")) if value else str(_l("not set"))
 
 
+
+def _import_page(view, importer, title, kind: str, back_endpoint: str, **extra):
+    """The bulk-import page: on POST, run `importer(text)` on the upload or the pasted text and commit."""
+    result, error = None, None
+    if request.method == "POST":
+        try:
+            result = importer(_read_upload_or_text())
+            db.session.commit()
+        except DomainError as exc:
+            db.session.rollback()
+            error = exc.message
+    return view.render_template("sms/import.html", title=title, result=result, error=error, kind=kind,
+                                back=url_for(back_endpoint), **extra)
+
 class SmsChannelView(CrmModelView):
     datamodel = SQLAInterface(SmsChannel)
     class_permission_name = policy.SMS_CHANNEL
@@ -383,23 +397,9 @@ class SensitiveWordView(CrmModelView):
     @expose("/import/", methods=["GET", "POST"])
     @has_access
     def bulk_import(self):
-        result, error = None, None
-        if request.method == "POST":
-            try:
-                text = _read_upload_or_text()
-                result = words.import_words(db.session, text, request.form.get("category") or None)
-                db.session.commit()
-            except DomainError as exc:
-                db.session.rollback()
-                error = exc.message
-        return self.render_template(
-            "sms/import.html",
-            title=_l("Import sensitive words"),
-            result=result,
-            error=error,
-            kind="words",
-            back=url_for("SensitiveWordView.list"),
-        )
+        return _import_page(
+            self, lambda text: words.import_words(db.session, text, request.form.get("category") or None),
+            _l("Import sensitive words"), "words", "SensitiveWordView.list")
 
     @expose("/test/", methods=["GET", "POST"])
     @has_access
@@ -446,24 +446,10 @@ class BlacklistView(CrmModelView):
     @expose("/import/", methods=["GET", "POST"])
     @has_access
     def bulk_import(self):
-        result, error = None, None
-        if request.method == "POST":
-            try:
-                text = _read_upload_or_text()
-                result = blacklist.import_phones(db.session, text, request.form.get("reason") or None)
-                db.session.commit()
-            except DomainError as exc:
-                db.session.rollback()
-                error = exc.message
-        return self.render_template(
-            "sms/import.html",
-            title=_l("Import blacklist numbers"),
-            result=result,
-            error=error,
-            kind="phones",
-            back=url_for("BlacklistView.list"),
-            keywords=blacklist.opt_out_keywords(db.session),
-        )
+        return _import_page(
+            self, lambda text: blacklist.import_phones(db.session, text, request.form.get("reason") or None),
+            _l("Import blacklist numbers"), "phones", "BlacklistView.list",
+            keywords=blacklist.opt_out_keywords(db.session))
 
 
 # --- REST APIs --------------------------------------------------------------------------------------
