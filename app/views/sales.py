@@ -318,7 +318,23 @@ NO_CRUD = {"add", "edit", "delete", "download"}
 NO_CRUD_PERMISSIONS = {"add": "crud_disabled", "edit": "crud_disabled", "delete": "crud_disabled"}
 
 
-class OpportunityView(CrmModelView):
+class PageShowMixin:
+    """A show page whose template also gets `page_context(item)` (history, follow-ups, leads …)."""
+
+    def page_context(self, item) -> dict:
+        return {}
+
+    @expose("/show/<pk>", methods=["GET"])
+    @has_access
+    def show(self, pk):
+        pk = self._deserialize_pk_if_composite(pk)
+        widgets = self._show(pk)
+        item = self.datamodel.get(pk, self._base_filters)
+        return self.render_template(self.show_template, pk=pk, title=self.show_title, widgets=widgets,
+                                    related_views=[], **self.page_context(item))
+
+
+class OpportunityView(PageShowMixin, CrmModelView):
     datamodel = SQLAInterface(Opportunity)
     class_permission_name = policy.OPPORTUNITY
     exclude_route_methods = NO_CRUD
@@ -360,14 +376,8 @@ class OpportunityView(CrmModelView):
         kwargs.setdefault("stages", metadata.dict_items(db.session, ownership.STAGE_DICT))
         return super().render_template(template, **kwargs)
 
-    @expose("/show/<pk>", methods=["GET"])
-    @has_access
-    def show(self, pk):
-        pk = self._deserialize_pk_if_composite(pk)
-        widgets = self._show(pk)
-        item = self.datamodel.get(pk, self._base_filters)
-        return self.render_template(self.show_template, pk=pk, title=self.show_title, widgets=widgets,
-                                    related_views=[], **opportunity_page(item))
+    def page_context(self, item) -> dict:
+        return opportunity_page(item)
 
     def _can(self, permission: str) -> bool:
         return self.appbuilder.sm.has_access(permission, policy.OPPORTUNITY)
@@ -670,7 +680,7 @@ class FollowUpView(CrmModelView):
                      "next_followup_at": _l("Next follow-up (UTC)")}
 
 
-class CustomerPageView(CrmModelView):
+class CustomerPageView(PageShowMixin, CrmModelView):
     """The customer page: the person behind leads, with their leads, opportunities, follow-ups and
     assignment history (what the viewer may see of them). The customer list and its edit form are
     app.views.leads.CustomerView's; this view adds no menu entry."""
@@ -693,14 +703,8 @@ class CustomerPageView(CrmModelView):
                      "registered_user_id": _l("Registered user"),
                      "marketing_consent": _l("Marketing consent"), "created_at": _l("Created at (UTC)")}
 
-    @expose("/show/<pk>", methods=["GET"])
-    @has_access
-    def show(self, pk):
-        pk = self._deserialize_pk_if_composite(pk)
-        widgets = self._show(pk)
-        item = self.datamodel.get(pk, self._base_filters)
-        return self.render_template(self.show_template, pk=pk, title=self.show_title, widgets=widgets,
-                                    related_views=[], **customer_page(item))
+    def page_context(self, item) -> dict:
+        return customer_page(item)
 
 
 def customer_page(customer: Customer) -> dict:

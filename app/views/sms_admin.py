@@ -139,6 +139,17 @@ def _import_page(view, importer, title, kind: str, back_endpoint: str, **extra):
     return view.render_template("sms/import.html", title=title, result=result, error=error, kind=kind,
                                 back=url_for(back_endpoint), **extra)
 
+
+# The template page and its API: submitting is writing, approving and rejecting need can_approve.
+TEMPLATE_PERMISSIONS = {
+    **policy.METHOD_PERMISSIONS,
+    "preview": "read",
+    "preview_draft": "read",
+    "submit": "write",
+    "approve": "approve",
+    "reject": "approve",
+}
+
 class SmsChannelView(CrmModelView):
     datamodel = SQLAInterface(SmsChannel)
     class_permission_name = policy.SMS_CHANNEL
@@ -312,13 +323,7 @@ class SmsTemplateView(CrmModelView):
         "kind": SelectField(_l("Kind"), choices=[(k, k) for k in TEMPLATE_KINDS], widget=Select2Widget()),
         "body": TextAreaField(_l("Text"), widget=BS3TextAreaFieldWidget()),
     }
-    method_permission_name = {
-        **policy.METHOD_PERMISSIONS,
-        "submit": "write",
-        "approve": "approve",
-        "reject": "approve",
-        "preview": "read",
-    }
+    method_permission_name = TEMPLATE_PERMISSIONS
 
     show_template = "sms/template_show.html"
 
@@ -473,14 +478,7 @@ class SmsTemplateApi(CrmModelRestApi):
     ]
     add_columns = edit_columns = ["name", "kind", "channel", "body", "variables", "event"]
     search_columns = ["name", "kind", "status", "event"]
-    method_permission_name = {
-        **policy.METHOD_PERMISSIONS,
-        "preview": "read",
-        "preview_draft": "read",
-        "submit": "write",
-        "approve": "approve",
-        "reject": "approve",
-    }
+    method_permission_name = TEMPLATE_PERMISSIONS
     openapi_spec_tag = "SMS Templates"
 
     def check_item(self, item, creating):
