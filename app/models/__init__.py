@@ -1,9 +1,20 @@
 """All models, imported so that every table is on FAB's Model.metadata (Alembic's target)."""
 
 from app.models.audit import AuditLog
+from app.models.calls import (
+    CallCounter,
+    CallEvent,
+    CallLine,
+    CallNumber,
+    CallRecord,
+    DoNotCall,
+    OutboundInterface,
+    Seat,
+)
 from app.models.employee import HR_STATUSES, CrmUser, Employee
 from app.models.metadata import ConfigItem, DictItem, DictType
 from app.models.org import OrgUnit
+from app.models.qa import QaCheckItem, QaInspection, QaPlan, QaScorecard
 from app.models.sales import (
     AssignmentLog,
     CirculationRule,
@@ -33,6 +44,18 @@ from app.models.sms import (
 __all__ = [
     "AssignmentLog",
     "AuditLog",
+    "CallCounter",
+    "CallEvent",
+    "CallLine",
+    "CallNumber",
+    "CallRecord",
+    "DoNotCall",
+    "OutboundInterface",
+    "QaCheckItem",
+    "QaInspection",
+    "QaPlan",
+    "QaScorecard",
+    "Seat",
     "BlacklistEntry",
     "CirculationRule",
     "ClaimCounter",

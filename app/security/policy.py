@@ -39,6 +39,19 @@ SENSITIVE_WORD = "SensitiveWord"
 SMS_BLACKLIST = "SmsBlacklist"
 SMS_CAMPAIGN = "SmsCampaign"
 SMS_REPORT = "SmsReport"
+OUTBOUND_INTERFACE = "OutboundInterface"
+CALL_LINE = "CallLine"
+CALL_NUMBER = "CallNumber"
+SEAT = "Seat"
+DO_NOT_CALL = "DoNotCall"
+CALL_RECORD = "CallRecord"  # call records, the click-to-call endpoint (can_call)
+CALL_REPORT = "CallReport"
+QA_SCORECARD = "QaScorecard"  # scorecards and their check items
+QA_PLAN = "QaPlan"
+QA_INSPECTION = "QaInspection"  # the QA workbench: inspect (write), appeal (can_appeal), decide (write)
+QA_REPORT = "QaReport"
+CALL = "can_call"  # ("can_call", "CallRecord"): click-to-call
+APPEAL = "can_appeal"  # ("can_appeal", "QaInspection"): the agent appeals an inspection of their call
 APPROVE = "can_approve"  # ("can_approve", "SmsTemplate"): review templates (Admin only)
 CLAIM, ASSIGN = "can_claim", "can_assign"  # claim from a public pool; assign / transfer / freeze
 VIEW_FULL = "can_view_full"
@@ -64,6 +77,9 @@ def _r(*resources):
 
 # The sales floor (app/views/sales.py): opportunities, the pool page, follow-ups, the assignment log.
 SALES_FLOOR = _r(OPPORTUNITY, FOLLOW_UP, ASSIGNMENT_LOG, WORKBENCH) | {(WRITE, OPPORTUNITY)}
+CALLING = {(READ, CALL_RECORD), (CALL, CALL_RECORD), (READ, QA_INSPECTION), (APPEAL, QA_INSPECTION)}
+CALL_OVERSIGHT = _r(CALL_RECORD, CALL_REPORT, QA_INSPECTION, QA_REPORT, SEAT, CALL_NUMBER, CALL_LINE) | {
+    (EXPORT, CALL_RECORD)}
 SALES_MANAGEMENT = {(ASSIGN, OPPORTUNITY), (EXPORT, OPPORTUNITY), (EXPORT, FOLLOW_UP),
                     (EXPORT, ASSIGNMENT_LOG)}
 
@@ -77,22 +93,24 @@ ROLES = {
         | _r(LEAD, CUSTOMER)
         | {(EXPORT, EMPLOYEE), (EXPORT, LEAD), (VIEW_FULL, PHONE)}
         | _r(SMS_REPORT)
-        | SALES_FLOOR | SALES_MANAGEMENT,
+        | SALES_FLOOR | SALES_MANAGEMENT | CALLING | CALL_OVERSIGHT,
     },
     "Sales Manager": {
         "scope": SCOPE_TEAM,
         # Not the dispatch console: its queue figures are company-wide.
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, DISPATCH_RULE, CIRCULATION_RULE, POOL, LEAD, CUSTOMER)
-        | _rw(SALES_PROFILE) | {(EXPORT, EMPLOYEE)} | SALES_FLOOR | SALES_MANAGEMENT,
+        | _rw(SALES_PROFILE) | {(EXPORT, EMPLOYEE)} | SALES_FLOOR | SALES_MANAGEMENT
+        | CALLING | CALL_OVERSIGHT,
     },
     "Salesperson": {
         "scope": SCOPE_OWN,
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, POOL, LEAD, CUSTOMER) | SALES_FLOOR
-        | {(CLAIM, OPPORTUNITY)},
+        | {(CLAIM, OPPORTUNITY)} | CALLING,
     },
     "QA Inspector": {
         "scope": SCOPE_SUBTREE,
-        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA),
+        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, CALL_RECORD, CALL_REPORT, QA_REPORT)
+        | _rw(QA_SCORECARD, QA_PLAN, QA_INSPECTION),
     },
     "Back Office": {
         "scope": SCOPE_SUBORDINATES,

@@ -105,14 +105,18 @@ def scope_clause(model, viewer: Viewer):
         return None
     if viewer.employee_id is None:
         return false()
+    clause = _scope_rule(model, viewer)
+    creator = getattr(model, "__scope_creator__", None)
+    return or_(clause, getattr(model, creator) == viewer.employee_id) if creator else clause
+
+
+def _scope_rule(model, viewer: Viewer):
     via = getattr(model, "__scope_via__", None)
     if via is not None:
         local, target_name, remote = via
         target = model.registry._class_registry[target_name]
         visible = restrict(select(getattr(target, remote)), target, viewer)
-        clause = getattr(model, local).in_(visible)
-        creator = getattr(model, "__scope_creator__", None)
-        return or_(clause, getattr(model, creator) == viewer.employee_id) if creator else clause
+        return getattr(model, local).in_(visible)
     owner_name = getattr(model, "__scope_owner__", None)
     org_name = getattr(model, "__scope_org__", None)
     owner = getattr(model, owner_name) if owner_name else None

@@ -42,19 +42,18 @@ def sync_roles(appbuilder, roles: dict | None = None) -> RoleSyncReport:
             report.created.append(name)
     appbuilder.add_permissions(update_perms=True)
     sm.add_permission_view_menu(policy.VIEW_FULL, policy.PHONE)
-    all_pvs = session.query(sm.permissionview_model).all()
-    by_name = {(pv.permission.name, pv.view_menu.name): pv for pv in all_pvs}
+    pvs = {(pv.permission.name, pv.view_menu.name): pv for pv in session.query(sm.permissionview_model)}
+    grants = {}
     for name, spec in roles.items():
-        role = sm.find_role(name)
         if spec["permissions"] == "*":
-            wanted = set(all_pvs)
-        else:
-            readable = {res for perm, res in spec["permissions"] if perm == policy.READ}
-            pairs = set(spec["permissions"]) | _menu_grants(appbuilder.menu, readable)
-            missing = [p for p in pairs if p not in by_name]
-            for pair in missing:  # declared but no view registered it yet (e.g. custom permissions)
-                by_name[pair] = sm.add_permission_view_menu(*pair)
-            wanted = {by_name[p] for p in pairs}
+            continue
+        readable = {res for perm, res in spec["permissions"] if perm == policy.READ}
+        grants[name] = set(spec["permissions"]) | _menu_grants(appbuilder.menu, readable)
+        for pair in grants[name] - pvs.keys():  # declared but no view registered it (custom permissions)
+            pvs[pair] = sm.add_permission_view_menu(*pair)
+    for name, spec in roles.items():  # "*" is resolved once every declared permission exists
+        role = sm.find_role(name)
+        wanted = set(pvs.values()) if spec["permissions"] == "*" else {pvs[p] for p in grants[name]}
         current = set(role.permissions)
         added, removed = wanted - current, current - wanted
         if added or removed:

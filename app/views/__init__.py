@@ -82,3 +82,8 @@ def register_views(app) -> None:
                         label=_l("SMS Reports"), category="SMS")
     appbuilder.add_view(sms_reports.FailedNotificationView, "Failed Notifications",
                         icon="fa-exclamation-triangle", label=_l("Failed Notifications"), category="SMS")
+    from app.views import call_reports, calls, qa
+
+    calls.register(appbuilder)  # outbound interface, lines, numbers, seats, do-not-call, call records
+    qa.register(appbuilder)  # scorecards, sampling plans, the QA workbench
+    call_reports.register(appbuilder)  # call and QA reports
