@@ -121,7 +121,7 @@ def test_config_api_refuses_bad_value_with_422(admin, session, value_type, value
                       json={"key": "test.new", "value_type": value_type, "value": value})
     assert resp.status_code == 422
     assert resp.get_json()["field"] == "value" and message in resp.get_json()["message"]
-    key = "calls.max_dials_per_day"
+    key = "calls.max_daily_attempts"
     resp = admin.put(f"/api/v1/config_item/{config_id(session, key)}",
                      json={"value_type": value_type, "value": value})
     assert resp.status_code == 422 and resp.get_json()["field"] == "value"
@@ -284,12 +284,12 @@ def test_reload_reads_the_database_not_a_sessions_stale_copies(app, admin, sessi
     metadata.cache.clear()
     metadata.cache._checked = 0.0
     p1 = factories.dict_item(session, "employee_level", "P1")
-    assert p1.enabled and metadata.config_value(session, "calls.max_dials_per_day") == 5
+    assert p1.enabled and metadata.config_value(session, "calls.max_daily_attempts") == 5
     resp = admin.put(f"/api/v1/dict_item/{p1.id}", json={"enabled": False})
     assert resp.status_code == 200, resp.get_json()
-    dials = config_id(session, "calls.max_dials_per_day")
+    dials = config_id(session, "calls.max_daily_attempts")
     resp = admin.put(f"/api/v1/config_item/{dials}", json={"value": "6"})
     assert resp.status_code == 200, resp.get_json()
     # No expire_all here: the session still holds P1 and the config row as it loaded them.
     assert "P1" not in {i.code for i in metadata.dict_items(session, "employee_level")}
-    assert metadata.config_value(session, "calls.max_dials_per_day") == 6
+    assert metadata.config_value(session, "calls.max_daily_attempts") == 6

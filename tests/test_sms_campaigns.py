@@ -303,3 +303,160 @@ def test_the_console_refuses_a_bad_audience(app, session, client):
     assert resp.status_code == 200 and "kind" in resp.text
     assert session.scalar(select(func.count()).select_from(SmsCampaign)
                           .where(SmsCampaign.name == "坏受众")) == 0
+
+
+# --- quiet hours in the recipient's time zone --------------------------------------------------------
+_foreign = itertools.count(100)
+
+
+def foreign_phones() -> tuple[str, str]:
+    """A New York (+1 212) and a British mobile (+44 7911) number, both valid mobiles."""
+    n = next(_foreign)
+    return f"+1212736{n:04d}", f"+447911{n:06d}"
+
+
+def zoned_campaign(session, region: str, now: dt.datetime):
+    channel = make_channel(session)
+    tpl = make_template(session, channel)
+    us, uk = foreign_phones()
+    people = {"cn": new_phone(), "us": us, "uk": uk}
+    session.add_all([Customer(phone=p, name=f"客户{k}", region=region) for k, p in people.items()])
+    campaign = make_campaign(session, tpl, {"kind": "filter", "region": region})
+    launched(session, campaign, now=now)
+    return campaign, people
+
+
+def states(session, campaign_id: int) -> dict[str, tuple]:
+    rows = session.execute(select(SmsMessage.phone, SmsMessage.status, SmsMessage.send_after)
+                           .where(SmsMessage.campaign_id == campaign_id)).all()
+    return {p: (s, after) for p, s, after in rows}
+
+
+def test_quiet_hours_follow_the_recipients_time_zone(app, session):
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    # 02:00 UTC: 10:00 in Shanghai, 21:00 (the window has just closed) in New York, 02:00 in London.
+    campaign, people = zoned_campaign(session, "测试区-时区甲", INSIDE)
+
+    campaigns.prepare(session, campaign.id, redis, now=INSIDE)
+
+    assert states(session, campaign.id) == {
+        people["cn"]: ("pending", None),
+        people["us"]: ("deferred", dt.datetime(2026, 11, 25, 13, 0)),  # 08:00 EST
+        people["uk"]: ("deferred", dt.datetime(2026, 11, 25, 8, 0)),  # 08:00 GMT
+    }
+    sent = campaigns.send(session, campaign.id, redis, now_fn=lambda: INSIDE)
+    assert sent.sent == 1 and sent.next_at == dt.datetime(2026, 11, 25, 8, 0)
+
+
+def test_quiet_hours_follow_the_recipients_time_zone_the_other_way(app, session):
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    # 14:00 UTC: 22:00 in Shanghai (closed), 09:00 in New York and 14:00 in London (open).
+    campaign, people = zoned_campaign(session, "测试区-时区乙", OUTSIDE)
+
+    campaigns.prepare(session, campaign.id, redis, now=OUTSIDE)
+
+    assert states(session, campaign.id) == {
+        people["cn"]: ("deferred", dt.datetime(2026, 11, 26, 0, 0)),  # 08:00 next morning in Shanghai
+        people["us"]: ("pending", None),
+        people["uk"]: ("pending", None),
+    }
+    # The sender at 22:00 Shanghai time still sends to New York and London, and keeps Shanghai waiting.
+    sent = campaigns.send(session, campaign.id, redis, now_fn=lambda: OUTSIDE)
+    assert sent.sent == 2 and sent.next_at == dt.datetime(2026, 11, 26, 0, 0)
+    assert states(session, campaign.id)[people["cn"]] == ("deferred", dt.datetime(2026, 11, 26, 0, 0))
+
+
+def test_quiet_hours_in_the_company_zone_when_configured(app, session):
+    from app.models.metadata import ConfigItem
+
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    session.add(ConfigItem(key=limits.QUIET_CONFIG, value_type="json", value=json.dumps(
+        {"start": "08:00", "end": "21:00", "tz": "Asia/Shanghai", "recipient_zone": False})))
+    session.commit()
+    assert limits.quiet_hours(session)["recipient_zone"] is False
+    campaign, people = zoned_campaign(session, "测试区-时区丙", OUTSIDE)
+
+    campaigns.prepare(session, campaign.id, redis, now=OUTSIDE)
+
+    opening = dt.datetime(2026, 11, 26, 0, 0)
+    assert set(states(session, campaign.id).values()) == {("deferred", opening)}
+
+
+def test_recipient_zones_and_a_window_open_in_all_of_them():
+    window = dict(limits.DEFAULT_QUIET)
+    assert limits.recipient_zones("+8613912345678", window) == ("Asia/Shanghai",)
+    assert limits.recipient_zones("+12127364100", window) == ("America/New_York",)
+    assert limits.recipient_zones("+447911123456", window)[-1] == "Europe/London"
+    assert limits.recipient_zones("+12127364100", {**window, "recipient_zone": False}) == ("Asia/Shanghai",)
+    assert limits.recipient_zones("+999", window) == ("Asia/Shanghai",)  # unknown: the configured zone
+    # New York and Los Angeles together: open only from 08:00 in Los Angeles (16:00 UTC).
+    both = ("America/New_York", "America/Los_Angeles")
+    assert limits.next_window_start(dt.datetime(2026, 11, 25, 14, 0), window, both) == \
+        dt.datetime(2026, 11, 25, 16, 0)
+    assert limits.next_window_start(dt.datetime(2026, 11, 25, 17, 0), window, both) is None
+    # Zones whose windows never overlap: the first one decides.
+    apart = ("Asia/Shanghai", "America/New_York")
+    assert limits.next_window_start(OUTSIDE, window, apart) == dt.datetime(2026, 11, 26, 0, 0)
+
+
+def test_a_claimed_message_whose_window_has_closed_waits_again(app, session):
+    """The sender's check: prepared inside the window, claimed after it closed → deferred again."""
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    campaign, people = zoned_campaign(session, "测试区-时区丁", INSIDE)
+    campaigns.prepare(session, campaign.id, redis, now=INSIDE)
+    later = dt.datetime(2026, 11, 25, 14, 0)  # Shanghai closed; New York and London open
+    rows = campaigns._claim(session, campaign.id, "tok", 10, later)
+    assert {r.phone for r in rows} == set(people.values())
+
+    ready = campaigns.hold_for_quiet_hours(session, "tok", rows, later, limits.quiet_hours(session))
+
+    assert {r.phone for r in ready} == {people["us"], people["uk"]}
+    held = session.execute(select(SmsMessage.status, SmsMessage.send_after, SmsMessage.claim,
+                                  SmsMessage.attempts).where(SmsMessage.phone == people["cn"])).one()
+    assert tuple(held) == ("deferred", dt.datetime(2026, 11, 26, 0, 0), None, 0)
+
+
+def test_a_failed_chunk_write_leaves_the_cursor_behind_it_and_a_rerun_completes(app, session):
+    """The chunk writer commits rows and cursor together: when a chunk's insert fails, the cursor stays at
+    the last chunk written, nothing of the failed chunk is kept, and a re-run writes each recipient once."""
+    import pytest
+    from sqlalchemy.exc import IntegrityError
+
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    channel = make_channel(session)
+    tpl = make_template(session, channel)
+    region = "测试区-写失败"
+    people = customers(session, region, 10)
+    campaign = make_campaign(session, tpl, {"kind": "filter", "region": region})
+    launched(session, campaign, now=INSIDE)
+    # A row already holding the 6th recipient's number makes the 2nd chunk's insert fail (unique index).
+    squatter = SmsMessage(campaign_id=campaign.id, phone=people[5].phone, status="cancelled",
+                          cancel_reason="template_not_approved")
+    session.add(squatter)
+    session.commit()
+
+    with pytest.raises(IntegrityError):
+        campaigns.prepare(session, campaign.id, redis, chunk=4, now=INSIDE)
+    session.rollback()
+    assert session.scalar(select(SmsCampaign.cursor).where(SmsCampaign.id == campaign.id)) == people[3].id
+    assert Counter(outcomes(session, campaign.id).values()) == {"pending": 4, "template_not_approved": 1}
+
+    session.delete(squatter)
+    session.commit()
+    rest = campaigns.prepare(session, campaign.id, redis, chunk=4, now=INSIDE)
+    assert rest.finished and rest.rows == 6
+    phones = session.scalars(select(SmsMessage.phone).where(SmsMessage.campaign_id == campaign.id)).all()
+    assert sorted(phones) == sorted(p.phone for p in people)
+    assert Counter(outcomes(session, campaign.id).values()) == {"pending": len(people)}
+
+
+# --- the same on PostgreSQL (COPY) --------------------------------------------------------------------
+def test_every_recipient_is_recorded_with_its_reason_postgresql(pg_app):
+    from app.extensions import db
+
+    with pg_app.app_context():
+        test_every_recipient_is_recorded_with_its_reason(pg_app, db.session)
+        test_uploaded_list_dedups_and_flags_invalid_numbers(pg_app, db.session)
+        test_quiet_hours_follow_the_recipients_time_zone(pg_app, db.session)
+        test_quiet_hours_follow_the_recipients_time_zone_the_other_way(pg_app, db.session)
+        test_a_failed_chunk_write_leaves_the_cursor_behind_it_and_a_rerun_completes(pg_app, db.session)

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import threading
+import time
+from collections import Counter
 
 from redis import Redis
 
@@ -98,3 +100,47 @@ def test_two_processes_share_one_count(app):
                               text=True) for _ in range(2)]
     counts = [int(p.communicate(timeout=60)[0]) for p in procs]
     assert sum(counts) == 5  # the hour limit, whoever won the race
+
+
+def test_release_frees_the_members_slot_once(app):
+    """A failed or cancelled message gives back its campaign's slot; releasing twice frees one slot only,
+    and another sender's slot on the same number is never touched."""
+    limiter = FrequencyLimiter(Redis.from_url(app.config["REDIS_URL"]))
+    rule, phone = {"day": 2}, "+8613900000003"
+    assert limiter.try_acquire(phone, "k", rule, member="c1", now=T0)
+    assert limiter.try_acquire(phone, "k", rule, member="c2", now=T0 + 1)
+    assert not limiter.try_acquire(phone, "k", rule, member="c3", now=T0 + 2)  # the day is full
+    assert limiter.release(phone, "k", "c1") is True
+    assert limiter.release(phone, "k", "c1") is False  # the second release frees nothing
+    assert limiter.release_many([phone, phone], "k", "c1") == 0
+    assert limiter.try_acquire(phone, "k", rule, member="c3", now=T0 + 3)  # the one freed slot
+    assert not limiter.try_acquire(phone, "k", rule, member="c4", now=T0 + 4)  # and no second one
+    assert limiter.release_many(["+8613900000004", phone], "k", "c2") == 1
+
+
+def test_channel_rate_is_shared_by_two_threads(app):
+    """Two workers reserving sends on one channel: their combined sends per second stay within the
+    channel's rate (plus one batch of tolerance), counted per one-second bucket, not by wall-clock asserts."""
+    url, rate, batch, rounds = app.config["REDIS_URL"], 40, 5, 24
+    stamps: list[list[float]] = [[], []]
+
+    def worker(n: int) -> None:
+        limiter = limits.ChannelRateLimiter(Redis.from_url(url))
+        for _ in range(rounds):
+            wait = limiter.reserve(4242, batch, rate)
+            if wait > 0:
+                time.sleep(wait)
+            stamps[n] += [time.time()] * batch  # "sent" now
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = sorted(stamps[0] + stamps[1])
+    assert len(every) == 2 * rounds * batch
+    per_second = Counter(int(s) for s in every)
+    assert max(per_second.values()) <= rate + batch, per_second
+    # 240 messages at 40/s cannot all go within ~5 s; one worker alone would have had no need to wait
+    assert every[-1] - every[0] >= (len(every) - rate - batch) / rate - 0.25
+    assert stamps[0] and stamps[1]

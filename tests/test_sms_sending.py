@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections import Counter
@@ -20,7 +21,7 @@ from sqlalchemy import func, insert, select
 from app.extensions import db
 from app.models.base import utcnow
 from app.models.sms import SinkMessage, SmsMessage
-from app.services.sms import campaigns
+from app.services.sms import campaigns, limits
 from app.services.sms.providers import OutboundSms, ProviderError, provider_for
 from tests.test_sms_campaigns import (
     INSIDE,
@@ -200,3 +201,101 @@ def test_kill_a_sender_mid_send_and_rerun_sqlite(app, session):
 def test_kill_a_sender_mid_send_and_rerun_postgresql(pg_app):
     with pg_app.app_context():
         kill_and_rerun(pg_app, db.session, 400)
+
+
+# --- frequency slots given back -----------------------------------------------------------------------
+def slot_holders(redis, channel, campaign) -> dict[str, bool]:
+    """phone → whether the campaign still holds a frequency slot on it."""
+    key, member = campaigns.slot_key(channel, campaign.template_id), campaigns.slot_member(campaign.id)
+    phones = [p for (p,) in db.session.execute(select(SmsMessage.phone)
+                                               .where(SmsMessage.campaign_id == campaign.id))]
+    return {p: redis.zscore(f"{limits.KEY_PREFIX}{key}:{p}", member) is not None for p in phones}
+
+
+def test_a_failed_message_gives_its_frequency_slot_back(app, session):
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    campaign, channel, people = prepared_campaign(session, redis, 6, "发送-释放", batch_size=4)
+    refused = people[2].phone
+    assert all(slot_holders(redis, channel, campaign).values())  # preparation took a slot for each
+    channel.options = json.dumps({"fail_numbers": [refused]})
+    session.commit()
+
+    result = campaigns.send(session, campaign.id, redis, now_fn=utcnow)
+
+    assert result.completed and result.failed == 1
+    held = slot_holders(redis, channel, campaign)
+    assert held == {c.phone: c.phone != refused for c in people}
+    # The recipient's daily allowance is whole again: a limit of one still has room for them only.
+    limiter = limits.FrequencyLimiter(redis)
+    key = campaigns.slot_key(channel, campaign.template_id)
+    day_of_one = {"day": 1}
+    assert limiter.try_acquire(refused, key, day_of_one, member="c-other")
+    assert not limiter.try_acquire(people[0].phone, key, day_of_one, member="c-other")
+    # Releasing again (the sweep job after completion) frees nothing more: the other sender keeps its slot.
+    assert campaigns.release_slots(session, redis, campaign.id) == 0
+    assert not limiter.try_acquire(refused, key, day_of_one, member="c-third")
+
+
+def test_a_cancelled_campaign_gives_its_slots_back_once(app, session):
+    from app.jobs.sms import release_slots_job
+
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    campaign, channel, people = prepared_campaign(session, redis, 9, "发送-取消", batch_size=3)
+    sent = campaigns.send(session, campaign.id, redis, max_batches=1, now_fn=utcnow)
+    assert sent.sent == 3
+    campaigns.cancel(session, campaign.id)
+    session.commit()
+
+    swept = release_slots_job()
+
+    assert swept == {"campaigns": 1, "freed": 6}
+    session.expire_all()
+    statuses = dict(session.execute(select(SmsMessage.phone, SmsMessage.status)
+                                    .where(SmsMessage.campaign_id == campaign.id)).all())
+    assert slot_holders(redis, channel, campaign) == {p: s == "sent" for p, s in statuses.items()}
+    assert release_slots_job() == {"campaigns": 0, "freed": 0}  # done once
+    assert campaigns.release_slots(session, redis, campaign.id) == 0  # and idempotent anyway
+
+
+# --- the channel's rate limit across workers ----------------------------------------------------------
+def two_senders_share_the_rate(app, session) -> None:
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    rate, batch, n = 40, 5, 150
+    campaign, channel, people = prepared_campaign(session, redis, n, "发送-限速", rate_limit=rate,
+                                                  batch_size=batch)
+    session.commit()
+    campaign_id, results, errors = campaign.id, [None, None], []
+
+    def sender(k: int) -> None:
+        try:
+            with app.app_context():
+                results[k] = campaigns.send(db.session, campaign_id, Redis.from_url(app.config["REDIS_URL"]))
+                db.session.remove()
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sender, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    session.rollback()
+    assert status_counts(session, campaign_id) == {"sent": n}
+    assert results[0].sent > 0 and results[1].sent > 0  # both really sent
+    assert results[0].sent + results[1].sent == n
+    stamps = session.scalars(select(SinkMessage.accepted_at)
+                             .join(SmsMessage, SmsMessage.uid == SinkMessage.correlation)
+                             .where(SmsMessage.campaign_id == campaign_id)).all()
+    per_second = Counter(int(s.replace(tzinfo=campaigns.dt.UTC).timestamp()) for s in stamps)
+    assert max(per_second.values()) <= rate + batch, per_second  # one batch of tolerance
+    assert len(per_second) >= (n - rate - batch) // rate + 1  # it took the seconds the rate needs
+
+
+def test_two_senders_share_the_channel_rate_sqlite(app, session):
+    two_senders_share_the_rate(app, session)
+
+
+def test_two_senders_share_the_channel_rate_postgresql(pg_app):
+    with pg_app.app_context():
+        two_senders_share_the_rate(pg_app, db.session)

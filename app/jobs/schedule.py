@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from app.jobs.dispatch import circulation_scan_job, dispatch_waiting_job
 from app.jobs.maintenance import purge_audit_log
-from app.jobs.sms_notifications import match_receipts_job, notify_assignments_job
+from app.jobs.qa import sample_due_plans_job
+from app.jobs.sms import release_slots_job
+from app.jobs.sms_notifications import (
+    match_receipts_job,
+    notify_assignments_job,
+    notify_followups_job,
+    reconcile_notifications_job,
+)
 
 
 def register(scheduler) -> None:
@@ -21,3 +28,10 @@ def register(scheduler) -> None:
     # delivery receipts that arrived before their message was recorded.
     scheduler.register(notify_assignments_job, "high", interval=30, job_timeout=600)
     scheduler.register(match_receipts_job, "low", interval=300, job_timeout=600)
+    # SMS: remind owners of follow-ups fallen due; settle notifications a killed worker left "sending";
+    # give back the frequency slots of cancelled campaigns and failed campaign messages.
+    scheduler.register(notify_followups_job, "high", interval=60, job_timeout=600)
+    scheduler.register(reconcile_notifications_job, "high", interval=60, job_timeout=600)
+    scheduler.register(release_slots_job, "low", interval=120, job_timeout=1800)
+    # QA: sample each plan's last completed period once (hourly: the business day may end at any UTC hour).
+    scheduler.register(sample_due_plans_job, "low", cron="20 * * * *", job_timeout=3600)

@@ -34,6 +34,8 @@ def prepare_campaign_job(campaign_id: int, chunk: int = campaigns.CHUNK) -> dict
 
 def send_campaign_job(campaign_id: int) -> dict:
     result = campaigns.send(db.session, campaign_id, rq.redis)
+    if result.stopped == "cancelled":  # what will not be sent gives its frequency slots back now
+        campaigns.release_slots(db.session, rq.redis, campaign_id)
     queue = rq.queue(QUEUE)
     if result.next_at is not None:
         # Quiet hours or back-off: come back when the first message may go (RQ's scheduler runs it).
@@ -43,6 +45,33 @@ def send_campaign_job(campaign_id: int) -> dict:
     return {"sent": result.sent, "failed": result.failed, "retried": result.retried,
             "reconciled": result.reconciled, "completed": result.completed, "stopped": result.stopped,
             "next_at": result.next_at.isoformat() if result.next_at else None}
+
+
+RELEASED_KEY = "sms:slots-released:"  # campaign id → the sweep gave its slots back already
+RELEASE_WITHIN = dt.timedelta(days=2)
+
+
+def release_slots_job() -> dict:
+    """Scheduled: give back the frequency slots of campaigns cancelled or completed lately (once each;
+    releasing is idempotent anyway). The sender releases failures as it goes; this catches a cancel made
+    while no sender ran and a sender killed between a committed failure and its release."""
+    from sqlalchemy import select
+
+    from app.models.base import utcnow
+    from app.models.sms import SmsCampaign
+
+    ids = db.session.scalars(select(SmsCampaign.id).where(
+        SmsCampaign.status.in_(("cancelled", "completed")),
+        SmsCampaign.finished_at >= utcnow() - RELEASE_WITHIN)).all()
+    db.session.commit()
+    freed, swept = 0, 0
+    for campaign_id in ids:
+        if rq.redis.exists(RELEASED_KEY + str(campaign_id)):
+            continue
+        freed += campaigns.release_slots(db.session, rq.redis, campaign_id)
+        rq.redis.set(RELEASED_KEY + str(campaign_id), "1", ex=int(RELEASE_WITHIN.total_seconds()) * 2)
+        swept += 1
+    return {"campaigns": swept, "freed": freed}
 
 
 def enqueue_prepare(campaign_id: int, at: dt.datetime | None = None) -> None:

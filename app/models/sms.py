@@ -158,14 +158,19 @@ class SmsMessage(Model):
               postgresql_where=text("coalesce(cancel_reason, '') <> 'duplicate'")),
         Index("ix_sms_message_campaign_status", "campaign_id", "status"),
         Index("ix_sms_message_status_after", "status", "send_after"),
+        # Looked up only when set (receipts): unsent messages' NULLs stay out of the index.
+        Index("ix_sms_message_provider_id", "provider_id", sqlite_where=text("provider_id IS NOT NULL"),
+              postgresql_where=text("provider_id IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uid: Mapped[str] = mapped_column(String(32), unique=True, nullable=False, default=new_uid)
-    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("sms_campaign.id"))
-    template_id: Mapped[int | None] = mapped_column(ForeignKey("sms_template.id"))
-    channel_id: Mapped[int | None] = mapped_column(ForeignKey("sms_channel.id"))
-    customer_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    # No foreign keys (migration 0007): per-row FK triggers cost more than the insert of a campaign's
+    # million rows on PostgreSQL; the ids come from rows the writer has just read.
+    campaign_id: Mapped[int | None] = mapped_column(Integer)
+    template_id: Mapped[int | None] = mapped_column(Integer)
+    channel_id: Mapped[int | None] = mapped_column(Integer)
+    customer_id: Mapped[int | None] = mapped_column(Integer)
     phone: Mapped[str] = mapped_column(String(20), nullable=False)
     content: Mapped[str | None] = mapped_column(Text)
     segments: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
@@ -175,7 +180,7 @@ class SmsMessage(Model):
     status: Mapped[str] = mapped_column(String(10), nullable=False, default=MSG_PENDING)
     cancel_reason: Mapped[str | None] = mapped_column(String(24))
     error_code: Mapped[str | None] = mapped_column(String(64))
-    provider_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    provider_id: Mapped[str | None] = mapped_column(String(64))
     send_after: Mapped[dt.datetime | None] = mapped_column(DateTime)  # quiet hours / retry back-off
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     # While status is "sending": the token of the sender run that claimed it (its heartbeat lives in
@@ -185,7 +190,7 @@ class SmsMessage(Model):
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
-    campaign = relationship("SmsCampaign")
+    campaign = relationship("SmsCampaign", primaryjoin="foreign(SmsMessage.campaign_id) == SmsCampaign.id")
 
 
 class SmsReceipt(Model):

@@ -39,6 +39,7 @@ SENSITIVE_WORD = "SensitiveWord"
 SMS_BLACKLIST = "SmsBlacklist"
 SMS_CAMPAIGN = "SmsCampaign"
 SMS_REPORT = "SmsReport"
+SMS_NOTIFICATION = "SmsNotification"  # POST /api/v1/notifications/event (other systems' events)
 OUTBOUND_INTERFACE = "OutboundInterface"
 CALL_LINE = "CallLine"
 CALL_NUMBER = "CallNumber"
@@ -107,8 +108,9 @@ ROLES = {
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, POOL, LEAD, CUSTOMER) | SALES_FLOOR
         | {(CLAIM, OPPORTUNITY)} | CALLING,
     },
+    # Inspectors work across the sales organisation: they see every call, not only their own unit's.
     "QA Inspector": {
-        "scope": SCOPE_SUBTREE,
+        "scope": SCOPE_ALL,
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, CALL_RECORD, CALL_REPORT, QA_REPORT)
         | _rw(QA_SCORECARD, QA_PLAN, QA_INSPECTION),
     },
@@ -130,5 +132,10 @@ ROLES = {
     "Lead Integration": {
         "scope": SCOPE_OWN,
         "permissions": {(WRITE, LEAD), (WRITE, CUSTOMER)},
+    },
+    # Other systems' accounts for POST /api/v1/notifications/event (order paid, class reminder …).
+    "Notification Integration": {
+        "scope": SCOPE_ALL,
+        "permissions": {(WRITE, SMS_NOTIFICATION)},
     },
 }

@@ -58,7 +58,7 @@ CONFIG = [
     ("sms.marketing_enabled", "bool", "true", "Allow marketing SMS"),
     ("sms.opt_out_keywords", "json", '["R", "TD", "T", "N", "退订", "STOP", "UNSUBSCRIBE"]',
      "Inbound replies that opt the sender out of SMS (whole reply, case and punctuation ignored)"),
-    ("calls.max_dials_per_day", "int", "5", "Maximum dials to one callee per day"),
+    ("calls.max_daily_attempts", "int", "5", "Click-to-call: maximum dials to one callee per business day"),
     ("dispatch.fallback_pool", "str", "销售总公海", "Pool for opportunities no dispatch rule can place"),
     ("leads.duplicate_policy", "str", "sticky", "sticky: a repeat lead joins the open opportunity; reject"),
 ]
@@ -183,6 +183,9 @@ def seed_demo(session, appbuilder) -> dict:
             emp.user_id = user.id
     counts.update(seed_sales(session, units, employees))
     counts.update(seed_sms(session))
+    from app.services.calls.demo import seed_calls
+
+    counts.update(seed_calls(session, employees, dt.datetime.now(dt.UTC).replace(tzinfo=None)))
     if sm.find_user(username=HR_BOT) is None:
         # The HR system's account: it authenticates with API keys only (its password is never known).
         sm.add_user(HR_BOT, "HR", "Integration", "hr-bot@example.com", sm.find_role("HR Integration"),

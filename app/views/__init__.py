@@ -78,6 +78,9 @@ def register_views(app) -> None:
     from app.views import sms_receipts, sms_reports
 
     appbuilder.add_api(sms_receipts.SmsCallbackApi)  # provider callbacks: signed, no login
+    from app.views import sms_notifications
+
+    appbuilder.add_api(sms_notifications.NotificationEventApi)  # other systems' events (API key / JWT)
     appbuilder.add_view(sms_reports.SmsReportView, "SMS Reports", icon="fa-bar-chart",
                         label=_l("SMS Reports"), category="SMS")
     appbuilder.add_view(sms_reports.FailedNotificationView, "Failed Notifications",

@@ -65,23 +65,40 @@ class SmsReportView(BaseView):
             chart={"campaigns": [row.as_dict()], "channels": [], "reasons": reasons[:12]})
 
 
+def _channels_tried(message_id: int) -> str:
+    """The channels a failed notification went through, in fallback order (e.g. "主通道 → 备用通道")."""
+    from app.services.sms.notifications import channels_tried
+
+    return " → ".join(c.name for c in channels_tried(db.session, message_id))
+
+
+def _channel_name(channel_id: int) -> str:
+    from app.models.sms import SmsChannel
+
+    channel = db.session.get(SmsChannel, channel_id)
+    return channel.name if channel is not None else f"#{channel_id}"
+
+
 class FailedNotificationView(CrmModelView):
-    """Notifications that could not be sent, with their error code and how many attempts were made."""
+    """Notifications that could not be sent: error code, attempts, and every channel tried (fallback)."""
 
     datamodel = SQLAInterface(SmsMessage)
     class_permission_name = policy.SMS_REPORT
     base_permissions = ["can_read"]
     base_filters = [["kind", FilterEqual, NOTIFICATION], ["status", FilterEqual, MSG_FAILED]]
     list_title = show_title = _l("Failed Notifications")
-    list_columns = ["created_at", "event", "phone", "error_code", "attempts", "channel_id", "event_key"]
+    # "id" is shown as the channels tried (a formatter sees only its column's value: the message id).
+    list_columns = ["created_at", "event", "phone", "error_code", "attempts", "channel_id", "id", "event_key"]
     show_columns = list_columns + ["uid", "content", "provider_id", "sent_at"]
     search_columns = ["event", "error_code", "created_at"]
     order_columns = ["created_at", "event", "error_code", "attempts"]
     base_order = ("created_at", "desc")
     phone_columns = ("phone",)
+    formatters_columns = {"id": _channels_tried, "channel_id": _channel_name}
     label_columns = {
         "created_at": _l("Created at (UTC)"), "event": _l("Event"), "phone": _l("Phone"),
-        "error_code": _l("Error code"), "attempts": _l("Attempts"), "channel_id": _l("Channel"),
+        "error_code": _l("Error code"), "attempts": _l("Attempts"), "channel_id": _l("Last channel"),
+        "id": _l("Channels tried"),
         "event_key": _l("Event key"), "uid": _l("Message id"), "content": _l("Content"),
         "provider_id": _l("Provider id"), "sent_at": _l("Sent at"),
     }

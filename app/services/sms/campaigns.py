@@ -30,10 +30,12 @@ import re
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import phonenumbers
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import and_, exists, func, insert, literal, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import bindparam
 
 from app.models.base import utcnow
@@ -162,9 +164,15 @@ def _compiled(body: str, defaults: dict):
     return render
 
 
-def _filter_query(session, spec: dict):
-    """Keyset-ready query (customer id, phone, name, consent) for a saved filter."""
-    q = select(Customer.id, Customer.phone, Customer.name, Customer.marketing_consent)
+def _filter_query(session, spec: dict, blacklisted: bool = True):
+    """Keyset-ready query (customer id, phone, name, consent, blacklist source) for a saved filter; the
+    blacklist comes by an outer join on its unique phone (NULL: not listed, or `blacklisted` is False)."""
+    if blacklisted:
+        q = select(Customer.id, Customer.phone, Customer.name, Customer.marketing_consent,
+                   BlacklistEntry.source).outerjoin(BlacklistEntry, BlacklistEntry.phone == Customer.phone)
+    else:
+        q = select(Customer.id, Customer.phone, Customer.name, Customer.marketing_consent,
+                   literal(None).label("source"))
     if spec.get("region"):
         q = q.where(Customer.region == spec["region"])
     if spec.get("consent") is not None:
@@ -221,7 +229,12 @@ class PrepareResult:
 
 def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.datetime | None = None,
             max_chunks: int | None = None) -> PrepareResult:
-    """Turn the campaign's audience into messages, chunk by chunk from `campaign.cursor` (resumable)."""
+    """Turn the campaign's audience into messages, chunk by chunk from `campaign.cursor` (resumable).
+
+    Per chunk: one audience query (a saved filter's carries the blacklist as an outer join), one Redis
+    call for the frequency limits, one bulk insert with the cursor in one transaction. Rendering, the
+    sensitive-word scan and the segment count are done once per distinct name. The insert runs on a
+    writer thread with a connection of its own (`_ChunkWriter`) while the next chunk is prepared."""
     result = PrepareResult()
     campaign = session.get(SmsCampaign, campaign_id)
     if campaign is None or campaign.prepared:
@@ -238,150 +251,247 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
     kind, marketing = tpl.kind, tpl.kind == MARKETING
     limiter = limits.FrequencyLimiter(redis)
     freq_limits = limits.limits_for(session, kind)
-    freq_key, member = f"{channel.signature}:{tpl.id}", f"c{campaign_id}"
+    signature = channel.signature
+    freq_key, member = f"{signature}:{tpl.id}", f"c{campaign_id}"
     window = limits.quiet_hours(session)
     blacklist_applies = marketing or not _config(session, "sms.notifications_ignore_blacklist", False)
     upload = spec["kind"] == "upload"
-    base = None if upload else _filter_query(session, spec)
+    base = None if upload else _filter_query(session, spec, blacklist_applies)
     valid_cache: dict[str, bool] = {}
-    checks: dict[str, tuple[bool, str]] = {}  # rendered text → (blocked, text after masking)
+    texts: dict[str | None, tuple[str, bool, str, int]] = {}  # name → (text, blocked, masked text, segments)
     scan = words.matcher(session)
-    ids = {"campaign_id": campaign_id, "template_id": tpl.id, "channel_id": channel.id, "kind": kind}
+    fixed = (campaign_id, tpl.id, channel.id)
+    this = SmsCampaign.id == campaign_id
+    status_of = select(SmsCampaign.status).where(this)
     cursor = campaign.cursor
-    while max_chunks is None or result.chunks < max_chunks:
-        status = session.scalar(select(SmsCampaign.status).where(SmsCampaign.id == campaign_id))
-        if status != "running":
-            break
-        if upload:
-            entry = SmsAudienceEntry
-            rows = session.execute(select(entry.line, entry.phone, entry.name)
-                                   .where(SmsAudienceEntry.campaign_id == campaign_id,
-                                          SmsAudienceEntry.line > cursor)
-                                   .order_by(SmsAudienceEntry.line).limit(chunk)).all()
-        else:
-            rows = session.execute(base.where(Customer.id > cursor).order_by(Customer.id).limit(chunk)).all()
-        if not rows:
-            session.execute(update(SmsCampaign).where(SmsCampaign.id == campaign_id).values(prepared=True))
-            session.commit()
-            result.finished = True
-            break
-        now_ = now or utcnow()
-        deferred_until = limits.next_window_start(now_, window) if marketing else None
-        records: list[dict] = []
-        seen: set[str] = set()
-        if upload:
-            audience = []
-            for _line, raw, name in rows:
-                phone = _normalise_raw(raw)
-                audience.append((None, phone, name, None, raw))
-            known = {p for _, p, *_ in audience if p}
-            if known:
-                consent = dict(session.execute(select(Customer.phone, Customer.marketing_consent)
-                                               .where(Customer.phone.in_(known))).all())
-                ids_by_phone = dict(session.execute(select(Customer.phone, Customer.id)
-                                                    .where(Customer.phone.in_(known))).all())
-                audience = [(ids_by_phone.get(p), p, n, consent.get(p), raw) for _, p, n, _, raw in audience]
-                seen = set(session.scalars(select(SmsMessage.phone).where(
-                    SmsMessage.campaign_id == campaign_id, SmsMessage.phone.in_(known))))
-        else:
-            audience = [(cid, phone, name, consent, phone) for cid, phone, name, consent in rows]
-        phones = [a[1] for a in audience if a[1]]
-        blocked = blacklist.is_blocked(session, phones) if blacklist_applies else set()
-        opted = set()
-        if blocked:
-            opted = set(session.scalars(select(BlacklistEntry.phone).where(
-                BlacklistEntry.phone.in_(blocked), BlacklistEntry.source == "inbound")))
-        candidates: list[dict] = []
-        for customer_id, phone, name, consent, raw in audience:
-            rec = {**ids, "customer_id": customer_id, "phone": phone or str(raw)[:20], "content": None,
-                   "segments": 1, "status": MSG_CANCELLED, "cancel_reason": None, "send_after": None}
-            records.append(rec)
-            if not phone or not _valid_mobile(phone, valid_cache):
-                rec["cancel_reason"] = "invalid_number"
-                continue
-            if phone in seen:
-                rec["cancel_reason"] = "duplicate"
-                continue
-            seen.add(phone)
-            text = templates.compose(channel.signature, render(name))
-            rec["content"] = text
-            if phone in blocked:
-                rec["cancel_reason"] = "opted_out" if phone in opted else "blacklisted"
-                continue
-            if marketing and consent is False:
-                rec["cancel_reason"] = "no_consent"
-                continue
-            verdict = checks.get(text)
-            if verdict is None:
-                found = scan.check(text)
-                verdict = (found.blocked, found.text)
-                if len(checks) > 100_000:
-                    checks.clear()
-                checks[text] = verdict
-            if verdict[0]:
-                rec["cancel_reason"] = "sensitive_word"
-                continue
-            rec["content"] = verdict[1]
-            rec["segments"] = templates.segments(verdict[1])
-            candidates.append(rec)
-        allowed = limiter.acquire_many([r["phone"] for r in candidates], freq_key, freq_limits, member,
-                                       now=_epoch(now_))
-        for rec, ok in zip(candidates, allowed, strict=True):
-            if not ok:
-                rec["cancel_reason"] = "frequency_limit"
-            elif deferred_until is not None:
-                rec["status"], rec["send_after"] = MSG_DEFERRED, deferred_until
+    writer = _ChunkWriter(session.get_bind(), campaign_id) if _can_pipeline(session) else None
+    in_flight: list[list] = []
+    try:
+        while max_chunks is None or result.chunks < max_chunks:
+            conn = session.connection()
+            if conn.execute(status_of).scalar() != "running":
+                break
+            if upload:
+                entry = SmsAudienceEntry
+                rows = conn.execute(select(entry.line, entry.phone, entry.name)
+                                    .where(SmsAudienceEntry.campaign_id == campaign_id,
+                                           SmsAudienceEntry.line > cursor)
+                                    .order_by(SmsAudienceEntry.line).limit(chunk)).all()
             else:
-                rec["status"] = MSG_PENDING
-        # uids: time-ordered (µs prefix) + 76 random bits — unique and unguessable, and appended at the
-        # end of the unique index instead of landing on random pages (which halved the rate at 1M rows)
-        prefix = f"{time.time_ns() // 1000:013x}"
-        hexes = os.urandom(10 * len(records)).hex()
-        for n, rec in enumerate(records):
-            rec["uid"] = prefix + hexes[20 * n:20 * n + 19]
-            result.outcomes[rec["cancel_reason"] or rec["status"]] += 1
-        _persist(session, records, now_)
-        cursor = rows[-1][0]
-        session.execute(update(SmsCampaign).where(SmsCampaign.id == campaign_id).values(cursor=cursor))
-        session.commit()
-        result.chunks += 1
-        result.rows += len(records)
+                rows = conn.execute(base.where(Customer.id > cursor).order_by(Customer.id).limit(chunk)).all()
+            if not rows:
+                if writer is not None:
+                    writer.wait()
+                session.execute(update(SmsCampaign).where(this).values(prepared=True))
+                session.commit()
+                result.finished = True
+                break
+            now_ = now or utcnow()
+            seen: set[str] = set()
+            if upload:
+                audience, seen = _upload_audience(session, campaign_id, rows, blacklist_applies)
+                seen.update(r[1] for r in in_flight)  # the chunk being written is not visible to queries yet
+            else:
+                audience = rows  # (customer id, phone, name, consent, blacklist source or None)
+            # records: [customer_id, phone, content, segments, status, cancel_reason, send_after]
+            records: list[list] = []
+            candidates: list[list] = []
+            add = records.append
+            for customer_id, phone, name, consent, listed in audience:
+                if not phone or not _valid_mobile(phone, valid_cache):
+                    add([customer_id, (phone or "")[:20], None, 1, MSG_CANCELLED, "invalid_number", None])
+                    continue
+                if phone in seen:
+                    add([customer_id, phone, None, 1, MSG_CANCELLED, "duplicate", None])
+                    continue
+                seen.add(phone)
+                text = texts.get(name)
+                if text is None:
+                    composed = templates.compose(signature, render(name))
+                    found = scan.check(composed)
+                    text = (composed, found.blocked, found.text, templates.segments(found.text))
+                    if len(texts) > 100_000:
+                        texts.clear()
+                    texts[name] = text
+                if listed is not None:
+                    add([customer_id, phone, text[0], 1, MSG_CANCELLED,
+                         "opted_out" if listed == "inbound" else "blacklisted", None])
+                elif marketing and consent is False:
+                    add([customer_id, phone, text[0], 1, MSG_CANCELLED, "no_consent", None])
+                elif text[1]:
+                    add([customer_id, phone, text[0], 1, MSG_CANCELLED, "sensitive_word", None])
+                else:
+                    rec = [customer_id, phone, text[2], text[3], MSG_PENDING, None, None]
+                    add(rec)
+                    candidates.append(rec)
+            allowed = limiter.acquire_many([r[1] for r in candidates], freq_key, freq_limits, member,
+                                           now=_epoch(now_))
+            passed = []
+            for rec, ok in zip(candidates, allowed, strict=True):
+                if ok:
+                    passed.append(rec)
+                else:
+                    rec[4], rec[5] = MSG_CANCELLED, "frequency_limit"
+            if marketing and passed:  # quiet hours in each recipient's time zone: wait, not dropped
+                opening_of = limits.openings(now_, window)
+                cn = opening_of("+86")
+                for rec in passed:
+                    phone = rec[1]
+                    opening = cn if phone.startswith("+86") else opening_of(phone)
+                    if opening is not None:
+                        rec[4], rec[6] = MSG_DEFERRED, opening
+            result.outcomes.update(r[5] or r[4] for r in records)
+            cursor = rows[-1][0]
+            if writer is None:
+                _persist(session.connection(), fixed, kind, records, now_)
+                session.execute(update(SmsCampaign).where(this).values(cursor=cursor))
+                session.commit()
+            else:
+                session.commit()  # ends this chunk's reads; the writer commits its rows with the cursor
+                writer.submit(fixed, kind, records, now_, cursor)
+                in_flight = records
+            result.chunks += 1
+            result.rows += len(records)
+    finally:
+        if writer is not None:
+            writer.close()
     return result
 
 
+def _can_pipeline(session) -> bool:
+    """Whether a second connection sees the same database (not so for an in-memory SQLite one)."""
+    url = session.get_bind().url
+    return url.get_backend_name() == "postgresql" or (
+        url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"))
+
+
+class _ChunkWriter:
+    """Writes prepared chunks — the rows and the campaign's cursor in ONE transaction — on a connection
+    of its own in a thread, while the caller prepares the next chunk (the database works while Python
+    does). At most one chunk is in flight; a write error is raised by the next `submit`/`wait`/`close`.
+    A crash loses only uncommitted chunks, which the cursor has not passed: a re-run redoes them."""
+
+    def __init__(self, engine, campaign_id: int):
+        self.engine, self.campaign_id = engine, campaign_id
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sms-prepare-writer")
+        self._pending: Future | None = None
+
+    def _write(self, fixed, kind, records, created, cursor) -> None:
+        with self.engine.begin() as conn:
+            _persist(conn, fixed, kind, records, created)
+            conn.execute(update(SmsCampaign).where(SmsCampaign.id == self.campaign_id).values(cursor=cursor))
+
+    def submit(self, fixed, kind, records, created, cursor) -> None:
+        self.wait()
+        self._pending = self._pool.submit(self._write, fixed, kind, records, created, cursor)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown()
+
+
+def _upload_audience(session, campaign_id: int, rows, blacklist_applies: bool):
+    """An uploaded chunk as (customer id, E.164 or the raw text, name, consent, blacklist source), and the
+    numbers the campaign already holds (a resumed run dedups against them)."""
+    audience = [(_normalise_raw(raw), raw, name) for _line, raw, name in rows]
+    known = {p for p, _, _ in audience if p}
+    customers, seen, listed = {}, set(), {}
+    if known:
+        customers = {p: (cid, consent) for p, cid, consent in session.execute(
+            select(Customer.phone, Customer.id, Customer.marketing_consent).where(Customer.phone.in_(known)))}
+        seen = set(session.scalars(select(SmsMessage.phone).where(
+            SmsMessage.campaign_id == campaign_id, SmsMessage.phone.in_(known))))
+        if blacklist_applies:
+            blocked = blacklist.is_blocked(session, known)
+            if blocked:
+                listed = dict(session.execute(select(BlacklistEntry.phone, BlacklistEntry.source)
+                                              .where(BlacklistEntry.phone.in_(blocked))).all())
+    out = []
+    for phone, raw, name in audience:
+        cid, consent = customers.get(phone, (None, None))
+        out.append((cid, phone or str(raw), name, consent, listed.get(phone)))
+    return out, seen
+
+
+def hold_for_quiet_hours(session, token: str, rows, now: dt.datetime, window: dict) -> list:
+    """For the sender, after a claim: claimed marketing rows (with .id, .phone) whose recipient's window is
+    closed at `now` go back to 'deferred' until it opens (CAS on the claim, attempt not spent); returns
+    the rows that may be sent now. A message prepared inside its window can reach the sender after it."""
+    opening_of = limits.openings(now, window)
+    held: dict[dt.datetime, list[int]] = {}
+    ready = []
+    for row in rows:
+        opening = opening_of(row.phone)
+        if opening is None:
+            ready.append(row)
+        else:
+            held.setdefault(opening, []).append(row.id)
+    for opening, ids in held.items():
+        session.execute(update(T).where(T.c.id.in_(ids), T.c.status == MSG_SENDING, T.c.claim == token)
+                        .values(status=MSG_DEFERRED, send_after=opening, claim=None,
+                                attempts=T.c.attempts - 1))
+    if held:
+        session.commit()
+    return ready
+
+
+# Column order of the bulk insert; a record adds customer_id … send_after to the chunk's fixed ids.
 _COLUMNS = ("uid", "campaign_id", "template_id", "channel_id", "customer_id", "phone", "content", "segments",
-            "kind", "status", "cancel_reason", "send_after", "attempts", "created_at")
+            "status", "cancel_reason", "send_after", "kind", "attempts", "created_at")
 
 
-def _persist(session, records: list[dict], created: dt.datetime) -> None:
-    """Insert a chunk of messages: COPY on PostgreSQL (psycopg2 / psycopg), executemany on SQLite."""
-    conn = session.connection()
+def _uids(n: int) -> list[str]:
+    """Time-ordered (µs prefix) + 76 random bits: unique and unguessable, and appended at the end of the
+    unique index instead of landing on random pages (which halved the rate at 1M rows)."""
+    prefix = f"{time.time_ns() // 1000:013x}"
+    hexes = os.urandom(10 * n).hex()
+    return [prefix + hexes[i:i + 19] for i in range(0, 20 * n, 20)]
+
+
+def _persist(conn, fixed: tuple, kind: str, records: list[list], created: dt.datetime) -> None:
+    """Insert a chunk of messages: COPY on PostgreSQL (psycopg 3 / psycopg2), executemany on SQLite."""
     dialect = conn.dialect.name
-    rows = [(r["uid"], r["campaign_id"], r["template_id"], r["channel_id"], r["customer_id"], r["phone"],
-             r["content"], r["segments"], r["kind"], r["status"], r["cancel_reason"], r["send_after"], 0,
-             created) for r in records]
+    uids = _uids(len(records))
     if dialect == "postgresql":
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        for row in rows:
-            writer.writerow(["\\N" if v is None else v for v in row])
-        sql = f"COPY sms_message ({', '.join(_COLUMNS)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+        tail = (kind, 0, created)
+        rows = ((uid, *fixed, *r, *tail) for uid, r in zip(uids, records, strict=True))
+        sql = f"COPY sms_message ({', '.join(_COLUMNS)}) FROM STDIN"
         raw = conn.connection.dbapi_connection
-        with raw.cursor() as cur:
-            if hasattr(cur, "copy_expert"):  # psycopg2
-                buf.seek(0)
-                cur.copy_expert(sql, buf)
-            else:  # psycopg 3
-                with cur.copy(sql) as copy:
-                    copy.write(buf.getvalue())
+        try:
+            with raw.cursor() as cur:
+                if hasattr(cur, "copy_expert"):  # psycopg2: CSV with an explicit NULL marker
+                    buf = io.StringIO()
+                    csv.writer(buf).writerows(["\\N" if v is None else v for v in row] for row in rows)
+                    buf.seek(0)
+                    cur.copy_expert(sql + " WITH (FORMAT csv, NULL '\\N')", buf)
+                else:  # psycopg 3: rows formatted by its C row writer
+                    with cur.copy(sql) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+        except conn.dialect.loaded_dbapi.Error as exc:  # the driver's error, as SQLAlchemy would raise it
+            raise DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error) from exc
     elif dialect == "sqlite":
-        marks = ", ".join("?" * len(_COLUMNS))
         stamp = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's own SQLite DATETIME text form
-        at = created.strftime(stamp)
+        tail = (kind, 0, created.strftime(stamp))
+        stamps: dict = {None: None}
+        for r in records:
+            after = r[6]
+            if after not in stamps:
+                stamps[after] = after.strftime(stamp)
+            r[6] = stamps[after]
+        marks = ", ".join("?" * len(_COLUMNS))
         conn.exec_driver_sql(f"INSERT INTO sms_message ({', '.join(_COLUMNS)}) VALUES ({marks})",
-                             [r[:11] + (r[11] and r[11].strftime(stamp), 0, at) for r in rows])
+                             [(uid, *fixed, *r, *tail) for uid, r in zip(uids, records, strict=True)])
     else:
-        session.execute(insert(T), [dict(zip(_COLUMNS, r, strict=True)) for r in rows])
+        conn.execute(insert(T), [dict(zip(_COLUMNS, (uid, *fixed, *r, kind, 0, created), strict=True))
+                                 for uid, r in zip(uids, records, strict=True)])
 
 
 def _epoch(naive_utc: dt.datetime) -> float:
@@ -406,6 +516,68 @@ class SendResult:
     wait_for_claims: bool = False  # 'sending' messages of a worker that may still be alive
     completed: bool = False
     stopped: str | None = None
+
+
+class _Slots:
+    """The frequency-limit slots of a campaign's messages (taken at preparation, member = the campaign).
+
+    A message that ends failed for sure (never handed over) or cancelled gives its slot back, after the
+    outcome is committed; ZREM of the member is idempotent, so a second release frees nothing more.
+    An "indeterminate" failure keeps its slot: the recipient may have got the message."""
+
+    def __init__(self, redis, campaign_id: int, channel, template_id: int):
+        self.limiter = limits.FrequencyLimiter(redis)
+        self.key, self.member = slot_key(channel, template_id), slot_member(campaign_id)
+        self.ids: list[int] = []
+
+    def note(self, outcomes: list[dict]) -> None:
+        self.ids += [o["_id"] for o in outcomes
+                     if o["_status"] == MSG_FAILED and o["_code"] != "indeterminate"]
+
+    def flush(self, session) -> int:
+        """Release the slots of the noted messages that are failed in the database (after the commit)."""
+        ids, self.ids = self.ids, []
+        if not ids:
+            return 0
+        phones = session.scalars(select(T.c.phone).where(T.c.id.in_(ids), T.c.status == MSG_FAILED)).all()
+        session.commit()
+        return self.limiter.release_many(phones, self.key, self.member)
+
+
+def slot_key(channel, template_id: int) -> str:
+    """The frequency-limit key of a campaign's messages (signature + template), as prepare counts it."""
+    return f"{channel.signature}:{template_id}"
+
+
+def slot_member(campaign_id: int) -> str:
+    return f"c{campaign_id}"
+
+
+def release_slots(session, redis, campaign_id: int, chunk: int = CHUNK) -> int:
+    """Give back the slots of a campaign's messages that will never be sent (idempotent; streamed).
+
+    Failed ones (not "indeterminate") always; of a cancelled campaign also the cancelled-by-cancel and
+    any still pending or deferred. Run after a cancel and at completion (the sweep job), it also covers a
+    worker killed between committing a failure and releasing its slot."""
+    campaign = session.get(SmsCampaign, campaign_id)
+    if campaign is None:
+        return 0
+    channel = campaign.channel or campaign.template.channel
+    limiter = limits.FrequencyLimiter(redis)
+    key, member = slot_key(channel, campaign.template_id), slot_member(campaign_id)
+    gone = and_(T.c.status == MSG_FAILED, or_(T.c.error_code.is_(None), T.c.error_code != "indeterminate"))
+    if campaign.status == "cancelled":
+        gone = or_(gone, T.c.status.in_((MSG_PENDING, MSG_DEFERRED)),
+                   and_(T.c.status == MSG_CANCELLED, T.c.cancel_reason == "campaign_cancelled"))
+    freed, after = 0, 0
+    while True:
+        rows = session.execute(select(T.c.id, T.c.phone).where(T.c.campaign_id == campaign_id, T.c.id > after,
+                                                               gone).order_by(T.c.id).limit(chunk)).all()
+        session.commit()
+        if not rows:
+            return freed
+        freed += limiter.release_many([r.phone for r in rows], key, member)
+        after = rows[-1].id
 
 
 def _lease(channel) -> float:
@@ -444,6 +616,14 @@ def _record(session, token: str, results: list[dict]) -> None:
     session.connection().execute(stmt, results)
 
 
+def _commit_outcomes(session, token: str, outcomes: list[dict], slots: _Slots | None) -> None:
+    _record(session, token, outcomes)
+    session.commit()
+    if slots is not None:
+        slots.note(outcomes)
+        slots.flush(session)
+
+
 def _outcome(row, ok: bool, provider_id=None, code=None, retryable=False, now=None) -> dict:
     if ok:
         return {"_id": row.id, "_status": MSG_SENT, "_pid": provider_id, "_code": None, "_sent_at": now,
@@ -456,7 +636,8 @@ def _outcome(row, ok: bool, provider_id=None, code=None, retryable=False, now=No
             "_after": None}
 
 
-def reconcile(session, campaign_id: int, redis, provider, token: str) -> tuple[int, bool]:
+def reconcile(session, campaign_id: int, redis, provider, token: str, slots: _Slots | None = None
+              ) -> tuple[int, bool]:
     """Settle messages left in 'sending' by claims whose heartbeat is gone (dead workers).
 
     Returns (how many were settled, whether live claims of other workers remain)."""
@@ -475,11 +656,11 @@ def reconcile(session, campaign_id: int, redis, provider, token: str) -> tuple[i
         session.commit()
         rows = session.execute(select(T.c.id, T.c.uid, T.c.attempts).where(
             T.c.campaign_id == campaign_id, T.c.status == MSG_SENDING, T.c.claim == token)).all()
-        settled += _settle_unknown(session, provider, token, rows)
+        settled += _settle_unknown(session, provider, token, rows, slots)
     return settled, live
 
 
-def _settle_unknown(session, provider, token: str, rows) -> int:
+def _settle_unknown(session, provider, token: str, rows, slots: _Slots | None = None) -> int:
     """Messages whose hand-over is in doubt: ask the provider which it accepted."""
     now = utcnow()
     lookup = getattr(provider, "lookup", None)
@@ -494,8 +675,7 @@ def _settle_unknown(session, provider, token: str, rows) -> int:
             else:  # never reached the provider: back to pending, sent again (attempts not spent)
                 outcomes.append({"_id": r.id, "_status": MSG_PENDING, "_pid": None, "_code": None,
                                  "_sent_at": None, "_after": None})
-    _record(session, token, outcomes)
-    session.commit()
+    _commit_outcomes(session, token, outcomes, slots)
     return len(outcomes)
 
 
@@ -512,9 +692,11 @@ def send(session, campaign_id: int, redis, provider=None, max_batches: int | Non
     marketing = campaign.template.kind == MARKETING
     window = limits.quiet_hours(session)
     token, lease = uuid.uuid4().hex, _lease(channel)
-    batch, per_batch = channel.batch_size, channel.batch_size / max(channel.rate_limit, 1)
+    batch = channel.batch_size
+    rate = limits.ChannelRateLimiter(redis)  # the channel's messages/s, shared by all workers
+    slots = _Slots(redis, campaign_id, channel, campaign.template_id)
     _beat(redis, token, lease)
-    settled, live = reconcile(session, campaign_id, redis, provider, token)
+    settled, live = reconcile(session, campaign_id, redis, provider, token, slots)
     result.reconciled += settled
     try:
         while max_batches is None or result.batches < max_batches:
@@ -523,7 +705,7 @@ def send(session, campaign_id: int, redis, provider=None, max_batches: int | Non
                 result.stopped = status
                 return result
             now = now_fn()
-            if marketing:
+            if marketing and not window.get("recipient_zone", True):  # one company zone: defer in bulk
                 opening = limits.next_window_start(now, window)
                 if opening is not None:  # quiet hours: what waits is deferred, not dropped
                     session.execute(update(T).where(T.c.campaign_id == campaign_id, T.c.status == MSG_PENDING)
@@ -531,22 +713,29 @@ def send(session, campaign_id: int, redis, provider=None, max_batches: int | Non
                     session.commit()
                     result.next_at = opening
                     return result
-            started = time.monotonic()
             _beat(redis, token, lease)
             rows = _claim(session, campaign_id, token, batch, now)
             if not rows:
                 break
+            if marketing:  # each recipient's own window: a closed one waits again (deferred), not dropped
+                rows = hold_for_quiet_hours(session, token, rows, now, window)
+                if not rows:
+                    continue
             result.batches += 1
+            wait = rate.reserve(channel.id, len(rows), channel.rate_limit)
+            if wait > 0:  # our turn on the channel comes later: keep the claim alive meanwhile
+                redis.set(HEARTBEAT + token, "1", px=int((lease + wait) * 1000))
+                sleep(wait)
             out = [OutboundSms(r.uid, r.phone, r.content) for r in rows]
             try:
                 answers = {a.uid: a for a in provider.send_batch(out)}
             except ProviderError as exc:
                 if getattr(provider, "lookup", None) is not None:
-                    settled = _settle_after_error(session, provider, token, rows, exc, now_fn())
+                    settled = _settle_after_error(session, provider, token, rows, exc, now_fn(), slots)
                 else:
                     code = "indeterminate" if exc.retryable else f"provider:{str(exc)[:50]}"
-                    _record(session, token, [_outcome(r, False, code=code, now=now_fn()) for r in rows])
-                    session.commit()
+                    failed = [_outcome(r, False, code=code, now=now_fn()) for r in rows]
+                    _commit_outcomes(session, token, failed, slots)
                     settled = len(rows)
                 result.failed += settled
                 continue
@@ -558,8 +747,7 @@ def send(session, campaign_id: int, redis, provider=None, max_batches: int | Non
                     outcomes.append(_outcome(r, False, code="missing_result", retryable=False, now=done))
                 else:
                     outcomes.append(_outcome(r, a.ok, a.provider_id, a.error_code, a.retryable, now=done))
-            _record(session, token, outcomes)
-            session.commit()
+            _commit_outcomes(session, token, outcomes, slots)
             for o in outcomes:
                 if o["_status"] == MSG_SENT:
                     result.sent += 1
@@ -567,11 +755,8 @@ def send(session, campaign_id: int, redis, provider=None, max_batches: int | Non
                     result.failed += 1
                 else:
                     result.retried += 1
-            spare = per_batch - (time.monotonic() - started)
-            if spare > 0:
-                sleep(spare)
         # Nothing claimable now: settle orphans once more, then see what is left.
-        settled, live = reconcile(session, campaign_id, redis, provider, token)
+        settled, live = reconcile(session, campaign_id, redis, provider, token, slots)
         result.reconciled += settled
         if settled:
             return _again(session, campaign_id, redis, provider, max_batches, result, now_fn, sleep)
@@ -605,7 +790,8 @@ def _again(session, campaign_id, redis, provider, max_batches, result, now_fn, s
     return result
 
 
-def _settle_after_error(session, provider, token, rows, exc: ProviderError, now: dt.datetime) -> int:
+def _settle_after_error(session, provider, token, rows, exc: ProviderError, now: dt.datetime,
+                        slots: _Slots | None = None) -> int:
     """A whole batch failed: what the provider accepted anyway is sent; the rest retries or fails."""
     accepted = provider.lookup([r.uid for r in rows])
     outcomes = []
@@ -614,8 +800,7 @@ def _settle_after_error(session, provider, token, rows, exc: ProviderError, now:
             outcomes.append(_outcome(r, True, provider_id=accepted[r.uid], now=now))
         else:
             outcomes.append(_outcome(r, False, code="provider_error", retryable=exc.retryable, now=now))
-    _record(session, token, outcomes)
-    session.commit()
+    _commit_outcomes(session, token, outcomes, slots)
     return sum(1 for o in outcomes if o["_status"] == MSG_FAILED)
 
 

@@ -1,0 +1,232 @@
+"""Call-centre providers behind one small interface: dial a call, verify and parse a status callback.
+
+`provider_for(interface)` returns the adapter of an OutboundInterface. `dial` answers a DialResult (the
+provider's call id, and the AXB middle number when a privacy binding was asked for) or raises
+ProviderError (refused, timed out, unreachable). `parse_callback` checks the HMAC signature made with the
+interface's callback secret and answers the events of the body, or raises CallbackError
+(SignatureError → 401, anything else → 400).
+
+Callback wire format, shared by every adapter (the simulator posts exactly this):
+    {"events": [{"event_id": "…", "call_id": "<provider id>", "correlation": "<our uid>",
+                 "status": "ringing|answered|ended|no_answer|busy|failed", "time": "2026-11-25T08:00:00Z",
+                 "duration": 61, "result": "normal_clearing", "recording_url": "https://…",
+                 "transcript": [{"speaker": "agent", "start": 0.0, "end": 2.5, "text": "…"}]}]}
+signed with the headers X-Call-Timestamp, X-Call-Nonce and X-Call-Signature = hex HMAC-SHA256 over
+TIMESTAMP \\n NONCE \\n hex(sha256(body)).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from app.models.calls import (
+    CALL_ANSWERED,
+    CALL_BUSY,
+    CALL_DIALING,
+    CALL_ENDED,
+    CALL_FAILED,
+    CALL_NO_ANSWER,
+    CALL_RINGING,
+    HTTP,
+    SIMULATOR,
+)
+
+CALLBACK_WINDOW = 300  # seconds a callback's timestamp may be away from our clock
+H_KEY, H_TIMESTAMP = "X-Call-Key", "X-Call-Timestamp"
+H_NONCE, H_SIGNATURE = "X-Call-Nonce", "X-Call-Signature"
+EVENT_STATUSES = (CALL_DIALING, CALL_RINGING, CALL_ANSWERED, CALL_ENDED, CALL_NO_ANSWER, CALL_BUSY,
+                  CALL_FAILED)
+# Common provider spellings → ours.
+STATUS_ALIASES = {"ring": CALL_RINGING, "alerting": CALL_RINGING, "connected": CALL_ANSWERED,
+                  "answer": CALL_ANSWERED, "hangup": CALL_ENDED, "completed": CALL_ENDED,
+                  "noanswer": CALL_NO_ANSWER, "no-answer": CALL_NO_ANSWER, "error": CALL_FAILED}
+MAX_EVENTS = 100
+
+
+@dataclass(frozen=True)
+class DialRequest:
+    uid: str  # our call uid: the provider's correlation id
+    callee: str  # E.164
+    caller_id: str  # E.164 caller-ID number
+    seat_no: str | None = None
+    trunk: str | None = None
+    privacy_minutes: int | None = None  # ask for an AXB binding of this many minutes
+
+
+@dataclass(frozen=True)
+class DialResult:
+    call_id: str
+    privacy_number: str | None = None
+
+
+@dataclass(frozen=True)
+class CallStatusEvent:
+    event_key: str  # unique per interface: replays carry the same key
+    status: str
+    correlation: str | None = None  # our uid
+    call_id: str | None = None  # the provider's id
+    at: dt.datetime | None = None
+    duration: int | None = None
+    result: str | None = None
+    recording_url: str | None = None
+    transcript: list | None = None
+    raw: dict = field(default_factory=dict, compare=False)
+
+
+class ProviderError(Exception):
+    """The provider refused the dial or could not be reached."""
+
+
+class CallbackError(Exception):
+    """A callback that is not acceptable (payload): answer 400."""
+
+
+class SignatureError(CallbackError):
+    """A callback not signed with the interface's callback secret, or stale: answer 401."""
+
+
+class Provider(Protocol):
+    def dial(self, request: DialRequest) -> DialResult: ...
+
+    def parse_callback(self, body: bytes, headers) -> list[CallStatusEvent]: ...
+
+
+def provider_for(interface, secret_key=None) -> Provider:
+    if interface.provider == SIMULATOR:
+        from app.services.calls.simulator import SimulatorProvider
+
+        return SimulatorProvider.from_interface(interface, secret_key)
+    if interface.provider == HTTP:
+        from app.services.calls.http import HttpCallProvider
+
+        return HttpCallProvider.from_interface(interface, secret_key)
+    raise ProviderError(f"unknown provider {interface.provider!r}")
+
+
+# --- options and signatures -------------------------------------------------------------------------
+def options_of(interface) -> dict:
+    raw = interface.options
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    except (ValueError, TypeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def sign_request(secret: str, method: str, path: str, timestamp: str, nonce: str, body: bytes) -> str:
+    text = "\n".join((method.upper(), path, timestamp, nonce, _digest(body)))
+    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def sign_callback(secret: str, timestamp: str, nonce: str, body: bytes) -> str:
+    text = "\n".join((timestamp, nonce, _digest(body)))
+    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def callback_headers(secret: str, body: bytes, now: float | None = None) -> dict[str, str]:
+    """The headers a provider sends with a status callback (the simulator and the tests sign with it)."""
+    timestamp = str(int(time.time() if now is None else now))
+    nonce = secrets.token_hex(8)
+    signature = sign_callback(secret, timestamp, nonce, body)
+    return {H_TIMESTAMP: timestamp, H_NONCE: nonce, H_SIGNATURE: signature}
+
+
+def _header(headers, name: str) -> str | None:
+    value = headers.get(name)
+    if value is None and isinstance(headers, dict):
+        low = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == low), None)
+    return value
+
+
+def parse_time(value) -> dt.datetime | None:
+    """A callback time as naive UTC; None when absent or unreadable."""
+    if value in (None, ""):
+        return None
+    try:
+        if isinstance(value, (int, float)):
+            return dt.datetime.fromtimestamp(value, dt.UTC).replace(tzinfo=None)
+        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        return None
+    return parsed.astimezone(dt.UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+def verify_callback(secret: str | None, body: bytes, headers, now: float | None = None) -> dict:
+    """The callback's JSON object once its signature and timestamp check out."""
+    if not secret:
+        raise SignatureError("This interface has no callback secret configured")
+    timestamp, nonce = _header(headers, H_TIMESTAMP), _header(headers, H_NONCE)
+    signature = _header(headers, H_SIGNATURE)
+    if not (timestamp and nonce and signature):
+        raise SignatureError("Missing signature headers")
+    try:
+        age = abs((time.time() if now is None else now) - int(timestamp))
+    except ValueError:
+        raise SignatureError("Bad timestamp") from None
+    if age > CALLBACK_WINDOW:
+        raise SignatureError("Timestamp outside the accepted window")
+    if not hmac.compare_digest(sign_callback(secret, timestamp, nonce, body), signature.strip().lower()):
+        raise SignatureError("Bad signature")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise CallbackError("Body is not JSON") from None
+    if not isinstance(data, dict):
+        raise CallbackError("Body must be a JSON object")
+    return data
+
+
+def _status(value) -> str | None:
+    text = str(value or "").strip().lower()
+    text = STATUS_ALIASES.get(text, text)
+    return text if text in EVENT_STATUSES else None
+
+
+def parse_events(data: dict) -> list[CallStatusEvent]:
+    """The events of a verified callback body (see the module docstring); CallbackError when malformed."""
+    rows = data.get("events")
+    if not isinstance(rows, list) or not rows:
+        raise CallbackError("'events' must be a non-empty list")
+    if len(rows) > MAX_EVENTS:
+        raise CallbackError(f"At most {MAX_EVENTS} events per request")
+    events = []
+    for n, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise CallbackError(f"events[{n}] is not an object")
+        status = _status(row.get("status"))
+        correlation = str(row["correlation"])[:64] if row.get("correlation") else None
+        call_id = str(row["call_id"])[:64] if row.get("call_id") else None
+        if status is None or not (correlation or call_id):
+            raise CallbackError(f"events[{n}] needs a known status and a call_id or correlation")
+        duration = row.get("duration")
+        if duration is not None and (not isinstance(duration, (int, float)) or duration < 0):
+            raise CallbackError(f"events[{n}].duration must be a number of seconds")
+        transcript = row.get("transcript")
+        if transcript is not None and not isinstance(transcript, list):
+            raise CallbackError(f"events[{n}].transcript must be a list")
+        key = row.get("event_id") or f"{call_id or correlation}:{status}"
+        events.append(CallStatusEvent(
+            event_key=str(key)[:128], status=status, correlation=correlation, call_id=call_id,
+            at=parse_time(row.get("time")), duration=int(duration) if duration is not None else None,
+            result=str(row["result"])[:32] if row.get("result") else None,
+            recording_url=str(row["recording_url"])[:500] if row.get("recording_url") else None,
+            transcript=transcript, raw=row))
+    return events
+
+
+def callback_body(events: list[dict]) -> bytes:
+    return json.dumps({"events": events}, ensure_ascii=False, separators=(",", ":")).encode()

@@ -1,0 +1,147 @@
+"""POST /api/v1/notifications/event — other systems (orders, classes) raise a notification event.
+
+Authenticated by API key or JWT; the account needs can_write on SmsNotification (the seeded
+"Notification Integration" role). Idempotent per (event, key): the same event sent again answers 200 with
+the message already made, never a second text. The phone is never echoed back.
+"""
+
+from __future__ import annotations
+
+from flask import current_app, request
+from flask_appbuilder import expose
+from flask_appbuilder.api import BaseApi, protect, safe
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+from app.jobs.sms_notifications import notify_event
+from app.models.sales import Customer
+from app.security import policy
+from app.security.scope import current_viewer, restrict
+from app.services.errors import DomainError
+from app.services.phones import normalise_phone
+from app.services.sms.notifications import EVENTS, EXTERNAL_EVENTS
+
+MAX_KEY = 100
+MAX_VALUE = 200
+
+
+def parse_event(session, body, region: str, viewer=None) -> tuple[dict, dict]:
+    """(the call's arguments, {field: problem}) from the request body."""
+    problems: dict[str, str] = {}
+    if not isinstance(body, dict):
+        return {}, {"body": "must be a JSON object"}
+    event = body.get("event")
+    if not isinstance(event, str) or not event:
+        problems["event"] = "required"
+    elif event not in EXTERNAL_EVENTS:
+        problems["event"] = f"must be one of {', '.join(EXTERNAL_EVENTS)}"
+    key = body.get("key")
+    if isinstance(key, bool) or not isinstance(key, str | int) or not str(key).strip():
+        problems["key"] = "required (a string or number unique per event, e.g. the order number)"
+    elif len(str(key)) > MAX_KEY:
+        problems["key"] = f"at most {MAX_KEY} characters"
+    variables = body.get("variables", {})
+    if not isinstance(variables, dict):
+        problems["variables"] = "must be a JSON object"
+        variables = {}
+    else:
+        bad = [k for k, v in variables.items()
+               if isinstance(v, dict | list | bool) or v is None or len(str(v)) > MAX_VALUE]
+        if bad:
+            problems["variables"] = f"values must be strings or numbers of at most {MAX_VALUE} characters: " \
+                                    f"{', '.join(sorted(bad))}"
+        elif event in EVENTS:
+            missing = [n for n in EVENTS[event] if n != "name" and n not in variables]
+            if missing:
+                problems["variables"] = f"missing: {', '.join(missing)}"
+    phone, customer_id, name = body.get("phone"), body.get("customer_id"), None
+    if phone in (None, "") and customer_id in (None, ""):
+        problems["phone"] = "give the phone or the customer_id"
+    elif phone not in (None, ""):
+        try:
+            phone = normalise_phone(str(phone), region)
+        except DomainError as exc:
+            problems["phone"] = exc.message
+    else:
+        if isinstance(customer_id, bool) or not isinstance(customer_id, int):
+            problems["customer_id"] = "must be a whole number"
+        else:
+            q = select(Customer.phone, Customer.name).where(Customer.id == customer_id)
+            if viewer is not None:
+                q = restrict(q, Customer, viewer)
+            row = session.execute(q).first()
+            if row is None:
+                problems["customer_id"] = "no such customer"
+            elif not row.phone:
+                problems["customer_id"] = "the customer has no phone"
+            else:
+                phone, name = row.phone, row.name
+    if problems:
+        return {}, problems
+    values = {str(k): str(v) for k, v in variables.items()}
+    if name and "name" not in values:
+        values["name"] = name
+    return {"event": event, "key": str(key).strip(), "phone": phone, "variables": values,
+            "customer_id": customer_id if isinstance(customer_id, int) else None}, {}
+
+
+class NotificationEventApi(BaseApi):
+    resource_name = "notifications"
+    class_permission_name = policy.SMS_NOTIFICATION
+    method_permission_name = {"event": "write"}
+    openapi_spec_tag = "SMS notifications"
+
+    @expose("/event", methods=["POST"])
+    @protect()
+    @safe
+    def event(self):
+        """Raise a notification event (order paid, class reminder); one text per (event, key).
+        ---
+        post:
+          requestBody:
+            required: true
+            content:
+              application/json:
+                schema:
+                  type: object
+                  properties:
+                    event:
+                      type: string
+                      enum: [order_paid, class_reminder]
+                    key:
+                      type: string
+                    phone:
+                      type: string
+                    customer_id:
+                      type: integer
+                    variables:
+                      type: object
+          responses:
+            201:
+              description: The message was made and queued
+            200:
+              description: This (event, key) was notified already; the message made then
+            400:
+              description: A message per bad field (errors)
+            422:
+              description: The event cannot be notified (e.g. no approved template for it)
+        """
+        args, problems = parse_event(db.session, request.get_json(silent=True),
+                                     current_app.config["CRM_DEFAULT_REGION"], current_viewer())
+        if problems:
+            return self.response(400, message="Invalid notification event", errors=problems)
+        try:
+            notified = notify_event(args["event"], args["key"], args["phone"], args["variables"],
+                                    customer_id=args["customer_id"])
+        except DomainError as exc:
+            db.session.rollback()
+            if exc.field == "variables":
+                return self.response(400, message="Invalid notification event",
+                                     errors={"variables": exc.message})
+            return self.response(exc.status, **exc.as_dict())
+        except IntegrityError:  # the same event raced in twice: the other request made the message
+            db.session.rollback()
+            return self.response(409, message="Sent concurrently: send it again")
+        return self.response(201 if notified.created else 200, id=notified.message_id,
+                             created=notified.created, status=notified.status)
