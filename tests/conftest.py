@@ -116,24 +116,52 @@ def session(app):
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------------
+def _pg_admin(base_url: str, *statements: str) -> None:
+    """Run statements on the server's maintenance database (CREATE / DROP DATABASE cannot be in a
+    transaction)."""
+    admin = create_engine(make_url(base_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for statement in statements:
+            conn.execute(text(statement))
+    admin.dispose()
+
+
+def _recreate(base_url: str, name: str, template: str | None = None) -> None:
+    clause = f' TEMPLATE "{template}"' if template else ""
+    _pg_admin(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"{clause}')
+
+
 @pytest.fixture(scope="session")
-def pg_url(worker_id):
-    """A PostgreSQL database of this test process's own, or a skip saying why there is none."""
+def pg_base():
+    """TEST_DATABASE_URL, or a skip saying why there is none."""
     base = os.environ.get("TEST_DATABASE_URL")
     if not base:
         pytest.skip("PostgreSQL test: set TEST_DATABASE_URL (e.g. postgresql://postgres@127.0.0.1:5432/test)")
-    url = make_url(base)
+    return base
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_base, worker_id):
+    """A PostgreSQL database of this test process's own."""
+    url = make_url(pg_base)
     name = f"{url.database}_crm_{worker_id}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
+    _recreate(pg_base, name)
     yield url.set(database=name).render_as_string(hide_password=False)
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    _pg_admin(pg_base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_base, worker_id, redis_server):
+    """A migrated and seeded PostgreSQL database, built once per test process and copied per test
+    (CREATE DATABASE … TEMPLATE: a file copy, much faster than migrating and seeding again)."""
+    url = make_url(pg_base)
+    name = f"{url.database}_crm_{worker_id}_template"
+    _recreate(pg_base, name)
+    app = create_app(make_config(url.set(database=name).render_as_string(hide_password=False),
+                                 redis_server.url))
+    build_database(app)  # disposes its engine: a template must have no open connections
+    yield name
+    _pg_admin(pg_base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def reset_pg(url: str) -> None:
@@ -145,13 +173,12 @@ def reset_pg(url: str) -> None:
 
 
 @pytest.fixture
-def pg_app(request, pg_url, redis_server):
-    """The real app on a freshly migrated and seeded PostgreSQL database."""
-    reset_pg(pg_url)
+def pg_app(request, pg_base, pg_url, pg_template, redis_server):
+    """The real app on a fresh copy of the migrated and seeded PostgreSQL database."""
+    _recreate(pg_base, make_url(pg_url).database, template=pg_template)
     Redis.from_url(redis_server.url).flushdb()
     app = create_app(make_config(pg_url, redis_server.url, **_overrides(request)))
     app.test_client_class = IsolatedClient
-    build_database(app)
     yield app
     _teardown(app)
 

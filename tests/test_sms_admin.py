@@ -21,7 +21,10 @@ from app.models.sms import (
     REJECTED,
     BlacklistEntry,
     SensitiveWord,
+    SmsAudienceEntry,
+    SmsCampaign,
     SmsChannel,
+    SmsMessage,
     SmsTemplate,
 )
 from app.services.errors import DomainError
@@ -252,6 +255,34 @@ def test_channel_in_use_cannot_be_deleted(admin, session):
     html = admin.post(f"/smschannelview/delete/{channel.id}", follow_redirects=True).get_data(as_text=True)
     assert any("disable it instead" in f for f in flashes(html))
     assert count(session, SmsChannel) == channels + 1
+
+
+def test_templates_and_campaigns_with_messages_cannot_be_deleted(admin, session):
+    """sms_message has no foreign keys: the console keeps its rows from losing their template or campaign."""
+    channel = make_channel(session)
+    template = make_template(session, channel)
+    used = SmsCampaign(name="删除保护", template_id=template.id, channel_id=channel.id, status="completed",
+                       audience='{"kind": "filter"}')
+    draft = SmsCampaign(name="删除草稿", template_id=template.id, channel_id=channel.id, status="draft",
+                        audience='{"kind": "list"}')
+    session.add_all([used, draft])
+    session.flush()
+    session.add(SmsMessage(campaign_id=used.id, template_id=template.id, channel_id=channel.id,
+                           phone="+8613800000001", content="x", status="sent"))
+    session.add(SmsAudienceEntry(campaign_id=draft.id, line=1, phone="+8613800000002"))
+    session.commit()
+    used_id, draft_id, template_id = used.id, draft.id, template.id
+
+    html = admin.post(f"/smstemplateview/delete/{template_id}", follow_redirects=True).get_data(as_text=True)
+    assert any("is used by sms_campaign rows" in f for f in flashes(html))
+    html = admin.post(f"/smscampaignview/delete/{used_id}", follow_redirects=True).get_data(as_text=True)
+    assert any("cancel it instead" in f for f in flashes(html))
+    admin.post(f"/smscampaignview/delete/{draft_id}")  # a draft goes, with its uploaded audience
+    session.expire_all()
+    assert session.get(SmsCampaign, draft_id) is None and session.get(SmsCampaign, used_id) is not None
+    assert session.get(SmsTemplate, template_id) is not None
+    assert not session.scalar(select(func.count()).select_from(SmsAudienceEntry)
+                              .where(SmsAudienceEntry.campaign_id == draft_id))
 
 
 # --- templates ----------------------------------------------------------------------------------------

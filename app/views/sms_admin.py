@@ -114,11 +114,13 @@ def _apply_secret(item) -> None:
         item.encrypted_secret = None
 
 
-def _check_channel_delete(item) -> None:
-    for model in (SmsTemplate, SmsCampaign, SmsMessage):
-        used = db.session.scalar(select(func.count()).select_from(model).where(model.channel_id == item.id))
+def refuse_delete_in_use(item, column: str, models, instead: str = "disable it instead") -> None:
+    """409 when rows of `models` refer to `item` by `column` (sms_message has no foreign keys to do it)."""
+    for model in models:
+        used = db.session.scalar(select(func.count()).select_from(model)
+                                 .where(getattr(model, column) == item.id))
         if used:
-            raise DomainError(f"{item} is used by {model.__tablename__} rows: disable it instead", status=409)
+            raise DomainError(f"{item} is used by {model.__tablename__} rows: {instead}", status=409)
 
 
 def _secret_state(value) -> str:
@@ -228,7 +230,7 @@ class SmsChannelView(CrmModelView):
         check_channel(item)
 
     def check_delete(self, item):
-        _check_channel_delete(item)
+        refuse_delete_in_use(item, "channel_id", (SmsTemplate, SmsCampaign, SmsMessage))
 
 
 # --- templates ------------------------------------------------------------------------------------
@@ -329,6 +331,9 @@ class SmsTemplateView(CrmModelView):
 
     def check_item(self, item, creating):
         check_template_item(item, creating)
+
+    def check_delete(self, item):
+        refuse_delete_in_use(item, "template_id", (SmsCampaign, SmsMessage))
 
     @action("submit", _l("Submit for review"), None, "fa-paper-plane")
     def submit(self, items):
@@ -483,6 +488,9 @@ class SmsTemplateApi(CrmModelRestApi):
 
     def check_item(self, item, creating):
         check_template_item(item, creating)
+
+    def check_delete(self, item):
+        refuse_delete_in_use(item, "template_id", (SmsCampaign, SmsMessage))
 
     def _item(self, pk):
         item = self.datamodel.get(pk, self._base_filters)

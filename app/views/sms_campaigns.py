@@ -18,11 +18,12 @@ from sqlalchemy import delete, func, insert, select
 
 from app.extensions import db
 from app.jobs import sms as jobs
-from app.models.sms import SmsAudienceEntry, SmsCampaign
+from app.models.sms import SmsAudienceEntry, SmsCampaign, SmsMessage
 from app.security import policy
 from app.services.errors import DomainError
 from app.services.sms import campaigns
 from app.views.base import CrmModelView
+from app.views.sms_admin import refuse_delete_in_use
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 UPLOAD_CHUNK = 5000
@@ -64,6 +65,13 @@ class SmsCampaignView(CrmModelView):
 
     def check_item(self, item, creating):
         check_campaign_item(item, creating)
+
+    def check_delete(self, item):
+        refuse_delete_in_use(item, "campaign_id", (SmsMessage,), "cancel it instead")
+
+    def pre_delete(self, item):
+        super().pre_delete(item)  # a draft's uploaded audience goes with it
+        db.session.execute(delete(SmsAudienceEntry).where(SmsAudienceEntry.campaign_id == item.id))
 
     def _campaign(self, pk) -> SmsCampaign:
         item = db.session.get(SmsCampaign, pk)
