@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 
 from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from config import INSTANCE_DIR, get_config
 
@@ -51,6 +54,20 @@ def _init_extensions(app: Flask) -> None:
     from app.services.sms import words
 
     words.install(db)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """SQLite file databases in WAL mode: readers (web, the preparation's chunk reads) go on while a
+    writer commits, instead of waiting on its lock; synchronous=NORMAL is durable in WAL mode."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        if cursor.execute("PRAGMA database_list").fetchone()[2]:  # a file, not :memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
+event.listen(Engine, "connect", _sqlite_pragmas)
 
 
 def _init_appbuilder(app: Flask) -> None:

@@ -78,17 +78,61 @@ def _teardown(app) -> None:
         db.engine.dispose()
 
 
+def _suite_app(path, redis_url: str, **overrides):
+    app = create_app(make_config(f"sqlite:///{path}", redis_url, **overrides))
+    app.test_client_class = IsolatedClient
+    return app
+
+
+def _copy_template(template, path) -> None:
+    """A new file at `path` (removed first: a connection still open keeps reading the old one)."""
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        if os.path.exists(f"{path}{suffix}"):
+            os.remove(f"{path}{suffix}")
+    shutil.copy(template, path)
+
+
+_shared: dict = {}  # this test process's reusable app: {"app", "sm", "path", "config"}
+
+
+def _reused_app(template_db, redis_url: str):
+    """Building the app costs about a second (FAB builds every view's forms and filters), so a test
+    process reuses one between tests that override no setting. Each test still starts from a fresh copy
+    of the database, an empty Redis, emptied per-process caches and the settings as they were."""
+    from app.extensions import appbuilder, db
+    from app.services import metadata
+    from app.services.sms import words
+
+    app = _shared.get("app")
+    if app is None or _shared["sm"] is not appbuilder.sm:  # another app re-initialised the AppBuilder
+        path = template_db.parent / f"shared-{os.getpid()}.db"
+        _copy_template(template_db, path)
+        app = _suite_app(path, redis_url)
+        _shared.update(app=app, sm=appbuilder.sm, path=path, config=dict(app.config))
+        return app
+    _copy_template(template_db, _shared["path"])
+    app.config.clear()
+    app.config.update(_shared["config"])
+    with app.app_context():
+        metadata.install(db)
+        words.install(db)
+    return app
+
+
 @pytest.fixture
 def app(request, template_db, tmp_path, redis_server):
     """The real app on a private copy of the seeded SQLite database.
 
-    `@pytest.mark.config(NAME=value)` overrides settings for one test.
+    `@pytest.mark.config(NAME=value)` overrides settings for one test (it gets an app of its own).
     """
-    path = tmp_path / "crm.db"
-    shutil.copy(template_db, path)
     Redis.from_url(redis_server.url).flushdb()
-    app = create_app(make_config(f"sqlite:///{path}", redis_server.url, **_overrides(request)))
-    app.test_client_class = IsolatedClient
+    overrides = _overrides(request)
+    if overrides:
+        path = tmp_path / "crm.db"
+        shutil.copy(template_db, path)
+        app = _suite_app(path, redis_server.url, **overrides)
+    else:
+        app = _reused_app(template_db, redis_server.url)
     yield app
     _teardown(app)
 
