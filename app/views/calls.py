@@ -47,7 +47,7 @@ from app.services.calls.dialing import CallRefused, click_to_call, parse_windows
 from app.services.calls.providers import CallbackError, ProviderError, SignatureError
 from app.services.errors import DomainError
 from app.services.phones import normalise_phone
-from app.services.sms.http import check_base_url
+from app.services.signing import check_base_url
 from app.services.sms.secrets import ENV_NAME, encrypt
 from app.views.base import CrmModelRestApi, CrmModelView
 from app.views.sales import PageShowMixin

@@ -14,24 +14,19 @@ from __future__ import annotations
 
 import http.client
 import json
-import secrets
-import time
 from urllib.parse import urlsplit
 
+from app.services import signing
 from app.services.calls.providers import (
-    H_KEY,
-    H_NONCE,
-    H_SIGNATURE,
-    H_TIMESTAMP,
+    HEADERS,
     CallStatusEvent,
     DialRequest,
     DialResult,
     ProviderError,
     parse_events,
-    sign_request,
     verify_callback,
 )
-from app.services.sms.http import check_base_url
+from app.services.signing import check_base_url
 
 DIAL_PATH = "/v1/calls/dial"
 
@@ -79,10 +74,8 @@ class HttpCallProvider:
 
     def _post(self, path: str, body: bytes) -> dict:
         parts = urlsplit(self.base_url + path)
-        timestamp, nonce = str(int(time.time())), secrets.token_hex(8)
-        headers = {"Content-Type": "application/json", H_KEY: self.key_id, H_TIMESTAMP: timestamp,
-                   H_NONCE: nonce,
-                   H_SIGNATURE: sign_request(self.secret, "POST", parts.path, timestamp, nonce, body)}
+        headers = {"Content-Type": "application/json",
+                   **signing.request_headers(HEADERS, self.key_id, self.secret, "POST", parts.path, body)}
         conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         conn = conn_cls(parts.hostname, parts.port, timeout=self.connect_timeout)
         try:

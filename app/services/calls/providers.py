@@ -18,11 +18,7 @@ TIMESTAMP \\n NONCE \\n hex(sha256(body)).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import json
-import secrets
-import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -37,10 +33,11 @@ from app.models.calls import (
     HTTP,
     SIMULATOR,
 )
+from app.services import signing
 
 CALLBACK_WINDOW = 300  # seconds a callback's timestamp may be away from our clock
-H_KEY, H_TIMESTAMP = "X-Call-Key", "X-Call-Timestamp"
-H_NONCE, H_SIGNATURE = "X-Call-Nonce", "X-Call-Signature"
+HEADERS = signing.Headers("X-Call-Key", "X-Call-Timestamp", "X-Call-Nonce", "X-Call-Signature")
+H_KEY, H_TIMESTAMP, H_NONCE, H_SIGNATURE = HEADERS
 EVENT_STATUSES = (CALL_DIALING, CALL_RINGING, CALL_ANSWERED, CALL_ENDED, CALL_NO_ANSWER, CALL_BUSY,
                   CALL_FAILED)
 # Common provider spellings → ours.
@@ -122,72 +119,22 @@ def options_of(interface) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _digest(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
-
-
-def sign_request(secret: str, method: str, path: str, timestamp: str, nonce: str, body: bytes) -> str:
-    text = "\n".join((method.upper(), path, timestamp, nonce, _digest(body)))
-    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
-
-
-def sign_callback(secret: str, timestamp: str, nonce: str, body: bytes) -> str:
-    text = "\n".join((timestamp, nonce, _digest(body)))
-    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+sign_request, sign_callback, parse_time = signing.sign_request, signing.sign_callback, signing.parse_time
 
 
 def callback_headers(secret: str, body: bytes, now: float | None = None) -> dict[str, str]:
     """The headers a provider sends with a status callback (the simulator and the tests sign with it)."""
-    timestamp = str(int(time.time() if now is None else now))
-    nonce = secrets.token_hex(8)
-    signature = sign_callback(secret, timestamp, nonce, body)
-    return {H_TIMESTAMP: timestamp, H_NONCE: nonce, H_SIGNATURE: signature}
-
-
-def _header(headers, name: str) -> str | None:
-    value = headers.get(name)
-    if value is None and isinstance(headers, dict):
-        low = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == low), None)
-    return value
-
-
-def parse_time(value) -> dt.datetime | None:
-    """A callback time as naive UTC; None when absent or unreadable."""
-    if value in (None, ""):
-        return None
-    try:
-        if isinstance(value, (int, float)):
-            return dt.datetime.fromtimestamp(value, dt.UTC).replace(tzinfo=None)
-        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except (ValueError, OverflowError, OSError):
-        return None
-    return parsed.astimezone(dt.UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+    return signing.callback_headers(HEADERS, secret, body, now)
 
 
 def verify_callback(secret: str | None, body: bytes, headers, now: float | None = None) -> dict:
     """The callback's JSON object once its signature and timestamp check out."""
-    if not secret:
-        raise SignatureError("This interface has no callback secret configured")
-    timestamp, nonce = _header(headers, H_TIMESTAMP), _header(headers, H_NONCE)
-    signature = _header(headers, H_SIGNATURE)
-    if not (timestamp and nonce and signature):
-        raise SignatureError("Missing signature headers")
     try:
-        age = abs((time.time() if now is None else now) - int(timestamp))
-    except ValueError:
-        raise SignatureError("Bad timestamp") from None
-    if age > CALLBACK_WINDOW:
-        raise SignatureError("Timestamp outside the accepted window")
-    if not hmac.compare_digest(sign_callback(secret, timestamp, nonce, body), signature.strip().lower()):
-        raise SignatureError("Bad signature")
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise CallbackError("Body is not JSON") from None
-    if not isinstance(data, dict):
-        raise CallbackError("Body must be a JSON object")
-    return data
+        return signing.verify_callback(HEADERS, secret, body, headers, CALLBACK_WINDOW, now)
+    except signing.BadSignature as exc:
+        raise SignatureError(str(exc)) from None
+    except signing.BadBody as exc:
+        raise CallbackError(str(exc)) from None
 
 
 def _status(value) -> str | None:

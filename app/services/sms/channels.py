@@ -69,7 +69,7 @@ def check_channel(channel) -> None:
             raise DomainError(f"{name!r} is not an environment variable name (A-Z, 0-9, _)", field=field)
         setattr(channel, field, name)
     if channel.provider == "http":
-        from app.services.sms.http import check_base_url
+        from app.services.signing import check_base_url
 
         try:
             channel.base_url = check_base_url((channel.base_url or "").strip())

@@ -21,17 +21,12 @@ HTTPS is required, except for a base URL on the loopback (a local stand-in or te
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import hmac
-import ipaddress
 import json
-import secrets
-import time
 import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
+from app.services import signing
 from app.services.sms.providers import (
     Inbound,
     OutboundSms,
@@ -43,7 +38,8 @@ from app.services.sms.providers import (
 
 SEND_PATH = "/v1/sms/send"
 CALLBACK_WINDOW = 300  # seconds a callback's timestamp may be away from our clock
-H_KEY, H_TIMESTAMP, H_NONCE, H_SIGNATURE = "X-Sms-Key", "X-Sms-Timestamp", "X-Sms-Nonce", "X-Sms-Signature"
+HEADERS = signing.Headers("X-Sms-Key", "X-Sms-Timestamp", "X-Sms-Nonce", "X-Sms-Signature")
+H_KEY, H_TIMESTAMP, H_NONCE, H_SIGNATURE = HEADERS
 # Per-number codes worth another try later (the provider was busy, not the number wrong).
 RETRYABLE_CODES = frozenset({"Throttled", "SystemBusy", "Timeout", "InternalError", "missing_result"})
 # Provider receipt statuses → ours (only what moves a message forward: delivered / failed / sent).
@@ -58,71 +54,13 @@ class SignatureError(ReceiptError):
     """The callback is not signed by the provider (bad or missing signature, stale timestamp): 401."""
 
 
-def body_digest(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
-
-
-def sign_request(secret: str, method: str, path: str, timestamp: str, nonce: str, body: bytes) -> str:
-    text = "\n".join((method.upper(), path, timestamp, nonce, body_digest(body)))
-    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
-
-
-def sign_callback(secret: str, timestamp: str, nonce: str, body: bytes) -> str:
-    text = "\n".join((timestamp, nonce, body_digest(body)))
-    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+body_digest, sign_request, sign_callback = signing.body_digest, signing.sign_request, signing.sign_callback
+check_base_url, _parse_time = signing.check_base_url, signing.parse_time
 
 
 def callback_headers(secret: str, body: bytes, now: float | None = None) -> dict[str, str]:
     """The headers a provider sends with a callback (the demo and the tests sign with this)."""
-    timestamp = str(int(time.time() if now is None else now))
-    nonce = secrets.token_hex(8)
-    signature = sign_callback(secret, timestamp, nonce, body)
-    return {H_TIMESTAMP: timestamp, H_NONCE: nonce, H_SIGNATURE: signature}
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_base_url(base_url: str | None) -> str:
-    """The base URL without a trailing slash; ValueError unless https (or http on the loopback)."""
-    if not base_url:
-        raise ValueError("The HTTP provider needs a base URL")
-    parts = urlsplit(base_url)
-    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname)):
-        return base_url.rstrip("/")
-    raise ValueError("The base URL must use https (http only for a local address)")
-
-
-def _header(headers, name: str) -> str | None:
-    """A header by name, case-insensitively, from a dict or werkzeug's Headers."""
-    value = headers.get(name)
-    if value is None and isinstance(headers, dict):
-        low = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == low), None)
-    return value
-
-
-def _parse_time(value) -> dt.datetime | None:
-    """A receipt time as naive UTC (the database keeps naive UTC); None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        if isinstance(value, (int, float)):
-            return dt.datetime.fromtimestamp(value, dt.UTC).replace(tzinfo=None)
-        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except (ValueError, OverflowError, OSError):
-        return None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
-    return parsed
+    return signing.callback_headers(HEADERS, secret, body, now)
 
 
 class HttpProvider:
@@ -181,13 +119,11 @@ class HttpProvider:
         return results
 
     def _post(self, path: str, body: bytes) -> dict:
-        timestamp, nonce = str(int(time.time())), secrets.token_hex(8)
+        signed = signing.request_headers(HEADERS, self.key_id, self.secret, "POST",
+                                         urlsplit(self.base_url + path).path, body)
         request = urllib.request.Request(
             self.base_url + path, data=body, method="POST",
-            headers={"Content-Type": "application/json; charset=utf-8", H_KEY: self.key_id,
-                     H_TIMESTAMP: timestamp, H_NONCE: nonce,
-                     H_SIGNATURE: sign_request(self.secret, "POST", urlsplit(self.base_url + path).path,
-                                               timestamp, nonce, body)})
+            headers={"Content-Type": "application/json; charset=utf-8", **signed})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 raw = response.read()
@@ -210,28 +146,12 @@ class HttpProvider:
     # --- callbacks ---------------------------------------------------------------------------------
     def verify_callback(self, body: bytes, headers, now: float | None = None) -> dict:
         """The callback's JSON object once its signature and timestamp check out; else ReceiptError."""
-        if not self.callback_secret:
-            raise SignatureError("This channel has no callback secret configured")
-        timestamp, nonce = _header(headers, H_TIMESTAMP), _header(headers, H_NONCE)
-        signature = _header(headers, H_SIGNATURE)
-        if not (timestamp and nonce and signature):
-            raise SignatureError("Missing signature headers")
         try:
-            age = abs((time.time() if now is None else now) - int(timestamp))
-        except ValueError:
-            raise SignatureError("Bad timestamp") from None
-        if age > CALLBACK_WINDOW:
-            raise SignatureError("Timestamp outside the accepted window")
-        expected = sign_callback(self.callback_secret, timestamp, nonce, body)
-        if not hmac.compare_digest(expected, signature.strip().lower()):
-            raise SignatureError("Bad signature")
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise ReceiptError("Body is not JSON") from None
-        if not isinstance(data, dict):
-            raise ReceiptError("Body must be a JSON object")
-        return data
+            return signing.verify_callback(HEADERS, self.callback_secret, body, headers, CALLBACK_WINDOW, now)
+        except signing.BadSignature as exc:
+            raise SignatureError(str(exc)) from None
+        except signing.BadBody as exc:
+            raise ReceiptError(str(exc)) from None
 
     def parse_receipts(self, body: bytes, headers) -> list[Receipt]:
         rows = self.verify_callback(body, headers).get("receipts")
