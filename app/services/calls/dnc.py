@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
-from dataclasses import dataclass, field
 
 from sqlalchemy import delete, or_, select
 
 from app.models.base import utcnow
 from app.models.calls import DoNotCall
 from app.services.errors import DomainError
-from app.services.phones import normalise_phone
-
-HEADERS = ("phone", "mobile", "手机", "手机号", "号码")
+from app.services.phones import ListImport, import_phone_list, normalise_phone
 
 
 def is_listed(session, phone: str, now: dt.datetime | None = None) -> bool:
@@ -49,27 +44,6 @@ def remove(session, phone: str) -> bool:
     return bool(session.execute(delete(DoNotCall).where(DoNotCall.phone == phone)).rowcount)
 
 
-@dataclass
-class ImportResult:
-    added: int = 0
-    existing: int = 0
-    errors: list[tuple[int, str]] = field(default_factory=list)
-
-
-def import_phones(session, text: str, reason: str | None = None, source: str = "import") -> ImportResult:
+def import_phones(session, text: str, reason: str | None = None, source: str = "import") -> ListImport:
     """Numbers from a list (one a line; "phone,reason" allowed); idempotent. The caller commits."""
-    result = ImportResult()
-    for number, parts in enumerate(csv.reader(io.StringIO((text or "").lstrip("\ufeff"))), start=1):
-        parts = [p.strip() for p in parts]
-        if not parts or not parts[0] or parts[0].startswith("#"):
-            continue
-        if number == 1 and parts[0].lower() in HEADERS:
-            continue
-        try:
-            if add(session, parts[0], (parts[1] if len(parts) > 1 and parts[1] else reason), source):
-                result.added += 1
-            else:
-                result.existing += 1
-        except DomainError as exc:
-            result.errors.append((number, exc.message))
-    return result
+    return import_phone_list(text, lambda phone, why, src: add(session, phone, why, src), reason, source)

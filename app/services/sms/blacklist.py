@@ -7,10 +7,7 @@ sender on the list.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -19,7 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from app.models.base import utcnow
 from app.models.sms import BlacklistEntry
 from app.services.errors import DomainError
-from app.services.phones import normalise_phone
+from app.services.phones import ListImport, import_phone_list, normalise_phone
 from app.services.sms.words import normalise
 
 OPT_OUT_KEYWORDS = ("R", "TD", "T", "N", "退订", "退", "STOP", "UNSUBSCRIBE", "QX", "取消", "拒收")
@@ -77,30 +74,9 @@ def check_entry(entry: BlacklistEntry) -> None:
         raise DomainError(f"Source must be one of {', '.join(SOURCES)}", field="source")
 
 
-@dataclass
-class ImportResult:
-    added: int = 0
-    existing: int = 0
-    errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, message)
-
-
-def import_phones(session, text: str, reason: str | None = None, source: str = "import") -> ImportResult:
+def import_phones(session, text: str, reason: str | None = None, source: str = "import") -> ListImport:
     """Numbers from a list (one a line; "phone,reason" allowed); idempotent. The caller commits."""
-    result = ImportResult()
-    for number, parts in enumerate(csv.reader(io.StringIO((text or "").lstrip("\ufeff"))), start=1):
-        parts = [p.strip() for p in parts]
-        if not parts or not parts[0] or parts[0].startswith("#"):
-            continue
-        if number == 1 and parts[0].lower() in ("phone", "mobile", "手机", "手机号"):
-            continue
-        try:
-            if add(session, parts[0], (parts[1] if len(parts) > 1 and parts[1] else reason), source):
-                result.added += 1
-            else:
-                result.existing += 1
-        except DomainError as exc:
-            result.errors.append((number, exc.message))
-    return result
+    return import_phone_list(text, lambda phone, why, src: add(session, phone, why, src), reason, source)
 
 
 def _key(text: str) -> str:
