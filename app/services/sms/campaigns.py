@@ -256,7 +256,9 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
     window = limits.quiet_hours(session)
     blacklist_applies = marketing or not _config(session, "sms.notifications_ignore_blacklist", False)
     upload = spec["kind"] == "upload"
-    base = None if upload else _filter_query(session, spec, blacklist_applies)
+    read_chunk = None if upload else _chunk_reader(session, _filter_query(session, spec, blacklist_applies)
+                                                   .where(Customer.id > bindparam("after"))
+                                                   .order_by(Customer.id).limit(chunk))
     valid_cache: dict[str, bool] = {}
     texts: dict[str | None, tuple[str, bool, str, int]] = {}  # name → (text, blocked, masked text, segments)
     scan = words.matcher(session)
@@ -278,7 +280,7 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
                                            SmsAudienceEntry.line > cursor)
                                     .order_by(SmsAudienceEntry.line).limit(chunk)).all()
             else:
-                rows = conn.execute(base.where(Customer.id > cursor).order_by(Customer.id).limit(chunk)).all()
+                rows = read_chunk(conn, after=cursor)
             if not rows:
                 if writer is not None:
                     writer.wait()
@@ -316,7 +318,7 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
                 if listed is not None:
                     add([customer_id, phone, text[0], 1, MSG_CANCELLED,
                          "opted_out" if listed == "inbound" else "blacklisted", None])
-                elif marketing and consent is False:
+                elif marketing and consent is not None and not consent:  # SQLite's raw rows say 0
                     add([customer_id, phone, text[0], 1, MSG_CANCELLED, "no_consent", None])
                 elif text[1]:
                     add([customer_id, phone, text[0], 1, MSG_CANCELLED, "sensitive_word", None])
@@ -356,6 +358,25 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
         if writer is not None:
             writer.close()
     return result
+
+
+def _chunk_reader(session, stmt):
+    """`stmt` compiled once and run on the DBAPI cursor, its rows as plain tuples: building SQLAlchemy
+    Row objects for every recipient cost a fifth of the preparation on PostgreSQL."""
+    compiled = stmt.compile(dialect=session.get_bind().dialect, compile_kwargs={"render_postcompile": True})
+    sql = str(compiled)
+
+    def read(conn, **values) -> list[tuple]:
+        params = compiled.construct_params(values)
+        args = tuple(params[name] for name in compiled.positiontup) if compiled.positional else params
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(sql, args)
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+
+    return read
 
 
 def _can_pipeline(session) -> bool:
