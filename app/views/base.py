@@ -19,8 +19,8 @@ from flask_appbuilder.urltools import get_filter_args
 from flask_appbuilder.views import expose
 from flask_babel import lazy_gettext as _l
 from markupsafe import escape
+from sqlalchemy import func, select
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy import select
 
 from app.extensions import db
 from app.models.base import ScopedMixin
@@ -153,6 +153,14 @@ class CrmViewMixin:
 
     def check_delete(self, item) -> None:
         """Refuse a delete with DomainError. Override per resource."""
+
+
+def refuse_delete_in_use(item, *columns, instead: str = "disable it instead") -> None:
+    """A 409 when rows refer to `item` through any of `columns` (model attributes such as
+    CallRecord.line_id): what they record keeps its meaning, whether or not a foreign key says so."""
+    for column in columns:
+        if db.session.scalar(select(func.count()).where(column == item.id)):
+            raise DomainError(f"{item} is used by {column.class_.__tablename__} rows: {instead}", status=409)
 
 
 class CrmModelView(CrmViewMixin, ModelView):

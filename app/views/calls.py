@@ -21,7 +21,7 @@ from flask_appbuilder.utils.limit import Limit
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_limiter.util import get_remote_address
-from sqlalchemy import func, select
+from sqlalchemy import select
 from wtforms import BooleanField, PasswordField, SelectField, TextAreaField
 
 from app.extensions import db
@@ -49,7 +49,7 @@ from app.services.errors import DomainError
 from app.services.phones import normalise_phone
 from app.services.signing import check_base_url
 from app.services.sms.secrets import ENV_NAME, encrypt
-from app.views.base import CrmModelRestApi, CrmModelView
+from app.views.base import CrmModelRestApi, CrmModelView, refuse_delete_in_use
 from app.views.sales import PageShowMixin
 from app.views.sms_admin import _import_page
 
@@ -152,11 +152,6 @@ def check_interface(item) -> None:
         raise DomainError("This name is taken", field="name", status=409)
 
 
-def _check_in_use(model_field, item, what: str) -> None:
-    if db.session.scalar(select(func.count()).where(model_field == item.id)):
-        raise DomainError(f"{item} is used by {what}: disable it instead", status=409)
-
-
 class OutboundInterfaceView(CrmModelView):
     datamodel = SQLAInterface(OutboundInterface)
     class_permission_name = policy.OUTBOUND_INTERFACE
@@ -197,7 +192,7 @@ class OutboundInterfaceView(CrmModelView):
         check_interface(item)
 
     def check_delete(self, item):
-        _check_in_use(CallLine.interface_id, item, "lines")
+        refuse_delete_in_use(item, CallLine.interface_id)
 
 
 # --- lines, numbers, seats ----------------------------------------------------------------------------
@@ -244,9 +239,7 @@ class CallLineView(CrmModelView):
         check_line(item)
 
     def check_delete(self, item):
-        _check_in_use(CallNumber.line_id, item, "numbers")
-        _check_in_use(Seat.line_id, item, "seats")
-        _check_in_use(CallRecord.line_id, item, "call records")
+        refuse_delete_in_use(item, CallNumber.line_id, Seat.line_id, CallRecord.line_id)
 
 
 def check_number(item) -> None:
@@ -295,7 +288,7 @@ class CallNumberView(CrmModelView):
         check_number(item)
 
     def check_delete(self, item):
-        _check_in_use(CallRecord.number_id, item, "call records")
+        refuse_delete_in_use(item, CallRecord.number_id)
 
 
 def check_seat(item) -> None:
@@ -331,7 +324,7 @@ class SeatView(CrmModelView):
         check_seat(item)
 
     def check_delete(self, item):
-        _check_in_use(CallRecord.seat_id, item, "call records")
+        refuse_delete_in_use(item, CallRecord.seat_id)
 
 
 # --- do-not-call --------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from app.security.scope import current_viewer
 from app.services.errors import DomainError
 from app.services.ownership import business_timezone
 from app.services.qa import checks, inspections, sampling, scoring
-from app.views.base import CrmModelView
+from app.views.base import CrmModelView, refuse_delete_in_use
 from app.views.sales import PageShowMixin
 
 KIND_LABELS = {"manual": _l("Manual (inspector only)"), "forbidden_words": _l("Forbidden words"),
@@ -179,12 +179,7 @@ class QaScorecardView(CrmModelView):
                                     related_views=self._related_views, **self.page_context(item))
 
     def check_delete(self, item):
-        used = db.session.scalar(select(func.count(QaInspection.id))
-                                 .where(QaInspection.scorecard_id == item.id))
-        plans = db.session.scalar(select(func.count(QaPlan.id)).where(QaPlan.scorecard_id == item.id))
-        if used or plans:
-            raise DomainError("This scorecard is used by sampling plans or inspections: disable it instead",
-                              status=409)
+        refuse_delete_in_use(item, QaPlan.scorecard_id, QaInspection.scorecard_id)
 
 
 # --- sampling plans ---------------------------------------------------------------------------------------
@@ -219,8 +214,7 @@ class QaPlanView(PageShowMixin, CrmModelView):
         sampling.check_plan(item)
 
     def check_delete(self, item):
-        if db.session.scalar(select(func.count(QaInspection.id)).where(QaInspection.plan_id == item.id)):
-            raise DomainError("This plan has inspections: disable it instead", status=409)
+        refuse_delete_in_use(item, QaInspection.plan_id)
 
     def page_context(self, item) -> dict:
         if item is None:

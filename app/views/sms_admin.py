@@ -15,8 +15,8 @@ from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextAreaFie
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_appbuilder.security.decorators import has_access
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, select
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import select
 from wtforms import BooleanField, PasswordField, SelectField, TextAreaField
 
 from app.extensions import db
@@ -42,7 +42,7 @@ from app.services.sms import blacklist, words
 from app.services.sms.channels import PROVIDERS, check_channel
 from app.services.sms.secrets import encrypt
 from app.services.sms.templates import check_template, preview
-from app.views.base import CrmModelRestApi, CrmModelView
+from app.views.base import CrmModelRestApi, CrmModelView, refuse_delete_in_use
 
 MAX_IMPORT_BYTES = 2 * 1024 * 1024
 LABELS = {
@@ -112,15 +112,6 @@ def _apply_secret(item) -> None:
         item.encrypted_secret = encrypt(new)
     elif getattr(item, "clear_secret", False):
         item.encrypted_secret = None
-
-
-def refuse_delete_in_use(item, column: str, models, instead: str = "disable it instead") -> None:
-    """409 when rows of `models` refer to `item` by `column` (sms_message has no foreign keys to do it)."""
-    for model in models:
-        used = db.session.scalar(select(func.count()).select_from(model)
-                                 .where(getattr(model, column) == item.id))
-        if used:
-            raise DomainError(f"{item} is used by {model.__tablename__} rows: {instead}", status=409)
 
 
 def _secret_state(value) -> str:
@@ -230,7 +221,7 @@ class SmsChannelView(CrmModelView):
         check_channel(item)
 
     def check_delete(self, item):
-        refuse_delete_in_use(item, "channel_id", (SmsTemplate, SmsCampaign, SmsMessage))
+        refuse_delete_in_use(item, SmsTemplate.channel_id, SmsCampaign.channel_id, SmsMessage.channel_id)
 
 
 # --- templates ------------------------------------------------------------------------------------
@@ -333,7 +324,7 @@ class SmsTemplateView(CrmModelView):
         check_template_item(item, creating)
 
     def check_delete(self, item):
-        refuse_delete_in_use(item, "template_id", (SmsCampaign, SmsMessage))
+        refuse_delete_in_use(item, SmsCampaign.template_id, SmsMessage.template_id)
 
     @action("submit", _l("Submit for review"), None, "fa-paper-plane")
     def submit(self, items):
@@ -490,7 +481,7 @@ class SmsTemplateApi(CrmModelRestApi):
         check_template_item(item, creating)
 
     def check_delete(self, item):
-        refuse_delete_in_use(item, "template_id", (SmsCampaign, SmsMessage))
+        refuse_delete_in_use(item, SmsCampaign.template_id, SmsMessage.template_id)
 
     def _item(self, pk):
         item = self.datamodel.get(pk, self._base_filters)

@@ -22,8 +22,7 @@ from app.models.sms import SmsAudienceEntry, SmsCampaign, SmsMessage
 from app.security import policy
 from app.services.errors import DomainError
 from app.services.sms import campaigns
-from app.views.base import CrmModelView
-from app.views.sms_admin import refuse_delete_in_use
+from app.views.base import CrmModelView, refuse_delete_in_use
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 UPLOAD_CHUNK = 5000
@@ -67,7 +66,7 @@ class SmsCampaignView(CrmModelView):
         check_campaign_item(item, creating)
 
     def check_delete(self, item):
-        refuse_delete_in_use(item, "campaign_id", (SmsMessage,), "cancel it instead")
+        refuse_delete_in_use(item, SmsMessage.campaign_id, instead="cancel it instead")
 
     def pre_delete(self, item):
         super().pre_delete(item)  # a draft's uploaded audience goes with it
