@@ -157,7 +157,13 @@ class SmsMessage(Model):
               sqlite_where=text("coalesce(cancel_reason, '') <> 'duplicate'"),
               postgresql_where=text("coalesce(cancel_reason, '') <> 'duplicate'")),
         Index("ix_sms_message_campaign_status", "campaign_id", "status"),
-        Index("ix_sms_message_status_after", "status", "send_after"),
+        # Notifications only (no campaign): the reconciler's "sending with an expired lease"; a campaign's
+        # million rows stay out (the sender finds them by campaign and status).
+        Index("ix_sms_message_status_after", "status", "send_after", sqlite_where=text("campaign_id IS NULL"),
+              postgresql_where=text("campaign_id IS NULL")),
+        # Idempotent notifications: only they carry a key, so campaign rows' NULLs stay out of the index.
+        Index("uq_sms_message_event_key", "event_key", unique=True,
+              sqlite_where=text("event_key IS NOT NULL"), postgresql_where=text("event_key IS NOT NULL")),
         # Looked up only when set (receipts): unsent messages' NULLs stay out of the index.
         Index("ix_sms_message_provider_id", "provider_id", sqlite_where=text("provider_id IS NOT NULL"),
               postgresql_where=text("provider_id IS NOT NULL")),
@@ -176,7 +182,7 @@ class SmsMessage(Model):
     segments: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     kind: Mapped[str] = mapped_column(String(12), nullable=False, default=MARKETING)
     event: Mapped[str | None] = mapped_column(String(40))  # transactional: what triggered it
-    event_key: Mapped[str | None] = mapped_column(String(128), unique=True)  # idempotent notifications
+    event_key: Mapped[str | None] = mapped_column(String(128))  # idempotent notifications (unique index)
     status: Mapped[str] = mapped_column(String(10), nullable=False, default=MSG_PENDING)
     cancel_reason: Mapped[str | None] = mapped_column(String(24))
     error_code: Mapped[str | None] = mapped_column(String(64))

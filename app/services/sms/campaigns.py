@@ -249,11 +249,10 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
     spec, defaults = audience_of(campaign), _defaults(campaign)
     render = _compiled(tpl.body, defaults)
     kind, marketing = tpl.kind, tpl.kind == MARKETING
-    limiter = limits.FrequencyLimiter(redis)
-    freq_limits = limits.limits_for(session, kind)
     signature = channel.signature
-    freq_key, member = f"{signature}:{tpl.id}", f"c{campaign_id}"
-    window = limits.quiet_hours(session)
+    settle = _settler(limits.FrequencyLimiter(redis), slot_key(channel, tpl.id),
+                      limits.limits_for(session, kind), slot_member(campaign_id),
+                      limits.quiet_hours(session) if marketing else None)
     blacklist_applies = marketing or not _config(session, "sms.notifications_ignore_blacklist", False)
     upload = spec["kind"] == "upload"
     read_chunk = None if upload else _chunk_reader(session, _filter_query(session, spec, blacklist_applies)
@@ -266,8 +265,8 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
     this = SmsCampaign.id == campaign_id
     status_of = select(SmsCampaign.status).where(this)
     cursor = campaign.cursor
-    writer = _ChunkWriter(session.get_bind(), campaign_id) if _can_pipeline(session) else None
-    in_flight: list[list] = []
+    writer = _ChunkWriter(session.get_bind(), campaign_id, fixed, kind) if _can_pipeline(session) else None
+    in_flight: list[list[list]] = []  # the records of chunks the writer may not have committed
     try:
         while max_chunks is None or result.chunks < max_chunks:
             conn = session.connection()
@@ -283,7 +282,7 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
                 rows = read_chunk(conn, after=cursor)
             if not rows:
                 if writer is not None:
-                    writer.wait()
+                    result.outcomes.update(writer.wait())
                 session.execute(update(SmsCampaign).where(this).values(prepared=True))
                 session.commit()
                 result.finished = True
@@ -292,7 +291,8 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
             seen: set[str] = set()
             if upload:
                 audience, seen = _upload_audience(session, campaign_id, rows, blacklist_applies)
-                seen.update(r[1] for r in in_flight)  # the chunk being written is not visible to queries yet
+                for written in in_flight:  # chunks still being written are not visible to queries yet
+                    seen.update(r[1] for r in written)
             else:
                 audience = rows  # (customer id, phone, name, consent, blacklist source or None)
             # records: [customer_id, phone, content, segments, status, cancel_reason, send_after]
@@ -326,38 +326,53 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
                     rec = [customer_id, phone, text[2], text[3], MSG_PENDING, None, None]
                     add(rec)
                     candidates.append(rec)
-            allowed = limiter.acquire_many([r[1] for r in candidates], freq_key, freq_limits, member,
-                                           now=_epoch(now_))
-            passed = []
-            for rec, ok in zip(candidates, allowed, strict=True):
-                if ok:
-                    passed.append(rec)
-                else:
-                    rec[4], rec[5] = MSG_CANCELLED, "frequency_limit"
-            if marketing and passed:  # quiet hours in each recipient's time zone: wait, not dropped
-                opening_of = limits.openings(now_, window)
-                cn = opening_of("+86")
-                for rec in passed:
-                    phone = rec[1]
-                    opening = cn if phone.startswith("+86") else opening_of(phone)
-                    if opening is not None:
-                        rec[4], rec[6] = MSG_DEFERRED, opening
-            result.outcomes.update(r[5] or r[4] for r in records)
             cursor = rows[-1][0]
             if writer is None:
+                result.outcomes.update(settle(records, candidates, now_))
                 _persist(session.connection(), fixed, kind, records, now_)
                 session.execute(update(SmsCampaign).where(this).values(cursor=cursor))
                 session.commit()
             else:
                 session.commit()  # ends this chunk's reads; the writer commits its rows with the cursor
-                writer.submit(fixed, kind, records, now_, cursor)
-                in_flight = records
+                result.outcomes.update(writer.submit(settle, records, candidates, now_, cursor))
+                in_flight = [*in_flight[1 - _ChunkWriter.DEPTH:], records]
             result.chunks += 1
             result.rows += len(records)
+        if writer is not None:
+            result.outcomes.update(writer.wait())
     finally:
         if writer is not None:
             writer.close()
     return result
+
+
+def _settler(limiter, freq_key: str, freq_limits: dict, member: str, window: dict | None):
+    """The last checks of a prepared chunk, done on the writer thread (their Redis round trip overlaps the
+    next chunk's preparation): the frequency limit (one Lua call for the chunk's candidates; the campaign
+    as the member, so a redone chunk spends no quota twice), then for marketing (`window` given) the quiet
+    hours in each recipient's zone — a closed window defers the message to its opening. Returns the
+    chunk's outcome counts."""
+
+    def settle(records: list[list], candidates: list[list], now: dt.datetime) -> Counter:
+        allowed = limiter.acquire_many([r[1] for r in candidates], freq_key, freq_limits, member,
+                                       now=_epoch(now))
+        passed = []
+        for rec, ok in zip(candidates, allowed, strict=True):
+            if ok:
+                passed.append(rec)
+            else:
+                rec[4], rec[5] = MSG_CANCELLED, "frequency_limit"
+        if window is not None and passed:
+            opening_of = limits.openings(now, window)
+            cn = opening_of("+86")
+            for rec in passed:
+                phone = rec[1]
+                opening = cn if phone.startswith("+86") else opening_of(phone)
+                if opening is not None:
+                    rec[4], rec[6] = MSG_DEFERRED, opening
+        return Counter(r[5] or r[4] for r in records)
+
+    return settle
 
 
 def _chunk_reader(session, stmt):
@@ -387,35 +402,57 @@ def _can_pipeline(session) -> bool:
 
 
 class _ChunkWriter:
-    """Writes prepared chunks — the rows and the campaign's cursor in ONE transaction — on a connection
-    of its own in a thread, while the caller prepares the next chunk (the database works while Python
-    does). At most one chunk is in flight; a write error is raised by the next `submit`/`wait`/`close`.
-    A crash loses only uncommitted chunks, which the cursor has not passed: a re-run redoes them."""
+    """Finishes prepared chunks in two threads while the caller prepares the next one (Redis and the
+    database work while Python does): one runs the last checks (`settle`: the frequency limit's Redis
+    call, quiet hours), the other writes the rows and the campaign's cursor in ONE transaction on a
+    connection of its own, in chunk order. At most two chunks are in flight; `submit` and `wait` return
+    the outcome counts of the chunks finished meanwhile and raise their error. After a failed write no
+    later chunk is written (the cursor never passes a chunk that is not in the database): a crash or an
+    error loses only uncommitted chunks, which a re-run redoes."""
 
-    def __init__(self, engine, campaign_id: int):
-        self.engine, self.campaign_id = engine, campaign_id
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sms-prepare-writer")
-        self._pending: Future | None = None
+    DEPTH = 2
 
-    def _write(self, fixed, kind, records, created, cursor) -> None:
-        with self.engine.begin() as conn:
-            _persist(conn, fixed, kind, records, created)
-            conn.execute(update(SmsCampaign).where(SmsCampaign.id == self.campaign_id).values(cursor=cursor))
+    def __init__(self, engine, campaign_id: int, fixed: tuple, kind: str):
+        self.engine, self.campaign_id, self.fixed, self.kind = engine, campaign_id, fixed, kind
+        self._settling = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sms-prepare-settle")
+        self._writing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sms-prepare-writer")
+        self._in_flight: list[Future] = []
+        self._failed = False
 
-    def submit(self, fixed, kind, records, created, cursor) -> None:
-        self.wait()
-        self._pending = self._pool.submit(self._write, fixed, kind, records, created, cursor)
+    def _write(self, settled: Future, records, created, cursor) -> Counter:
+        if self._failed:
+            raise RuntimeError("an earlier chunk was not written")
+        try:
+            outcomes = settled.result()
+            with self.engine.begin() as conn:
+                _persist(conn, self.fixed, self.kind, records, created)
+                conn.execute(update(SmsCampaign).where(SmsCampaign.id == self.campaign_id)
+                             .values(cursor=cursor))
+        except BaseException:
+            self._failed = True
+            raise
+        return outcomes
 
-    def wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
+    def submit(self, settle, records, candidates, created, cursor) -> Counter:
+        done = Counter()
+        while len(self._in_flight) >= self.DEPTH:
+            done.update(self._in_flight.pop(0).result())
+        settled = self._settling.submit(settle, records, candidates, created)
+        self._in_flight.append(self._writing.submit(self._write, settled, records, created, cursor))
+        return done
+
+    def wait(self) -> Counter:
+        done = Counter()
+        while self._in_flight:
+            done.update(self._in_flight.pop(0).result())
+        return done
 
     def close(self) -> None:
-        try:
-            self.wait()
-        finally:
-            self._pool.shutdown()
+        """Let the threads finish; errors of chunks left in flight were caused by the one the caller
+        is already raising (a normal end has waited for every chunk)."""
+        self._settling.shutdown()
+        self._writing.shutdown()
+        self._in_flight.clear()
 
 
 def _upload_audience(session, campaign_id: int, rows, blacklist_applies: bool):
@@ -499,17 +536,22 @@ def _persist(conn, fixed: tuple, kind: str, records: list[list], created: dt.dat
         except conn.dialect.loaded_dbapi.Error as exc:  # the driver's error, as SQLAlchemy would raise it
             raise DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error) from exc
     elif dialect == "sqlite":
+        # One INSERT … SELECT over a JSON array: SQLite inserts the whole chunk in one step, which runs
+        # without the GIL (executemany re-takes it for every row, so the writer thread would stall behind
+        # the preparing one).
         stamp = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's own SQLite DATETIME text form
-        tail = (kind, 0, created.strftime(stamp))
         stamps: dict = {None: None}
         for r in records:
             after = r[6]
             if after not in stamps:
                 stamps[after] = after.strftime(stamp)
             r[6] = stamps[after]
-        marks = ", ".join("?" * len(_COLUMNS))
-        conn.exec_driver_sql(f"INSERT INTO sms_message ({', '.join(_COLUMNS)}) VALUES ({marks})",
-                             [(uid, *fixed, *r, *tail) for uid, r in zip(uids, records, strict=True)])
+        data = json.dumps([(uid, *r) for uid, r in zip(uids, records, strict=True)], ensure_ascii=False,
+                          check_circular=False)
+        own = ", ".join(f"value ->> {i}" for i in range(1, 8))  # customer_id … send_after
+        conn.exec_driver_sql(f"INSERT INTO sms_message ({', '.join(_COLUMNS)}) "
+                             f"SELECT value ->> 0, ?, ?, ?, {own}, ?, 0, ? FROM json_each(?)",
+                             (*fixed, kind, created.strftime(stamp), data))
     else:
         conn.execute(insert(T), [dict(zip(_COLUMNS, (uid, *fixed, *r, kind, 0, created), strict=True))
                                  for uid, r in zip(uids, records, strict=True)])

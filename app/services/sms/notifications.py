@@ -84,12 +84,16 @@ def channel_for(session, template: SmsTemplate | None) -> SmsChannel | None:
                            .order_by(SmsChannel.priority, SmsChannel.id).limit(1)).first()
 
 
+_KEYED = SmsMessage.event_key.isnot(None)  # the unique index on event_key is partial
+
+
 def _insert(session):
     name = session.get_bind().dialect.name
     if name == "postgresql":
-        return pg_insert(SmsMessage).on_conflict_do_nothing(index_elements=["event_key"])
+        return pg_insert(SmsMessage).on_conflict_do_nothing(index_elements=["event_key"], index_where=_KEYED)
     if name == "sqlite":
-        return sqlite_insert(SmsMessage).on_conflict_do_nothing(index_elements=["event_key"])
+        return sqlite_insert(SmsMessage).on_conflict_do_nothing(index_elements=["event_key"],
+                                                                index_where=_KEYED)
     return insert(SmsMessage)  # pragma: no cover
 
 
@@ -316,7 +320,8 @@ def reconcile_notifications(session, now: dt.datetime | None = None, limit: int 
     now = now or utcnow()
     out = Reconciled()
     rows = session.execute(select(SmsMessage.id, SmsMessage.uid, SmsMessage.claim, SmsMessage.channel_id)
-                           .where(SmsMessage.kind == NOTIFICATION, SmsMessage.status == MSG_SENDING,
+                           .where(SmsMessage.campaign_id.is_(None), SmsMessage.kind == NOTIFICATION,
+                                  SmsMessage.status == MSG_SENDING,
                                   or_(SmsMessage.send_after < now,
                                       and_(SmsMessage.send_after.is_(None),
                                            SmsMessage.created_at < now - LEGACY_GRACE)))
