@@ -460,3 +460,32 @@ def test_every_recipient_is_recorded_with_its_reason_postgresql(pg_app):
         test_quiet_hours_follow_the_recipients_time_zone(pg_app, db.session)
         test_quiet_hours_follow_the_recipients_time_zone_the_other_way(pg_app, db.session)
         test_a_failed_chunk_write_leaves_the_cursor_behind_it_and_a_rerun_completes(pg_app, db.session)
+
+
+def test_an_audience_table_never_analyzed_is_analyzed_before_the_first_chunk(pg_app):
+    """Right after a bulk load PostgreSQL has no statistics for the customer table (reltuples = -1) and
+    would read each chunk by scanning and sorting the whole table (it guesses a handful of rows):
+    preparation ANALYZEs it first, so the planner knows how many rows the audience's filter selects."""
+    from sqlalchemy import text
+
+    from app.extensions import db
+
+    with pg_app.app_context():
+        session = db.session
+        redis = Redis.from_url(pg_app.config["REDIS_URL"])
+        tpl = make_template(session, make_channel(session))
+        region = "测试区-统计"
+        customers(session, region, 30)
+        campaign = make_campaign(session, tpl, {"kind": "filter", "region": region})
+        launched(session, campaign, now=INSIDE)
+        # what a table created and loaded since the last autovacuum round looks like
+        session.execute(text("UPDATE pg_class SET reltuples = -1 WHERE oid = 'customer'::regclass"))
+        session.commit()
+
+        result = campaigns.prepare(session, campaign.id, redis, now=INSIDE)
+
+        assert result.finished and result.rows == 30
+        tuples = session.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'customer'::regclass"))
+        assert tuples >= 30
+        plan = session.scalar(text("EXPLAIN SELECT id FROM customer WHERE region = :r"), {"r": region})
+        assert "rows=30 " in plan, plan

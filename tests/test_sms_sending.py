@@ -129,6 +129,30 @@ def test_orphans_of_a_dead_worker_are_reconciled_with_the_sink(app, session):
     assert {attempts[r.uid] for r in accepted} == {1}  # not handed over again
 
 
+def test_a_message_gets_its_uid_at_its_first_claim_and_keeps_it(app, session):
+    """Prepared messages carry no correlation id; the first claim gives each a unique one, and the re-send
+    of a message a dead worker left unconfirmed goes out under that same id (the provider can dedup)."""
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    campaign, _channel, people = prepared_campaign(session, redis, 6, "发送-标识")
+    ids = select(SmsMessage.id, SmsMessage.uid).where(SmsMessage.campaign_id == campaign.id)
+    assert {uid for _, uid in session.execute(ids)} == {None}
+
+    first = {r.id: r.uid for r in campaigns._claim(session, campaign.id, "0badc0de" * 4, 3, INSIDE)}
+    assert len(set(first.values())) == 3 and None not in first.values()
+    result = campaigns.send(session, campaign.id, redis, now_fn=utcnow)  # no heartbeat: that worker is gone
+
+    assert result.completed and result.reconciled == 3
+    uids = dict(session.execute(ids).all())
+    assert {i: uids[i] for i in first} == first
+    assert len(set(uids.values())) == len(people)
+    assert {c for c, _ in sink_rows(session, campaign.id)} == set(uids.values())
+
+
+def test_a_message_gets_its_uid_at_its_first_claim_and_keeps_it_postgresql(pg_app):
+    with pg_app.app_context():
+        test_a_message_gets_its_uid_at_its_first_claim_and_keeps_it(pg_app, db.session)
+
+
 def test_a_live_claim_is_left_alone(app, session):
     redis = Redis.from_url(app.config["REDIS_URL"])
     campaign, _channel, people = prepared_campaign(session, redis, 6, "发送-活着")

@@ -161,6 +161,8 @@ class SmsMessage(Model):
         # million rows stay out (the sender finds them by campaign and status).
         Index("ix_sms_message_status_after", "status", "send_after", sqlite_where=text("campaign_id IS NULL"),
               postgresql_where=text("campaign_id IS NULL")),
+        Index("uq_sms_message_uid", "uid", unique=True,
+              sqlite_where=text("uid IS NOT NULL"), postgresql_where=text("uid IS NOT NULL")),
         # Idempotent notifications: only they carry a key, so campaign rows' NULLs stay out of the index.
         Index("uq_sms_message_event_key", "event_key", unique=True,
               sqlite_where=text("event_key IS NOT NULL"), postgresql_where=text("event_key IS NOT NULL")),
@@ -170,7 +172,10 @@ class SmsMessage(Model):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    uid: Mapped[str] = mapped_column(String(32), unique=True, nullable=False, default=new_uid)
+    # The provider's correlation id. A notification gets it when made; a campaign message when it is
+    # first claimed for sending (see campaigns._claim): a million prepared rows, many never sent, stay
+    # out of its unique index.
+    uid: Mapped[str | None] = mapped_column(String(32), default=new_uid)
     # No foreign keys (migration 0007): per-row FK triggers cost more than the insert of a campaign's
     # million rows on PostgreSQL; the ids come from rows the writer has just read.
     campaign_id: Mapped[int | None] = mapped_column(Integer)
