@@ -21,6 +21,7 @@ def create_app(config=None) -> Flask:
     with app.app_context():
         _init_extensions(app)
         _init_appbuilder(app)
+        _init_locale(app)
         _init_views(app)
         _init_cli(app)
     return app
@@ -76,6 +77,25 @@ def _init_appbuilder(app: Flask) -> None:
     # One AppBuilder object per process, re-initialised per app (the test-suite builds several).
     appbuilder.__init__(update_perms=False)
     appbuilder.init_app(app, db.session)
+
+
+def _init_locale(app: Flask) -> None:
+    """FAB takes the language from `?_l_=` or the one chosen in the session, else the default (zh_CN).
+    A caller that has chosen neither — an API client, a first visit — gets the best match of its
+    Accept-Language header first, as HTTP means it."""
+    from flask import request, session
+
+    babel = app.extensions["babel"]
+    fab_selector = babel.locale_selector
+
+    def select():
+        if "_l_" not in request.args and not session.get("locale"):
+            best = request.accept_languages.best_match(list(app.config["LANGUAGES"]))
+            if best:
+                return best
+        return fab_selector()
+
+    babel.locale_selector = select
 
 
 def _init_views(app: Flask) -> None:

@@ -115,7 +115,7 @@ def test_registration_refuses_bad_fields_per_field(app, session):
     auth = integration(app)
     client = app.test_client()
     total = count(session, Customer)
-    resp = client.post(REGISTER, json={"phone": "12345"}, headers=auth)
+    resp = client.post(REGISTER, json={"phone": "12345"}, headers={**auth, "Accept-Language": "en"})
     assert resp.status_code == 422
     errors = resp.get_json()["errors"]
     assert set(errors) == {"registered_user_id", "phone"} and "not a valid phone number" in errors["phone"]

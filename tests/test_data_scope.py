@@ -483,7 +483,7 @@ def test_edit_form_refuses_an_out_of_scope_manager(app):
 
 def test_api_refuses_out_of_scope_relations(app):
     org, username = arrange_writer(app)
-    web, api = app.test_client(), bearer(app, username)
+    web, api = app.test_client(), {**bearer(app, username), "Accept-Language": "en-GB,en;q=0.9"}
 
     new = {"employee_no": "SCOPE-NEW", "name": "New Hire", "org_unit": org.team_a, "hr_status": "active",
            "manager": org.stranger}

@@ -304,7 +304,8 @@ def test_api_refuses_bad_fields_with_a_message_per_field_and_writes_nothing(app,
     assert missing.status_code == 422 and "client_key" in missing.get_json()["errors"]
 
     bad = {**API_LEAD, "phone": "12345", "product_line": "cooking", "source": "", "intention_level": "Z"}
-    resp = client.post("/api/v1/lead/", json=bad, headers={**auth, "Idempotency-Key": "bad-1"})
+    resp = client.post("/api/v1/lead/", json=bad,
+                       headers={**auth, "Idempotency-Key": "bad-1", "Accept-Language": "en"})
     assert resp.status_code == 422
     errors = resp.get_json()["errors"]
     assert set(errors) == {"phone", "product_line", "intention_level"}

@@ -475,7 +475,7 @@ def test_api_ownership_endpoints_answer_4xx_json_and_write_nothing(app, world):
     with dbs(app) as s:
         pooled = [opportunity(s, w, pool=w.pool) for _ in range(4)]
     client = app.test_client()
-    jwt = api_headers(client, w, "a1")
+    jwt = {**api_headers(client, w, "a1"), "Accept-Language": "en"}
     resp = client.post("/api/v1/opportunity/claim", json={"ids": pooled}, headers=jwt)
     assert resp.status_code == 409 and "you asked for 4" in resp.get_json()["message"]
     assert {opp_state(app, i)[0] for i in pooled} == {POOLED}

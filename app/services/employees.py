@@ -49,9 +49,10 @@ def check_employee(session, emp: Employee, region: str = "CN") -> None:
     if emp.hr_status is None:  # the column default, which SQLAlchemy applies only at insert
         emp.hr_status = HR_ACTIVE
     if emp.email and not EMAIL.match(emp.email):
-        raise DomainError(f"{emp.email!r} is not an e-mail address", field="email")
+        raise DomainError("%(value)s is not an e-mail address", field="email", value=repr(emp.email))
     if emp.hr_status not in HR_STATUSES:
-        raise DomainError(f"HR status must be one of {', '.join(HR_STATUSES)}", field="hr_status")
+        raise DomainError("HR status must be one of %(values)s", field="hr_status",
+                          values=", ".join(HR_STATUSES))
     if emp.hired_on and emp.left_on and emp.left_on < emp.hired_on:
         raise DomainError("The leaving date is before the hiring date", field="left_on")
     if emp.hr_status == HR_RESIGNED and emp.left_on is None:
@@ -135,7 +136,7 @@ def hr_sync(session, rows: list, region: str = "CN", actor: str = "hr-sync") -> 
     if not isinstance(rows, list):
         raise DomainError("The body must be a JSON list of employee rows", status=400)
     if len(rows) > MAX_BATCH:
-        raise DomainError(f"At most {MAX_BATCH} rows per batch", status=413)
+        raise DomainError("At most %(limit)s rows per batch", status=413, limit=MAX_BATCH)
     units = dict(session.execute(select(OrgUnit.code, OrgUnit.id).where(OrgUnit.code.is_not(None))).all())
     levels = dict(
         session.execute(

@@ -221,7 +221,8 @@ def _rows(filename: str, data: bytes):
         try:
             sheet = load_workbook(io.BytesIO(data), read_only=True, data_only=True).active
         except Exception as exc:
-            raise DomainError(f"Not a readable .xlsx file: {exc}", field="file", status=400) from None
+            raise DomainError("Not a readable .xlsx file: %(error)s", field="file", status=400,
+                              error=str(exc)) from None
         rows = sheet.iter_rows(values_only=True)
     elif lower.endswith(".csv"):
         try:
@@ -273,8 +274,8 @@ def import_file(session, filename: str, data: bytes, actor: str = "import",
     """
     total = count_rows(filename, data)
     if total > MAX_IMPORT_ROWS:
-        raise DomainError(f"At most {MAX_IMPORT_ROWS} rows per file ({total} found)", field="file",
-                          status=413)
+        raise DomainError("At most %(limit)s rows per file (%(count)s found)", field="file",
+                          status=413, limit=MAX_IMPORT_ROWS, count=total)
     sha = hashlib.sha256(data).hexdigest()
     if record is None:
         record = LeadImport(filename=filename[:255], sha256=sha, created_by_id=actor_id)
@@ -339,8 +340,9 @@ def register_user(session, registered_user_id: str, phone: str, name: str | None
     elif by_user is None:
         if by_phone.registered_user_id:  # the phone's customer is another registered user
             raise DomainError(
-                f"Phone {phone} belongs to registered user {by_phone.registered_user_id} "
-                f"(customer #{by_phone.id}), not {registered_user_id}", field="phone", status=409)
+                "Phone %(phone)s belongs to registered user %(user)s "
+                "(customer #%(customer)s), not %(other)s", field="phone", status=409, phone=phone,
+                user=by_phone.registered_user_id, customer=by_phone.id, other=registered_user_id)
         by_phone.registered_user_id = registered_user_id
         by_phone.name = by_phone.name or name
         customer = by_phone
@@ -348,7 +350,8 @@ def register_user(session, registered_user_id: str, phone: str, name: str | None
         customer = by_user
     else:
         raise DomainError(
-            f"Phone {phone} belongs to another customer (#{by_phone.id}) than user {registered_user_id} "
-            f"(#{by_user.id}): merge them first", field="phone", status=409)
+            "Phone %(phone)s belongs to another customer (#%(customer)s) than user %(user)s "
+            "(#%(other)s): merge them first", field="phone", status=409, phone=phone, customer=by_phone.id,
+            user=registered_user_id, other=by_user.id)
     session.flush()
     return customer

@@ -38,7 +38,7 @@ class DictEntry:
 def parse_config_value(value_type: str, raw: str):
     """Typed value of a config item; DomainError(field="value") when `raw` is not of that type."""
     if value_type not in CONFIG_VALUE_TYPES:
-        raise DomainError(f"Unknown value type {value_type!r}", field="value_type")
+        raise DomainError("Unknown value type %(value)s", field="value_type", value=repr(value_type))
     text = "" if raw is None else str(raw)
     if value_type == "str":
         return text
@@ -46,26 +46,27 @@ def parse_config_value(value_type: str, raw: str):
         try:
             return int(text.strip())
         except ValueError:
-            raise DomainError(f"{text!r} is not a whole number", field="value") from None
+            raise DomainError("%(value)s is not a whole number", field="value", value=repr(text)) from None
     if value_type == "bool":
         low = text.strip().lower()
         if low in _TRUE:
             return True
         if low in _FALSE:
             return False
-        raise DomainError(f"{text!r} is not a yes/no value (true/false)", field="value")
+        raise DomainError("%(value)s is not a yes/no value (true/false)", field="value", value=repr(text))
     if value_type == "duration":
         match = _DURATION.match(text)
         if not match:
             raise DomainError(
-                f"{text!r} is not a duration: use seconds or a number with s/m/h/d, e.g. 15m",
+                "%(value)s is not a duration: use seconds or a number with s/m/h/d, e.g. 15m",
                 field="value",
+                value=repr(text),
             )
         return dt.timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise DomainError(f"Not valid JSON: {exc}", field="value") from None
+        raise DomainError("Not valid JSON: %(error)s", field="value", error=str(exc)) from None
 
 
 class MetadataCache(VersionedCache):
@@ -132,6 +133,6 @@ def check_dict_choice(item: DictItem | None, type_code: str, previous_id: int | 
     if item is None:
         return
     if item.dict_type is not None and item.dict_type.code != type_code:
-        raise DomainError(f"{item} is not a {type_code} option", field=field)
+        raise DomainError("%(name)s is not a %(kind)s option", field=field, name=str(item), kind=type_code)
     if not item.enabled and item.id != previous_id:
-        raise DomainError(f"{item} is disabled and cannot be chosen", field=field)
+        raise DomainError("%(name)s is disabled and cannot be chosen", field=field, name=str(item))

@@ -36,7 +36,7 @@ def check_unit(session, unit_id: int | None, name: str, parent_id: int | None, k
     if not name:
         raise DomainError("A name is required", field="name")
     if kind is not None and kind not in ORG_KINDS:
-        raise DomainError(f"Kind must be one of {', '.join(ORG_KINDS)}", field="kind")
+        raise DomainError("Kind must be one of %(values)s", field="kind", values=", ".join(ORG_KINDS))
     if unit_id is not None and parent_id is not None and is_in_subtree(session, parent_id, unit_id):
         raise DomainError(
             "A unit cannot be moved under itself or one of its own sub-units", field="parent"
@@ -48,14 +48,16 @@ def check_unit(session, unit_id: int | None, name: str, parent_id: int | None, k
     if unit_id is not None:
         same_name = same_name.where(OrgUnit.id != unit_id)
     if session.scalar(select(exists(same_name))):
-        raise DomainError(f"The parent unit already has a sub-unit named {name!r}", field="name")
+        raise DomainError("The parent unit already has a sub-unit named %(name)s", field="name",
+                          name=repr(name))
 
 
 def check_deletable(session, unit: OrgUnit) -> None:
     if session.scalar(select(exists().where(OrgUnit.parent_id == unit.id))):
-        raise DomainError(f"{unit.name} still has sub-units: move or delete them first", status=409)
+        raise DomainError("%(name)s still has sub-units: move or delete them first", status=409,
+                          name=unit.name)
     if session.scalar(select(exists().where(Employee.org_unit_id == unit.id))):
-        raise DomainError(f"{unit.name} still has members: move them first", status=409)
+        raise DomainError("%(name)s still has members: move them first", status=409, name=unit.name)
 
 
 def subtree_size(session, unit: OrgUnit) -> int:

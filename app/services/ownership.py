@@ -263,7 +263,7 @@ def _lock_opportunities(session, ids) -> list[Opportunity]:
 def _require_all(found: list[Opportunity], wanted) -> None:
     missing = sorted({int(i) for i in wanted} - {o.id for o in found})
     if missing:
-        raise DomainError(f"No such opportunity: {', '.join(f'#{i}' for i in missing)}", status=404)
+        raise DomainError("No such opportunity: %(ids)s", status=404, ids=", ".join(f"#{i}" for i in missing))
 
 
 def _lock_profiles(session, employee_ids) -> dict[int, SalesProfile]:
@@ -334,10 +334,12 @@ def _cool(session, rows: list[dict]) -> None:
 
 def _active(employee: Employee | None, what: str) -> Employee:
     if employee is None:
-        raise DomainError(f"Choose the {what}", field="employee")
+        if what == "successor":
+            raise DomainError("Choose the successor", field="employee")
+        raise DomainError("Choose the salesperson", field="employee")
     if employee.hr_status == HR_RESIGNED:
-        raise DomainError(f"{employee} has resigned and cannot hold opportunities", field="employee",
-                          status=409)
+        raise DomainError("%(name)s has resigned and cannot hold opportunities", field="employee",
+                          status=409, name=str(employee))
     return employee
 
 
@@ -349,7 +351,8 @@ def _ids(opportunity_ids) -> list[int]:
     if not ids:
         raise DomainError("Choose at least one opportunity", field="ids", status=400)
     if len(ids) > MAX_BATCH:
-        raise DomainError(f"At most {MAX_BATCH} opportunities at a time", field="ids", status=400)
+        raise DomainError("At most %(limit)s opportunities at a time", field="ids", status=400,
+                          limit=MAX_BATCH)
     return ids
 
 
@@ -383,22 +386,25 @@ def claim(session, employee: Employee, opportunity_ids, now: dt.datetime, actor=
     for opp in opps:
         pool = pools.get(opp.pool_id)
         if opp.status != POOLED or pool is None:
-            problems.append(f"#{opp.id} is not in a public pool")
+            problems.append(DomainError("#%(id)s is not in a public pool", id=opp.id))
         elif opp.locked:
-            problems.append(f"#{opp.id} is frozen by a manager")
+            problems.append(DomainError("#%(id)s is frozen by a manager", id=opp.id))
         elif (not pool.enabled or pool.org_unit_id not in allowed_units
               or pool.product_line_id not in (None, opp.product_line_id)):
-            problems.append(f"#{opp.id} is in pool {pool.name}, which you may not claim from")
+            problems.append(DomainError("#%(id)s is in pool %(pool)s, which you may not claim from",
+                                        id=opp.id, pool=pool.name))
     if problems:
-        raise DomainError("; ".join(problems), field="ids", status=409)
+        # One refusal per opportunity, each in the request's language, joined with "; ".
+        raise DomainError("%(problems)s", field="ids", status=409,
+                          problems="; ".join(str(p) for p in problems))
     cooling = dict(session.execute(
         select(OwnerCooling.opportunity_id, OwnerCooling.until)
         .where(OwnerCooling.employee_id == employee.id, OwnerCooling.opportunity_id.in_(ids),
                OwnerCooling.until > now)).all())
     if cooling:
-        raise DomainError("You held these before and may claim them again only later: " + ", ".join(
-            f"#{i} after {until:%Y-%m-%d %H:%M} UTC" for i, until in sorted(cooling.items())),
-            field="ids", status=409)
+        items = ", ".join(f"#{i} after {until:%Y-%m-%d %H:%M} UTC" for i, until in sorted(cooling.items()))
+        raise DomainError("You held these before and may claim them again only later: %(items)s",
+                          field="ids", status=409, items=items)
 
     # The pools' daily limits: a batch larger than what is left today is refused whole.
     day = business_day(session, now)
@@ -412,9 +418,10 @@ def claim(session, employee: Employee, opportunity_ids, now: dt.datetime, actor=
         left = max(pools[pool_id].daily_claim_limit - used, 0)
         if n > left:
             raise DomainError(
-                f"Pool {pools[pool_id].name}: you may claim {left} more today "
-                f"(limit {pools[pool_id].daily_claim_limit} a day); you asked for {n}. Nothing was claimed.",
-                field="ids", status=409)
+                "Pool %(pool)s: you may claim %(left)s more today "
+                "(limit %(limit)s a day); you asked for %(count)s. Nothing was claimed.",
+                field="ids", status=409, pool=pools[pool_id].name, left=left,
+                limit=pools[pool_id].daily_claim_limit, count=n)
 
     # Capacity: never exceeded by a claim.
     rules = _RuleCache(session)
@@ -427,8 +434,9 @@ def claim(session, employee: Employee, opportunity_ids, now: dt.datetime, actor=
         capacity = capacity_of(employee, profile, rule)
         if capacity is not None and load > capacity:
             raise DomainError(
-                f"Capacity: you may hold {capacity} opportunities and hold {profile.open_count}; "
-                f"claiming {len(opps)} would exceed it. Nothing was claimed.", field="ids", status=409)
+                "Capacity: you may hold %(capacity)s opportunities and hold %(held)s; "
+                "claiming %(count)s would exceed it. Nothing was claimed.", field="ids", status=409,
+                capacity=capacity, held=profile.open_count, count=len(opps))
 
     # Everything checked: write. The counters first, guarded again in SQL against a concurrent claim.
     for pool_id, n in sorted(per_pool.items()):
@@ -441,8 +449,8 @@ def claim(session, employee: Employee, opportunity_ids, now: dt.datetime, actor=
             where=ClaimCounter.claimed + n <= limit,
         ).returning(ClaimCounter.claimed)
         if session.execute(stmt).first() is None:
-            raise DomainError(f"Pool {pools[pool_id].name}: today's claim limit was reached meanwhile",
-                              field="ids", status=409)
+            raise DomainError("Pool %(pool)s: today's claim limit was reached meanwhile",
+                              field="ids", status=409, pool=pools[pool_id].name)
     logs = []
     for opp in opps:
         rule = opp_rules[opp.id]
@@ -471,9 +479,9 @@ def give_back(session, employee: Employee, opportunity_id: int, reason_text: str
     _require_all(opps, [opportunity_id])
     opp = opps[0]
     if opp.status != OWNED or opp.owner_id != employee.id:
-        raise DomainError(f"#{opp.id} is not yours to give back", status=409)
+        raise DomainError("#%(id)s is not yours to give back", status=409, id=opp.id)
     if opp.locked:
-        raise DomainError(f"#{opp.id} is frozen by a manager and cannot be given back", status=409)
+        raise DomainError("#%(id)s is frozen by a manager and cannot be given back", status=409, id=opp.id)
     path = _unit_path(session, opp.org_unit_id)
     rule = circulation_rule_for(session, path, opp.product_line_id, opp.intention_level_id)
     pool = None
@@ -515,8 +523,8 @@ def assign(session, opportunity_ids, to_employee: Employee, now: dt.datetime, ac
     _require_all(opps, ids)
     closed = [o.id for o in opps if o.status not in OPEN_STATUSES]
     if closed:
-        raise DomainError("Closed (won or lost) opportunities cannot be assigned: "
-                          + ", ".join(f"#{i}" for i in closed), field="ids", status=409)
+        raise DomainError("Closed (won or lost) opportunities cannot be assigned: %(ids)s", field="ids",
+                          status=409, ids=", ".join(f"#{i}" for i in closed))
     result = Moved(skipped=[o.id for o in opps if o.status == OWNED and o.owner_id == to_employee.id])
     opps = [o for o in opps if o.id not in result.skipped]
     if not opps:
@@ -635,11 +643,11 @@ def _dict_item(session, type_code: str, value, field_name: str, required: bool =
     try:
         item_id = int(item_id)
     except (TypeError, ValueError):
-        raise DomainError(f"Unknown option {value!r}", field=field_name) from None
+        raise DomainError("Unknown option %(value)s", field=field_name, value=repr(value)) from None
     item = session.scalar(select(DictItem).join(DictItem.dict_type)
                           .where(DictItem.id == item_id, DictType.code == type_code))
     if item is None:
-        raise DomainError(f"Unknown option {value!r}", field=field_name)
+        raise DomainError("Unknown option %(value)s", field=field_name, value=repr(value))
     return item
 
 
@@ -660,12 +668,12 @@ def add_follow_up(session, opportunity, employee: Employee | None, type_id, cont
         raise DomainError("The next follow-up must be in the future", field="next_followup_at")
     kind = _dict_item(session, FOLLOWUP_TYPE_DICT, type_id, "type")
     if kind is not None and not kind.enabled:
-        raise DomainError(f"{kind} is disabled and cannot be chosen", field="type")
+        raise DomainError("%(name)s is disabled and cannot be chosen", field="type", name=str(kind))
     opps = _lock_opportunities(session, [opp_id])
     _require_all(opps, [opp_id])
     opp = opps[0]
     if opp.status not in OPEN_STATUSES:
-        raise DomainError(f"#{opp.id} is closed ({opp.status})", status=409)
+        raise DomainError("#%(id)s is closed (%(state)s)", status=409, id=opp.id, state=opp.status)
     follow_up = FollowUp(opportunity_id=opp.id, employee_id=employee.id if employee else None,
                          type_id=kind.id if kind else None, content=content, result=result,
                          next_followup_at=next_followup_at, created_at=now, updated_at=now)
@@ -695,14 +703,16 @@ def set_stage(session, opportunity, stage_item, lost_reason, now: dt.datetime, a
     _require_all(opps, [opp_id])
     opp = opps[0]
     if opp.status not in OPEN_STATUSES:
-        raise DomainError(f"#{opp.id} is already closed ({opp.status})", field="stage", status=409)
+        raise DomainError("#%(id)s is already closed (%(state)s)", field="stage", status=409, id=opp.id,
+                          state=opp.status)
     if not stage.enabled and stage.id != opp.stage_id:
-        raise DomainError(f"{stage} is disabled and cannot be chosen", field="stage")
+        raise DomainError("%(name)s is disabled and cannot be chosen", field="stage", name=str(stage))
     reason = None
     if stage.code == LOST:
         reason = _dict_item(session, LOST_REASON_DICT, lost_reason, "lost_reason", required=True)
         if not reason.enabled:
-            raise DomainError(f"{reason} is disabled and cannot be chosen", field="lost_reason")
+            raise DomainError("%(name)s is disabled and cannot be chosen", field="lost_reason",
+                              name=str(reason))
     if stage.id == opp.stage_id:
         return opp
     opp.stage_id = stage.id

@@ -19,9 +19,9 @@ def normalise_phone(raw: str | None, region: str = "CN", field: str = "phone") -
     try:
         parsed = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
-        raise DomainError(f"{text!r} is not a phone number", field=field) from None
+        raise DomainError("%(value)s is not a phone number", field=field, value=repr(text)) from None
     if not phonenumbers.is_valid_number(parsed):
-        raise DomainError(f"{text!r} is not a valid phone number", field=field)
+        raise DomainError("%(value)s is not a valid phone number", field=field, value=repr(text))
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 

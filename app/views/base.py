@@ -117,7 +117,8 @@ class CrmViewMixin:
             elif issubclass(target, ScopedMixin) and chosen.id is not None:
                 visible = restrict(select(target.id).where(target.id == chosen.id), target, viewer)
                 if db.session.scalar(visible) is None:
-                    raise DomainError(f"{chosen} is outside your data scope", field=key, status=403)
+                    raise DomainError("%(name)s is outside your data scope", field=key, status=403,
+                                      name=str(chosen))
 
     def _restore_masked_phones(self, item) -> None:
         """A masked number sent back unchanged (138****1234) keeps the stored number."""
@@ -160,7 +161,8 @@ def refuse_delete_in_use(item, *columns, instead: str = "disable it instead") ->
     CallRecord.line_id): what they record keeps its meaning, whether or not a foreign key says so."""
     for column in columns:
         if db.session.scalar(select(func.count()).where(column == item.id)):
-            raise DomainError(f"{item} is used by {column.class_.__tablename__} rows: {instead}", status=409)
+            raise DomainError("%(name)s is used by %(table)s rows: %(instead)s", status=409, name=str(item),
+                              table=column.class_.__tablename__, instead=instead)
 
 
 class CrmModelView(CrmViewMixin, ModelView):

@@ -25,16 +25,6 @@ QA_DEFAULT_DAYS = 28
 NUMBER_STATUS_LABELS = {NUMBER_ACTIVE: _l("In use"), NUMBER_FLAGGED: _l("Flagged"),
                         NUMBER_SUSPENDED: _l("Suspended")}
 
-# Messages raised by the report services, shown through the UI's translations.
-MESSAGES = {
-    "Give the date as YYYY-MM-DD": _l("Give the date as YYYY-MM-DD"),
-    "The start date is after the end date": _l("The start date is after the end date"),
-    f"Choose at most {reports.MAX_DAYS} days": _l("Choose at most %(days)s days", days=reports.MAX_DAYS),
-    "Give a whole number": _l("Give a whole number"),
-    "Group by day or week": _l("Group by day or week"),
-    "Unknown org unit": _l("Unknown org unit"),
-}
-
 
 def _wants_json() -> bool:
     return request.args.get("format") == "json" or request.accept_mimetypes.best == "application/json"
@@ -42,7 +32,7 @@ def _wants_json() -> bool:
 
 def _error(view: BaseView, template: str, exc: DomainError, **context):
     """A bad parameter: 400 with a JSON body, or the page with the message beside the form."""
-    message = str(MESSAGES.get(exc.message, exc.message))
+    message = exc.message
     if _wants_json():
         return jsonify({"message": message, **({"field": exc.field} if exc.field else {})}), 400
     return view.render_template(template, error=message, error_field=exc.field, args=request.args,

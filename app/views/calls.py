@@ -122,7 +122,7 @@ def check_interface(item) -> None:
     if not item.name:
         raise DomainError("Enter a name", field="name")
     if item.provider not in PROVIDERS:
-        raise DomainError(f"Choose one of {', '.join(PROVIDERS)}", field="provider")
+        raise DomainError("Choose one of %(values)s", field="provider", values=", ".join(PROVIDERS))
     for env in ("access_key_env", "secret_env", "callback_secret_env"):
         value = (getattr(item, env) or "").strip() or None
         if value and not ENV_NAME.match(value):
@@ -255,7 +255,7 @@ def check_number(item) -> None:
     if item.rate_period_minutes is None or not 1 <= item.rate_period_minutes <= 1440:
         raise DomainError("Between 1 and 1440 minutes", field="rate_period_minutes")
     if item.status not in NUMBER_STATUSES:
-        raise DomainError(f"Choose one of {', '.join(NUMBER_STATUSES)}", field="status")
+        raise DomainError("Choose one of %(values)s", field="status", values=", ".join(NUMBER_STATUSES))
     item.status_note = (item.status_note or "").strip() or None
     if item.status != NUMBER_ACTIVE and not item.status_note:
         raise DomainError("Say why the number is suspended or flagged", field="status_note")
@@ -304,8 +304,8 @@ def check_seat(item) -> None:
         other = db.session.scalar(select(Seat).where(Seat.employee_id == employee_id, Seat.active.is_(True),
                                                      Seat.id != (item.id or 0)))
         if other is not None:
-            raise DomainError(f"This employee already has the active seat {other.seat_no}", field="employee",
-                              status=409)
+            raise DomainError("This employee already has the active seat %(seat)s", field="employee",
+                              status=409, seat=other.seat_no)
 
 
 class SeatView(CrmModelView):

@@ -66,7 +66,8 @@ def _choice(label, labels):
 
 def check_dispatch_rule(item: DispatchRule) -> None:
     if item.strategy not in STRATEGIES:
-        raise DomainError(f"Strategy must be one of {', '.join(STRATEGIES)}", field="strategy")
+        raise DomainError("Strategy must be one of %(values)s", field="strategy",
+                          values=", ".join(STRATEGIES))
     if item.strategy == "pool" and item.target_pool is None:
         raise DomainError("A 'to pool' rule needs a pool", field="target_pool")
     if item.strategy != "pool" and item.target_org_unit is None:

@@ -33,7 +33,8 @@ def _check_employee(item):
 def _check_delete(item):
     if item.user_id is not None or item.reports:
         raise DomainError(
-            f"{item} has a login or direct reports: set the HR status to resigned instead", status=409
+            "%(name)s has a login or direct reports: set the HR status to resigned instead", status=409,
+            name=str(item),
         )
 
 

@@ -361,20 +361,19 @@ class LeadImportView(CrmModelView):
     def _accept(self, upload) -> LeadImport:
         """Check the file now (type, size, header, row count), record it, store it for the job."""
         if upload is None or not upload.filename:
-            raise DomainError(str(_l("Choose a .csv or .xlsx file")), field="file")
+            raise DomainError("Choose a .csv or .xlsx file", field="file")
         filename = os.path.basename(upload.filename.replace("\\", "/"))[:255]
         if not filename.lower().endswith((".csv", ".xlsx")):
-            raise DomainError(str(_l("Upload a .csv or .xlsx file")), field="file")
+            raise DomainError("Upload a .csv or .xlsx file", field="file")
         data = upload.read(MAX_UPLOAD_BYTES + 1)
         if len(data) > MAX_UPLOAD_BYTES:
-            raise DomainError(str(_l("The file is larger than %(mb)d MB", mb=MAX_UPLOAD_BYTES // 2**20)),
-                              field="file")
+            raise DomainError("The file is larger than %(mb)d MB", field="file", mb=MAX_UPLOAD_BYTES // 2**20)
         total = count_rows(filename, data)
         if total == 0:
-            raise DomainError(str(_l("The file has no data rows")), field="file")
+            raise DomainError("The file has no data rows", field="file")
         if total > MAX_IMPORT_ROWS:
-            raise DomainError(str(_l("At most %(max)d rows per file (%(n)d found)", max=MAX_IMPORT_ROWS,
-                                     n=total)), field="file")
+            raise DomainError("At most %(max)d rows per file (%(n)d found)", field="file",
+                              max=MAX_IMPORT_ROWS, n=total)
         sha = hashlib.sha256(data).hexdigest()
         before = db.session.scalar(select(LeadImport.id).where(LeadImport.sha256 == sha)
                                    .order_by(LeadImport.id).limit(1))

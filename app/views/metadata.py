@@ -31,7 +31,7 @@ def _check_dict_item_delete(item):
 
 def _check_dict_type_delete(item):
     if item.items:
-        raise DomainError(f"{item} still has items: disable them instead", status=409)
+        raise DomainError("%(name)s still has items: disable them instead", status=409, name=str(item))
 
 
 class DictItemView(CrmModelView):

@@ -159,8 +159,8 @@ class QaScorecardView(CrmModelView):
         if item.items:
             worst, best = scoring.score_range(item.base_score, [i.points for i in item.items])
             if worst == best:
-                raise DomainError(f"With this base score the items can never change the score ({best})",
-                                  field="base_score")
+                raise DomainError("With this base score the items can never change the score (%(score)s)",
+                                  field="base_score", score=best)
 
     def page_context(self, item) -> dict:
         if item is None:

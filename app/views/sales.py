@@ -114,7 +114,8 @@ def parse_local_datetime(text: str | None) -> dt.datetime | None:
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise DomainError(f"{text!r} is not a date and time", field="next_followup_at") from None
+        raise DomainError("%(value)s is not a date and time", field="next_followup_at",
+                          value=repr(text)) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=ownership.business_timezone(db.session))
     return value.astimezone(dt.UTC).replace(tzinfo=None)
@@ -127,7 +128,8 @@ def parse_api_datetime(value) -> dt.datetime | None:
     try:
         parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
-        raise DomainError(f"{value!r} is not an ISO 8601 date and time", field="next_followup_at") from None
+        raise DomainError("%(value)s is not an ISO 8601 date and time", field="next_followup_at",
+                          value=repr(value)) from None
     return parsed if parsed.tzinfo is None else parsed.astimezone(dt.UTC).replace(tzinfo=None)
 
 
@@ -176,8 +178,8 @@ def _require_visible(ids, pools: bool = False) -> list[int]:
     hidden = set(ids) - visible_opportunities(ids, pools)
     if hidden:
         listed = ", ".join(f"#{i}" for i in sorted(hidden))
-        raise DomainError(f"Not found or outside your data scope: {listed}; nothing was done", field="ids",
-                          status=404)
+        raise DomainError("Not found or outside your data scope: %(ids)s; nothing was done", field="ids",
+                          status=404, ids=listed)
     return ids
 
 
@@ -193,7 +195,7 @@ def _visible_employee(emp_id, field: str, active: bool = True) -> Employee | Non
     if employee is None:
         raise DomainError("Unknown employee or outside your data scope", field=field, status=404)
     if active and employee.hr_status == HR_RESIGNED:
-        raise DomainError(f"{employee} has resigned", field=field, status=409)
+        raise DomainError("%(name)s has resigned", field=field, status=409, name=str(employee))
     return employee
 
 
@@ -1074,7 +1076,8 @@ def _dict_id(value, type_code: str):
     for item in metadata.dict_items(db.session, type_code, include_disabled=True):
         if item.code == value:
             return item.id
-    raise DomainError(f"Unknown {type_code} option {value!r}", field=type_code, status=422)
+    raise DomainError("Unknown %(kind)s option %(value)s", field=type_code, status=422, kind=type_code,
+                      value=repr(value))
 
 
 def _clocks(opp: Opportunity) -> dict:

@@ -31,7 +31,8 @@ SCOPE_LABELS = {
 
 def _check_scope(item):
     if item.scope not in DATA_SCOPES:
-        raise DomainError(f"Data scope must be one of {', '.join(DATA_SCOPES)}", field="scope")
+        raise DomainError("Data scope must be one of %(values)s", field="scope",
+                          values=", ".join(DATA_SCOPES))
 
 
 class RoleDataScopeView(CrmModelView):

@@ -242,9 +242,11 @@ def check_template_item(item, creating: bool) -> None:
 def submit_template(item) -> None:
     if item.status not in (DRAFT, REJECTED):
         raise DomainError(
-            f"{item} is {item.status}: only a draft or rejected template goes to review",
+            "%(name)s is %(state)s: only a draft or rejected template goes to review",
             field="status",
             status=409,
+            name=str(item),
+            state=item.status,
         )
     check_template(item, item.channel, db.session)
     item.status = PENDING_REVIEW
@@ -256,7 +258,11 @@ def submit_template(item) -> None:
 def review_template(item, approve: bool, note: str | None = None) -> None:
     if item.status != PENDING_REVIEW:
         raise DomainError(
-            f"{item} is {item.status}: only a pending template can be reviewed", field="status", status=409
+            "%(name)s is %(state)s: only a pending template can be reviewed",
+            field="status",
+            status=409,
+            name=str(item),
+            state=item.status,
         )
     if approve:
         check_template(item, item.channel, db.session)  # the word list may have changed meanwhile
@@ -363,7 +369,7 @@ def check_word_item(item, creating: bool) -> None:
         select(SensitiveWord.id).where(SensitiveWord.word == item.word, SensitiveWord.id != (item.id or 0))
     )
     if clash is not None:
-        raise DomainError(f"{item.word!r} is already on the list", field="word", status=409)
+        raise DomainError("%(word)s is already on the list", field="word", status=409, word=repr(item.word))
 
 
 class SensitiveWordView(CrmModelView):

@@ -75,13 +75,16 @@ def parse_windows(text: str | None) -> list[tuple[dt.time, dt.time]]:
             continue
         match = WINDOW_RE.match(part)
         if not match:
-            raise DomainError(f"{part!r} is not a window like 09:00-12:00", field="calling_windows")
+            raise DomainError("%(window)s is not a window like 09:00-12:00", field="calling_windows",
+                              window=repr(part))
         h1, m1, h2, m2 = (int(g) for g in match.groups())
         if h2 == 24 and m2:
-            raise DomainError(f"{part!r}: a window ends by 24:00", field="calling_windows")
+            raise DomainError("%(window)s: a window ends by 24:00", field="calling_windows",
+                              window=repr(part))
         start, end = h1 * 60 + m1, h2 * 60 + m2
         if end <= start:
-            raise DomainError(f"{part!r}: the end must be after the start", field="calling_windows")
+            raise DomainError("%(window)s: the end must be after the start", field="calling_windows",
+                              window=repr(part))
         windows.append((start, end))
     windows.sort()
     for (_s1, e1), (s2, _e2) in zip(windows, windows[1:], strict=False):

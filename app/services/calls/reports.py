@@ -72,7 +72,7 @@ def date_range(session, now: dt.datetime, start=None, end=None,
     if first > last:
         raise DomainError("The start date is after the end date", field="start", status=400)
     if (last - first).days >= MAX_DAYS:
-        raise DomainError(f"Choose at most {MAX_DAYS} days", field="start", status=400)
+        raise DomainError("Choose at most %(days)s days", field="start", status=400, days=MAX_DAYS)
     since = dt.datetime.combine(first, dt.time(0), tzinfo=tz)
     until = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(0), tzinfo=tz)
     offset = int(since.utcoffset().total_seconds() // 60)

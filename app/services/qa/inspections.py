@@ -52,7 +52,7 @@ def _text(value: str | None, field: str, required: bool = False) -> str | None:
     if required and not value:
         raise DomainError("This field is required", field=field)
     if len(value) > MAX_TEXT:
-        raise DomainError(f"At most {MAX_TEXT} characters", field=field)
+        raise DomainError("At most %(limit)s characters", field=field, limit=MAX_TEXT)
     return value or None
 
 
@@ -77,11 +77,11 @@ def compute(row: QaInspection, judgements: dict[int, ItemJudgement]) -> tuple[in
     items = list(row.scorecard.items)
     missing = [i.name for i in items if i.id not in judgements]
     if missing:
-        raise DomainError("Judge every item: " + ", ".join(missing), field="items")
+        raise DomainError("Judge every item: %(items)s", field="items", items=", ".join(missing))
     unknown = set(judgements) - {i.id for i in items}
     if unknown:
-        raise DomainError("Unknown check item(s): " + ", ".join(map(str, sorted(unknown))), field="items",
-                          status=400)
+        raise DomainError("Unknown check item(s): %(items)s", field="items", status=400,
+                          items=", ".join(map(str, sorted(unknown))))
     score = total(row.scorecard.base_score, [(i.points, judgements[i.id].passed) for i in items])
     results = {str(i.id): {"passed": judgements[i.id].passed, "note": judgements[i.id].note} for i in items}
     return score, json.dumps(results, ensure_ascii=False, sort_keys=True)

@@ -45,7 +45,7 @@ def check_plan(plan: QaPlan) -> None:
     if plan.mode not in (SAMPLE_COUNT, SAMPLE_PERCENT):
         raise DomainError("Mode must be count or percent", field="mode")
     if plan.period not in PERIODS:
-        raise DomainError(f"Period must be one of {', '.join(PERIODS)}", field="period")
+        raise DomainError("Period must be one of %(values)s", field="period", values=", ".join(PERIODS))
     if plan.amount is None or plan.amount <= 0:
         raise DomainError("The amount must be above 0", field="amount")
     if plan.mode == SAMPLE_PERCENT and plan.amount > 100:
@@ -102,7 +102,7 @@ class Period:
 def period_at(session, period: str, now: dt.datetime, which: str = CURRENT) -> Period:
     """The business-time-zone period containing `now` (or the one before it)."""
     if period not in PERIODS:
-        raise DomainError(f"Unknown period {period!r}", field="period")
+        raise DomainError("Unknown period %(period)s", field="period", period=repr(period))
     tz = business_timezone(session)
     today = now.replace(tzinfo=dt.UTC).astimezone(tz).date()
     start = _start_of(period, today)

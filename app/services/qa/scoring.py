@@ -73,7 +73,7 @@ def check_item(item: QaCheckItem, siblings: list[QaCheckItem] | None = None) -> 
     if not (item.name or "").strip():
         raise DomainError("Enter a name", field="name")
     if item.kind not in CHECK_KINDS:
-        raise DomainError(f"Kind must be one of {', '.join(CHECK_KINDS)}", field="kind")
+        raise DomainError("Kind must be one of %(values)s", field="kind", values=", ".join(CHECK_KINDS))
     if item.points is None or item.points == 0:
         raise DomainError("Points must not be 0: negative deducts when violated, positive adds when met",
                           field="points")
@@ -91,6 +91,7 @@ def check_item(item: QaCheckItem, siblings: list[QaCheckItem] | None = None) -> 
         base = card.base_score if card.base_score is not None else MAX_SCORE
         worst, best = score_range(base, [s.points for s in siblings] + [item.points])
         if worst == best:
-            raise DomainError(f"With this item the scorecard always gives {best}: no check could change the "
-                              f"score (base {base})", field="points")
+            raise DomainError("With this item the scorecard always gives %(score)s: "
+                              "no check could change the score (base %(base)s)", field="points",
+                              score=best, base=base)
     item.name = item.name.strip()

@@ -71,7 +71,7 @@ def check_entry(entry: BlacklistEntry) -> None:
     if not entry.source:
         entry.source = "manual"
     if entry.source not in SOURCES:
-        raise DomainError(f"Source must be one of {', '.join(SOURCES)}", field="source")
+        raise DomainError("Source must be one of %(values)s", field="source", values=", ".join(SOURCES))
 
 
 def import_phones(session, text: str, reason: str | None = None, source: str = "import") -> ListImport:

@@ -96,13 +96,14 @@ def check_campaign(session, campaign: SmsCampaign) -> None:
     values = _defaults(campaign)
     missing = [n for n in templates.declared(tpl.variables) if n != "name" and n not in values]
     if missing:
-        raise DomainError(f"Give a value for the variables: {', '.join(missing)}", field="variables")
+        raise DomainError("Give a value for the variables: %(names)s", field="variables",
+                          names=", ".join(missing))
 
 
 def launch(session, campaign: SmsCampaign, at: dt.datetime | None = None, now: dt.datetime | None = None):
     """Schedule the campaign (now or at `at`, naive UTC); the caller enqueues the preparation job."""
     if campaign.status not in ("draft", "scheduled"):
-        raise DomainError(f"A {campaign.status} campaign cannot be launched", field="status")
+        raise DomainError("A %(state)s campaign cannot be launched", field="status", state=campaign.status)
     check_campaign(session, campaign)
     now = now or utcnow()
     campaign.status = "scheduled"

@@ -113,7 +113,7 @@ def notify(session, event: str, key, phone: str, variables: dict, customer_id: i
     is still recorded, cancelled with its reason.
     """
     if event not in EVENTS:
-        raise DomainError(f"Unknown notification event {event!r}", field="event")
+        raise DomainError("Unknown notification event %(event)s", field="event", event=repr(event))
     ek = event_key(event, key)
     existing = session.execute(select(SmsMessage.id, SmsMessage.status)
                                .where(SmsMessage.event_key == ek)).first()
@@ -121,7 +121,7 @@ def notify(session, event: str, key, phone: str, variables: dict, customer_id: i
         return Notified(existing.id, False, existing.status)
     tpl = template_for(session, event)
     if tpl is None:
-        raise DomainError(f"No approved notification template for {event!r}", field="event")
+        raise DomainError("No approved notification template for %(event)s", field="event", event=repr(event))
     channel = channel_for(session, tpl)
     text = templates.render(tpl.body, variables)
     status, reason = MSG_PENDING, None

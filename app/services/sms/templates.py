@@ -50,7 +50,7 @@ def render(template_body: str, variables: dict) -> str:
         name = match.group(1)
         value = variables.get(name)
         if value is None:
-            raise DomainError(f"Missing variable {name!r}", field="variables")
+            raise DomainError("Missing variable %(name)s", field="variables", name=repr(name))
         return str(value)
 
     return VAR.sub(sub, template_body or "")
@@ -81,8 +81,8 @@ def check_values(tpl, variables: dict) -> None:
     if tpl.kind == VERIFICATION:
         code = str(variables.get(CODE_VARIABLE) or "")
         if not (CODE_MIN <= len(code) <= CODE_MAX) or not code.isalnum():
-            raise DomainError(f"A verification code has {CODE_MIN}–{CODE_MAX} letters or digits",
-                              field="variables")
+            raise DomainError("A verification code has %(low)s–%(high)s letters or digits",
+                              field="variables", low=CODE_MIN, high=CODE_MAX)
 
 
 def check_template(tpl, channel=None, session=None) -> None:
@@ -93,39 +93,44 @@ def check_template(tpl, channel=None, session=None) -> None:
     channel = channel if channel is not None else getattr(tpl, "channel", None)
     body = (tpl.body or "").strip()
     if tpl.kind not in TEMPLATE_KINDS:
-        raise DomainError(f"Kind must be one of {', '.join(TEMPLATE_KINDS)}", field="kind")
+        raise DomainError("Kind must be one of %(values)s", field="kind", values=", ".join(TEMPLATE_KINDS))
     if not body:
         raise DomainError("Enter the message text", field="body")
     if len(body) > MAX_BODY:
-        raise DomainError(f"The text has {len(body)} characters; at most {MAX_BODY}", field="body")
+        raise DomainError("The text has %(count)s characters; at most %(limit)s", field="body",
+                          count=len(body), limit=MAX_BODY)
     names = declared(tpl.variables)
     bad = [n for n in names if not NAME.match(n)]
     if bad:
-        raise DomainError(f"Not a variable name: {', '.join(bad)} (letters, digits, _)", field="variables")
+        raise DomainError("Not a variable name: %(names)s (letters, digits, _)", field="variables",
+                          names=", ".join(bad))
     if len(set(names)) != len(names):
         raise DomainError("A variable is declared twice", field="variables")
     used = variables_used(body)
     undeclared = [n for n in used if n not in names]
     if undeclared:
-        raise DomainError(f"The text uses undeclared variables: {', '.join(undeclared)}", field="body")
+        raise DomainError("The text uses undeclared variables: %(names)s", field="body",
+                          names=", ".join(undeclared))
     unused = [n for n in names if n not in used]
     if unused:
-        raise DomainError(f"Declared but not used in the text: {', '.join(unused)}", field="variables")
+        raise DomainError("Declared but not used in the text: %(names)s", field="variables",
+                          names=", ".join(unused))
     opt_out = opt_out_text(channel)
     content = body
     if tpl.kind == MARKETING:
         if not body.endswith(opt_out):
-            raise DomainError(f"A marketing text must end with the channel's opt-out text {opt_out!r}",
-                              field="body")
+            raise DomainError("A marketing text must end with the channel's opt-out text %(text)s",
+                              field="body", text=repr(opt_out))
         content = body[: -len(opt_out)]
     elif tpl.kind == NOTIFICATION and opt_out and body.endswith(opt_out):
-        raise DomainError(f"A notification must not end with the opt-out text {opt_out!r}", field="body")
+        raise DomainError("A notification must not end with the opt-out text %(text)s", field="body",
+                          text=repr(opt_out))
     if not _FILLER.sub("", "".join(literal_parts(content))):
         raise DomainError("The text cannot be made of variables only", field="body")
     if tpl.kind == VERIFICATION:
         if CODE_VARIABLE not in used:
-            raise DomainError(f"A verification text must contain the {{{CODE_VARIABLE}}} variable",
-                              field="body")
+            raise DomainError("A verification text must contain the {%(name)s} variable",
+                              field="body", name=CODE_VARIABLE)
         if LINK.search(body):
             raise DomainError("A verification text must not contain links", field="body")
     if session is not None:
@@ -138,7 +143,8 @@ def check_template(tpl, channel=None, session=None) -> None:
             if result.blocked:
                 hits += [h for h in result.hits if h not in hits]
         if hits:
-            raise DomainError(f"The text contains blocked words: {', '.join(hits)}", field="body")
+            raise DomainError("The text contains blocked words: %(words)s", field="body",
+                              words=", ".join(hits))
 
 
 def sample_values(tpl, sample: dict | None = None) -> dict:
