@@ -235,8 +235,9 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
 
     Per chunk: one audience query (a saved filter's carries the blacklist as an outer join), one Redis
     call for the frequency limits, one bulk insert with the cursor in one transaction. Rendering, the
-    sensitive-word scan and the segment count are done once per distinct name. The insert runs on a
-    writer thread with a connection of its own (`_ChunkWriter`) while the next chunk is prepared."""
+    sensitive-word scan and the segment count are done once per distinct name. The Redis call (with the
+    quiet hours) and the insert run on two threads of `_ChunkWriter`, the insert on a connection of its
+    own, while the next chunk is prepared."""
     result = PrepareResult()
     campaign = session.get(SmsCampaign, campaign_id)
     if campaign is None or campaign.prepared:
@@ -351,11 +352,11 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
 
 
 def _settler(limiter, freq_key: str, freq_limits: dict, member: str, window: dict | None):
-    """The last checks of a prepared chunk, done on the writer thread (their Redis round trip overlaps the
-    next chunk's preparation): the frequency limit (one Lua call for the chunk's candidates; the campaign
-    as the member, so a redone chunk spends no quota twice), then for marketing (`window` given) the quiet
-    hours in each recipient's zone — a closed window defers the message to its opening. Returns the
-    chunk's outcome counts."""
+    """The last checks of a prepared chunk, done on the chunk writer's settle thread (their Redis round
+    trip overlaps the next chunk's preparation): the frequency limit (one Lua call for the chunk's
+    candidates; the campaign as the member, so a redone chunk spends no quota twice), then for marketing
+    (`window` given) the quiet hours in each recipient's zone — a closed window defers the message to its
+    opening. Returns the chunk's outcome counts."""
 
     def settle(records: list[list], candidates: list[list], now: dt.datetime) -> Counter:
         allowed = limiter.acquire_many([r[1] for r in candidates], freq_key, freq_limits, member,
