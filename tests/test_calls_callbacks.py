@@ -178,6 +178,46 @@ def test_events_for_an_unknown_call_are_kept_and_matched_when_it_appears(client,
     assert session.get(CallEvent, kept.id).call_id == pending.id
 
 
+def test_an_event_that_raced_the_dial_is_applied_by_the_sweep_job(app, session, world, call):
+    """The dial stored the provider's id and matched kept events before a concurrent callback's event was
+    committed: neither saw the other. The periodic sweep (a real RQ job) applies it; an event whose call
+    never appears, or one older than the sweep's window, stays kept."""
+    from rq import SimpleWorker
+
+    from app.extensions import rq
+    from app.jobs.calls import sweep_callbacks_job
+
+    iface = call.interface
+    target = dialing.resolve_target(session, world.a1, opportunity_id=call.opportunity_id)
+    raced = dialing.reserve(session, world.a1, target, call.started_at)
+    raced.provider_call_id, raced.status = "prov-88", CALL_DIALING
+    session.commit()  # the dial's own match_unmatched has run: it found nothing yet
+    at = utcnow()
+    events = [{"event_id": f"{pid}:ringing", "call_id": pid, "status": "ringing",
+               "time": at.isoformat() + "Z"} for pid in ("prov-88", "prov-nobody", "prov-stale")]
+    # the callback looked for its call before the dial committed: stored as unknown
+    for event in events:
+        stmt = callbacks.ownership._dialect_insert(session, CallEvent).values(
+            interface_id=iface.id, event_key=event["event_id"], correlation=event["call_id"],
+            status="ringing", occurred_at=at, received_at=at, applied=False, payload=json.dumps(event))
+        session.execute(stmt)
+    session.execute(CallEvent.__table__.update().where(CallEvent.event_key == "prov-stale:ringing")
+                    .values(received_at=at - callbacks.SWEEP_WINDOW - dt.timedelta(minutes=1)))
+    stale = session.get(CallRecord, call.id)
+    stale.provider_call_id = "prov-stale"  # its call exists, but the event is past the window
+    session.commit()
+
+    job = rq.queue("low").enqueue(sweep_callbacks_job)
+    app_worker_class(app, SimpleWorker)([rq.queue("low")], connection=rq.redis).work(burst=True)
+
+    assert job.return_value() == 1
+    got = reload(session, raced)
+    assert got.status == "ringing" and got.rang_at == at
+    kept = dict(session.execute(select(CallEvent.event_key, CallEvent.call_id)
+                                .where(CallEvent.event_key.like("prov-%"))).all())
+    assert kept == {"prov-88:ringing": raced.id, "prov-nobody:ringing": None, "prov-stale:ringing": None}
+
+
 def test_the_simulator_end_to_end_through_a_real_rq_worker(app, session, world):
     from rq import SimpleWorker
 

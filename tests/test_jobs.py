@@ -51,3 +51,4 @@ def test_scheduler_registers_the_purge_job(app):
     register(scheduler)
     jobs = {job.func.__name__: job for job in scheduler.get_jobs()}
     assert jobs["purge_audit_log"].queue_name == "low"
+    assert jobs["sweep_callbacks_job"].queue_name == "low"

@@ -67,3 +67,8 @@ def simulate_call_job(call_id: int, step: int = 0) -> dict:
 
 def enqueue_simulation(call_id: int) -> None:
     rq.queue(QUEUE).enqueue(simulate_call_job, call_id)
+
+
+def sweep_callbacks_job() -> int:
+    """Scheduled: apply kept status events whose call has appeared since (see callbacks.sweep_unmatched)."""
+    return callbacks.sweep_unmatched(db.session)

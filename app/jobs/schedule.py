@@ -5,6 +5,7 @@ Cron expressions are in the scheduler host's local time (RQ's CronScheduler uses
 
 from __future__ import annotations
 
+from app.jobs.calls import sweep_callbacks_job
 from app.jobs.dispatch import circulation_scan_job, dispatch_waiting_job
 from app.jobs.maintenance import purge_audit_log
 from app.jobs.qa import sample_due_plans_job
@@ -33,5 +34,7 @@ def register(scheduler) -> None:
     scheduler.register(notify_followups_job, "high", interval=60, job_timeout=600)
     scheduler.register(reconcile_notifications_job, "high", interval=60, job_timeout=600)
     scheduler.register(release_slots_job, "low", interval=120, job_timeout=1800)
+    # Calls: apply status events that raced the dial creating their call.
+    scheduler.register(sweep_callbacks_job, "low", interval=60, job_timeout=600)
     # QA: sample each plan's last completed period once (hourly: the business day may end at any UTC hour).
     scheduler.register(sample_due_plans_job, "low", cron="20 * * * *", job_timeout=3600)

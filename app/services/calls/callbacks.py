@@ -5,8 +5,10 @@ replay inserts nothing and changes nothing. The call is then updated under a row
 only forward along CALL_STATUS_ORDER to a final status (a late "ringing" after "answered" does not move
 it back, but its time may fill an empty `rang_at`); the first final wins. An event naming a call we do not
 know yet is kept with call_id NULL and applied by `match_unmatched` when the call appears (after the
-dial is committed). The first event that shows the call connected records one follow-up of type "call"
-on its opportunity (ownership.add_follow_up: it restarts the circulation clock); `follow_up_id` makes that
+dial is committed); `sweep_unmatched`, run every minute, applies those that raced the dial (an event
+stored while the dial was matching: neither saw the other's uncommitted row). The first event that
+shows the call connected records one follow-up of type "call" on its opportunity
+(ownership.add_follow_up: it restarts the circulation clock); `follow_up_id` makes that
 happen exactly once.
 """
 
@@ -72,7 +74,7 @@ def apply_events(session, interface_id: int, events: list[CallStatusEvent],
         if event_id is None:
             outcome.ignored += 1
             continue
-        call = _find_call(session, interface_id, ev)
+        call = _find_call(session, interface_id, ev.correlation, ev.call_id)
         if call is None:
             outcome.unmatched += 1
             continue
@@ -85,12 +87,14 @@ def apply_events(session, interface_id: int, events: list[CallStatusEvent],
     return outcome
 
 
-def _find_call(session, interface_id: int, ev: CallStatusEvent) -> CallRecord | None:
+def _find_call(session, interface_id: int, uid: str | None,
+               provider_call_id: str | None) -> CallRecord | None:
+    """The call (locked) of an event: by our uid or by the provider's id."""
     clauses = []
-    if ev.correlation:
-        clauses.append(CallRecord.uid == ev.correlation)
-    if ev.call_id:
-        clauses.append(CallRecord.provider_call_id == ev.call_id)
+    if uid:
+        clauses.append(CallRecord.uid == uid)
+    if provider_call_id:
+        clauses.append(CallRecord.provider_call_id == provider_call_id)
     call_id = session.scalar(select(CallRecord.id)
                              .where(CallRecord.interface_id == interface_id, or_(*clauses))
                              .order_by(CallRecord.id).limit(1))
@@ -175,3 +179,23 @@ def match_unmatched(session, call: CallRecord, now: dt.datetime | None = None) -
                              recording_url=raw.get("recording_url"), transcript=raw.get("transcript"))
         row.call_id, row.applied = call.id, apply_to_call(session, call, ev, now)
     return len(rows)
+
+
+SWEEP_WINDOW = dt.timedelta(days=1)  # an event older than this whose call never appeared is left kept
+
+
+def sweep_unmatched(session, now: dt.datetime | None = None, limit: int = 500) -> int:
+    """Apply kept events (received within SWEEP_WINDOW) whose call has appeared since; commits per call.
+    Returns how many events were applied to a call."""
+    now = now or utcnow()
+    pairs = session.execute(select(CallEvent.interface_id, CallEvent.correlation).distinct()
+                            .where(CallEvent.call_id.is_(None), CallEvent.correlation.isnot(None),
+                                   CallEvent.received_at >= now - SWEEP_WINDOW)
+                            .limit(limit)).all()
+    matched = 0
+    for interface_id, correlation in pairs:
+        call = _find_call(session, interface_id, correlation, correlation)  # kept: our uid or theirs
+        if call is not None:
+            matched += match_unmatched(session, call, now)
+        session.commit()
+    return matched
