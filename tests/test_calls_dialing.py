@@ -144,9 +144,17 @@ def test_line_busy_counts_active_calls_but_not_stale_ones(session, world, setup)
         dialing.reserve(session, world.a1, target, NOW + dt.timedelta(minutes=5))
     assert refused.value.reason == "line_busy"
     session.rollback()
-    # no callback for longer than STALE_MINUTES: the call no longer holds a channel
+    # no callback for longer than calls.line_busy_minutes (default 30): the call no longer holds a channel
     later = NOW + dt.timedelta(minutes=dialing.STALE_MINUTES + 1)
     assert dialing.reserve(session, world.a1, target, later).id != call.id
+    session.rollback()
+    # an administrator who shortens it frees the channel sooner
+    with pytest.raises(CallRefused):
+        dialing.reserve(session, world.a1, target, NOW + dt.timedelta(minutes=11))
+    session.rollback()
+    session.scalar(select(ConfigItem).where(ConfigItem.key == dialing.STALE_MINUTES_KEY)).value = "10"
+    session.commit()
+    assert dialing.reserve(session, world.a1, target, NOW + dt.timedelta(minutes=11)).id != call.id
 
 
 def test_a_refused_click_takes_no_slot(session, world, setup):

@@ -59,6 +59,8 @@ CONFIG = [
     ("sms.opt_out_keywords", "json", '["R", "TD", "T", "N", "退订", "STOP", "UNSUBSCRIBE"]',
      "Inbound replies that opt the sender out of SMS (whole reply, case and punctuation ignored)"),
     ("calls.max_daily_attempts", "int", "5", "Click-to-call: maximum dials to one callee per business day"),
+    ("calls.line_busy_minutes", "int", "30",
+     "Click-to-call: minutes without a status callback after which a call no longer holds a line channel"),
     ("dispatch.fallback_pool", "str", "销售总公海", "Pool for opportunities no dispatch rule can place"),
     ("leads.duplicate_policy", "str", "sticky", "sticky: a repeat lead joins the open opportunity; reject"),
 ]

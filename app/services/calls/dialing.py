@@ -50,7 +50,10 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS_KEY = "calls.max_daily_attempts"
 DEFAULT_MAX_ATTEMPTS = 5
-STALE_MINUTES = 30  # an active call with no callback for this long no longer counts against the line
+# An active call with no callback for this long no longer counts against the line's concurrency
+# (its provider lost track of it, or we missed its final callback). Config item, minutes.
+STALE_MINUTES_KEY = "calls.line_busy_minutes"
+STALE_MINUTES = 30
 WINDOW_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 # 422: the request cannot be served as things are set up; 409: a limit or state of the moment.
 REFUSAL_STATUS = {"no_seat": 422, "no_phone": 422}
@@ -133,12 +136,20 @@ def period_window(now: dt.datetime, minutes: int) -> dt.datetime:
     return dt.datetime(1970, 1, 1) + dt.timedelta(minutes=epoch - epoch % minutes)
 
 
-def max_attempts(session) -> int:
-    value = metadata.config_value(session, MAX_ATTEMPTS_KEY, DEFAULT_MAX_ATTEMPTS)
+def _positive_int(session, key: str, default: int) -> int:
     try:
-        return int(value)
+        value = int(metadata.config_value(session, key, default))
     except (TypeError, ValueError):
-        return DEFAULT_MAX_ATTEMPTS
+        return default
+    return value if value > 0 else default
+
+
+def max_attempts(session) -> int:
+    return _positive_int(session, MAX_ATTEMPTS_KEY, DEFAULT_MAX_ATTEMPTS)
+
+
+def stale_minutes(session) -> int:
+    return _positive_int(session, STALE_MINUTES_KEY, STALE_MINUTES)
 
 
 # --- the callee ----------------------------------------------------------------------------------------
@@ -230,16 +241,16 @@ def take_number(session, line_id: int, area: str | None, now: dt.datetime) -> Ca
     return None
 
 
-def active_calls(session, line_id: int, now: dt.datetime, stale_minutes: int = STALE_MINUTES) -> int:
-    since = now - dt.timedelta(minutes=stale_minutes)
+def active_calls(session, line_id: int, now: dt.datetime) -> int:
+    """The line's calls in progress, leaving out those silent for `calls.line_busy_minutes`."""
+    since = now - dt.timedelta(minutes=stale_minutes(session))
     return session.scalar(select(func.count()).select_from(CallRecord)
                           .where(CallRecord.line_id == line_id, CallRecord.status.in_(CALL_ACTIVE),
                                  CallRecord.updated_at >= since)) or 0
 
 
 # --- the click ------------------------------------------------------------------------------------------
-def reserve(session, employee_id: int, target: Target, now: dt.datetime,
-            stale_minutes: int = STALE_MINUTES) -> CallRecord:
+def reserve(session, employee_id: int, target: Target, now: dt.datetime) -> CallRecord:
     """Check every refusal and take the slots; the new call is flushed, not committed. CallRefused."""
     seat = session.scalar(select(Seat).where(Seat.employee_id == employee_id, Seat.active.is_(True)))
     if seat is None:
@@ -255,7 +266,7 @@ def reserve(session, employee_id: int, target: Target, now: dt.datetime,
         raise CallRefused("do_not_call", "The number is on the do-not-call list")
     # The line's concurrency limit, under a row lock on the line (PostgreSQL; SQLite has one writer).
     session.execute(select(CallLine.id).where(CallLine.id == line.id).with_for_update())
-    if active_calls(session, line.id, now, stale_minutes) >= line.concurrency_limit:
+    if active_calls(session, line.id, now) >= line.concurrency_limit:
         raise CallRefused("line_busy", f"All {line.concurrency_limit} channels of the line are in use")
     limit = max_attempts(session)
     if take_slot(session, COUNTER_CALLEE_DAY, target.phone, day_window(session, now), limit) is None:
