@@ -270,7 +270,7 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
     this = SmsCampaign.id == campaign_id
     status_of = select(SmsCampaign.status).where(this)
     cursor = campaign.cursor
-    writer = _ChunkWriter(session.get_bind(), campaign_id, fixed, kind) if _can_pipeline(session) else None
+    writer = _ChunkWriter(session.get_bind(), fixed, kind) if _can_pipeline(session) else None
     in_flight: list[list[list]] = []  # the records of chunks the writer may not have committed
     try:
         while max_chunks is None or result.chunks < max_chunks:
@@ -334,8 +334,7 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
             cursor = rows[-1][0]
             if writer is None:
                 result.outcomes.update(settle(records, candidates, now_))
-                _persist(session.connection(), fixed, kind, records, now_)
-                session.execute(update(SmsCampaign).where(this).values(cursor=cursor))
+                _persist(session.connection(), fixed, kind, records, now_, cursor)
                 session.commit()
             else:
                 session.commit()  # ends this chunk's reads; the writer commits its rows with the cursor
@@ -431,8 +430,8 @@ class _ChunkWriter:
 
     DEPTH = 2
 
-    def __init__(self, engine, campaign_id: int, fixed: tuple, kind: str):
-        self.engine, self.campaign_id, self.fixed, self.kind = engine, campaign_id, fixed, kind
+    def __init__(self, engine, fixed: tuple, kind: str):
+        self.engine, self.fixed, self.kind = engine, fixed, kind
         self._settling = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sms-prepare-settle")
         self._writing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sms-prepare-writer")
         self._in_flight: list[Future] = []
@@ -444,9 +443,7 @@ class _ChunkWriter:
         try:
             outcomes = settled.result()
             with self.engine.begin() as conn:
-                _persist(conn, self.fixed, self.kind, records, created)
-                conn.execute(update(SmsCampaign).where(SmsCampaign.id == self.campaign_id)
-                             .values(cursor=cursor))
+                _persist(conn, self.fixed, self.kind, records, created, cursor)
         except BaseException:
             self._failed = True
             raise
@@ -524,9 +521,10 @@ _COLUMNS = ("campaign_id", "template_id", "channel_id", "customer_id", "phone", 
             "status", "cancel_reason", "send_after", "kind", "attempts", "created_at")
 
 
-def _persist(conn, fixed: tuple, kind: str, records: list[list], created: dt.datetime) -> None:
-    """Insert a chunk of messages: COPY on PostgreSQL (psycopg 3 / psycopg2), INSERT … SELECT over JSON on
-    SQLite."""
+def _persist(conn, fixed: tuple, kind: str, records: list[list], created: dt.datetime, cursor: int) -> None:
+    """Insert a chunk of messages — COPY on PostgreSQL (psycopg 3 / psycopg2), INSERT … SELECT over JSON on
+    SQLite — and move the campaign's cursor past it, in the caller's transaction: rows and cursor commit
+    together or not at all. `fixed` = (campaign id, template id, channel id)."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
         tail = (kind, 0, created)
@@ -565,6 +563,7 @@ def _persist(conn, fixed: tuple, kind: str, records: list[list], created: dt.dat
     else:
         conn.execute(insert(T), [dict(zip(_COLUMNS, (*fixed, *r, kind, 0, created), strict=True))
                                  for r in records])
+    conn.execute(update(SmsCampaign).where(SmsCampaign.id == fixed[0]).values(cursor=cursor))
 
 
 def _epoch(naive_utc: dt.datetime) -> float:
