@@ -76,7 +76,9 @@ class Config:
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(minutes=_env("JWT_ACCESS_MINUTES", 30))
     # i18n: zh_CN by default, English on the language menu.
     BABEL_DEFAULT_LOCALE = _env("BABEL_DEFAULT_LOCALE", "zh_CN")
-    BABEL_DEFAULT_TIMEZONE = "Asia/Shanghai"
+    # The business time zone: working hours, quiet hours, daily limits and every time a person reads
+    # (app/clock.py). Flask-Babel formats in it too: create_app sets BABEL_DEFAULT_TIMEZONE from it.
+    BUSINESS_TIMEZONE = _env("BUSINESS_TIMEZONE", "Asia/Shanghai")
     BABEL_TRANSLATION_DIRECTORIES = os.path.join(BASE_DIR, "app", "translations")
     LANGUAGES = {
         "zh_CN": {"flag": "cn", "name": "简体中文"},

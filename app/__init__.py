@@ -28,7 +28,11 @@ def create_app(config=None) -> Flask:
 
 
 def _init_config_overrides(app: Flask) -> None:
+    from app import clock
+
     os.makedirs(app.instance_path, exist_ok=True)
+    # One business time zone: the clock's, and Flask-Babel's for the dates it formats.
+    app.config["BABEL_DEFAULT_TIMEZONE"] = clock.configure(app.config.get("BUSINESS_TIMEZONE")).key
     if not app.config.get("RATELIMIT_STORAGE_URI"):
         redis_url = app.config.get("REDIS_URL")
         app.config["RATELIMIT_STORAGE_URI"] = redis_url or "memory://"

@@ -19,9 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sqlalchemy import func, select, text  # noqa: E402
 
 from app import create_app  # noqa: E402
+from app.clock import utcnow  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import Employee, Opportunity, SalesProfile  # noqa: E402
-from app.models.base import utcnow  # noqa: E402
 from app.services import audit  # noqa: E402
 from app.services.circulation import scan  # noqa: E402
 from app.services.roles import sync_roles  # noqa: E402

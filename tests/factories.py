@@ -62,7 +62,7 @@ def make_call_record(session, employee: Employee, **kw):
     (a simulator interface and a line are created when there is none)."""
     import datetime as dt
 
-    from app.models.base import utcnow
+    from app.clock import utcnow
     from app.models.calls import CALL_ENDED, CallLine, CallRecord, OutboundInterface
 
     line = session.scalar(select(CallLine).order_by(CallLine.id).limit(1))

@@ -11,8 +11,8 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
+from app.clock import utcnow
 from app.jobs.worker import app_worker_class
-from app.models.base import utcnow
 from app.models.calls import (
     CALL_ANSWERED,
     CALL_DIALING,

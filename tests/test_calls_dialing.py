@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from app.models.base import utcnow
+from app.clock import utcnow
 from app.models.calls import (
     CALL_ANSWERED,
     CALL_DIALING,

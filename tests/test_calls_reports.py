@@ -10,7 +10,8 @@ import re
 import pytest
 from sqlalchemy import delete, select
 
-from app.models.base import utcnow
+from app import clock
+from app.clock import utcnow
 from app.models.calls import (
     CALL_BUSY,
     CALL_ENDED,
@@ -28,7 +29,6 @@ from app.models.calls import (
 from app.models.qa import QaInspection
 from app.services.calls import reports
 from app.services.errors import DomainError
-from app.services.ownership import day_bounds
 from tests.conftest import login
 from tests.factories import employee_by_username
 
@@ -229,7 +229,7 @@ def test_default_range_is_the_last_seven_days(client, session):
     clean_calls(session)
     line = setup_line(session)
     emp = employee_by_username(session, "sales11")
-    today_start, _ = day_bounds(session, utcnow())
+    today_start, _ = clock.day_bounds(utcnow())
     make_call(session, line, emp, today_start - dt.timedelta(hours=12), CALL_ENDED, 30)  # yesterday
     make_call(session, line, emp, today_start - dt.timedelta(days=7, hours=1), CALL_ENDED, 30)  # 8 days
     session.commit()
@@ -256,7 +256,7 @@ def test_number_usage_against_cap(client, session):
     clean_calls(session)
     line = setup_line(session, "usage line")
     now = utcnow()
-    day_start, _ = day_bounds(session, now)
+    day_start, _ = clock.day_bounds(now)
     nums = {
         "n1": CallNumber(number="+861000000001", line_id=line.id, area="北京", daily_cap=10),
         "n2": CallNumber(number="+861000000002", line_id=line.id, area="上海", daily_cap=4, status="flagged",

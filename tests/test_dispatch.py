@@ -19,9 +19,9 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from sqlalchemy import func, insert, select, update
 
+from app.clock import utcnow
 from app.jobs.dispatch import DISPATCH_JOB_ID, dispatch_waiting_job, enqueue_dispatch
 from app.jobs.worker import app_worker_class
-from app.models.base import utcnow
 from app.models.employee import HR_ON_LEAVE, HR_RESIGNED
 from app.models.metadata import ConfigItem
 from app.models.org import OrgUnit

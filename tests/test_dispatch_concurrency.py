@@ -19,9 +19,9 @@ from redis import Redis
 from rq import Queue, Worker
 from sqlalchemy import func, select, text, update
 
+from app.clock import utcnow
 from app.extensions import db
 from app.jobs.dispatch import dispatch_waiting_job
-from app.models.base import utcnow
 from app.models.employee import Employee
 from app.models.sales import (
     DISPATCH,

@@ -9,10 +9,10 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from sqlalchemy import func, insert, select
 
+from app.clock import utcnow
 from app.jobs.maintenance import purge_audit_log
 from app.jobs.worker import app_worker_class
 from app.models.audit import AuditLog
-from app.models.base import utcnow
 
 
 def _work(app, queue: Queue) -> None:

@@ -13,9 +13,9 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from sqlalchemy import delete, func, select
 
+from app.clock import utcnow
 from app.jobs.qa import sample_due_plans_job, sample_plan_job
 from app.jobs.worker import app_worker_class
-from app.models.base import utcnow
 from app.models.qa import QaInspection, QaPlan
 from app.services.errors import DomainError
 from app.services.qa import sampling

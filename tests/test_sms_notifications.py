@@ -11,10 +11,10 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from sqlalchemy import func, insert, select, update
 
+from app.clock import utcnow
 from app.extensions import db
 from app.jobs.sms_notifications import notify_assignments_job, notify_event, reconcile_notifications_job
 from app.jobs.worker import app_worker_class
-from app.models.base import utcnow
 from app.models.employee import Employee
 from app.models.sales import AssignmentLog
 from app.models.sms import SensitiveWord, SinkMessage, SmsChannel, SmsMessage, SmsTemplate

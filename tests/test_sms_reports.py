@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from app.models.base import utcnow
+from app.clock import utcnow
 from app.models.sms import SmsCampaign, SmsChannel, SmsMessage, SmsReceipt, SmsTemplate
 from app.services.sms import reports
 from tests.conftest import login

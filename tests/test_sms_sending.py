@@ -18,8 +18,8 @@ import pytest
 from redis import Redis
 from sqlalchemy import func, insert, select
 
+from app.clock import utcnow
 from app.extensions import db
-from app.models.base import utcnow
 from app.models.sms import SinkMessage, SmsMessage
 from app.services.sms import campaigns, limits
 from app.services.sms.providers import OutboundSms, ProviderError, provider_for

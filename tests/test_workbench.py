@@ -18,8 +18,9 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import func, select
 
+from app import clock
+from app.clock import utcnow
 from app.extensions import db
-from app.models.base import utcnow
 from app.models.employee import HR_RESIGNED, Employee
 from app.models.sales import (
     ASSIGN,
@@ -106,7 +107,7 @@ def count(app, model, *where) -> int:
 def arrange_day(app, w: World, now: dt.datetime) -> dict:
     """a1's opportunities with clocks around `now`; returns their arranged values by name."""
     with dbs(app) as s:
-        _, end = ownership.day_bounds(s, now)
+        _, end = clock.day_bounds(now)
         names = ["due", "overdue", "tomorrow", "none", "soon", "fresh", "protected", "frozen", "trial"]
         ids = dict(zip(names, owned(s, w, "a1", len(names), at=now - DAY), strict=True))
         ids["other"] = owned(s, w, "a2", 1, at=now - DAY)[0]

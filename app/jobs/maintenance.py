@@ -8,9 +8,9 @@ import logging
 from flask import current_app
 from sqlalchemy import delete, select
 
+from app.clock import utcnow
 from app.extensions import db
 from app.models.audit import AuditLog
-from app.models.base import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@ killed run loses nothing and the next run completes it."""
 
 from __future__ import annotations
 
+from app.clock import utcnow
 from app.extensions import db
-from app.models.base import utcnow
 from app.services import audit
 from app.services.qa import sampling
 

@@ -57,7 +57,7 @@ def release_slots_job() -> dict:
     while no sender ran and a sender killed between a committed failure and its release."""
     from sqlalchemy import select
 
-    from app.models.base import utcnow
+    from app.clock import utcnow
     from app.models.sms import SmsCampaign
 
     ids = db.session.scalars(select(SmsCampaign.id).where(

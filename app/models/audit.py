@@ -8,7 +8,7 @@ from flask_appbuilder.models.sqla import Model
 from sqlalchemy import DateTime, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import utcnow
+from app.clock import utcnow
 
 AUDIT_ACTIONS = (
     "login_success",

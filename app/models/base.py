@@ -7,10 +7,7 @@ import datetime as dt
 from sqlalchemy import DateTime
 from sqlalchemy.orm import Mapped, mapped_column
 
-
-def utcnow() -> dt.datetime:
-    """Naive UTC now: every timestamp column stores UTC without tzinfo, on SQLite and PostgreSQL."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+from app.clock import utcnow
 
 
 class TimestampMixin:

@@ -16,8 +16,8 @@ from flask import g, has_request_context, request
 from flask_appbuilder.security.sqla.models import ApiKey, Role
 from sqlalchemy import event, inspect
 
+from app.clock import utcnow
 from app.models.audit import AuditLog
-from app.models.base import utcnow
 from app.models.employee import CrmUser, Employee
 from app.models.metadata import ConfigItem, DictItem, DictType
 from app.models.org import OrgUnit

@@ -29,7 +29,7 @@ from sqlalchemy import (
     update,
 )
 
-from app.models.base import utcnow
+from app.clock import utcnow
 from app.models.metadata import DictItem, DictType
 from app.models.org import OrgUnit
 from app.models.sales import (

@@ -19,11 +19,11 @@ import random
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 
-from app.models.base import utcnow
+from app import clock
+from app.clock import utcnow
 from app.models.employee import HR_ACTIVE, Employee
 from app.models.org import OrgUnit
 from app.models.sales import (
@@ -47,7 +47,7 @@ from app.services import metadata
 
 BATCH_SIZE = 2000
 HOLD = dt.timedelta(minutes=10)  # an opportunity no rule could place waits this long before a retry
-DEFAULT_HOURS = {"start": "09:00", "end": "21:00", "timezone": "Asia/Shanghai"}
+DEFAULT_HOURS = {"start": "09:00", "end": "21:00"}  # in the business time zone (app.clock)
 
 # Why a candidate was passed over (kept short: they are stored in every trace).
 RESIGNED, ON_LEAVE, PAUSED, OFF_HOURS, FULL, QUOTA, COOLING = (
@@ -130,7 +130,7 @@ def working_hours(session) -> dict:
 
 
 def in_working_hours(hours: dict, now_utc: dt.datetime) -> bool:
-    local = now_utc.replace(tzinfo=dt.UTC).astimezone(ZoneInfo(hours["timezone"]))
+    local = clock.to_local(now_utc)
     start, end = (dt.time.fromisoformat(hours[k]) for k in ("start", "end"))
     return start <= local.time() < end
 

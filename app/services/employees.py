@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
+from app import clock
 from app.models.employee import HR_ACTIVE, HR_RESIGNED, HR_STATUSES, Employee
 from app.models.metadata import DictItem, DictType
 from app.models.org import OrgUnit
@@ -56,7 +57,7 @@ def check_employee(session, emp: Employee, region: str = "CN") -> None:
     if emp.hired_on and emp.left_on and emp.left_on < emp.hired_on:
         raise DomainError("The leaving date is before the hiring date", field="left_on")
     if emp.hr_status == HR_RESIGNED and emp.left_on is None:
-        emp.left_on = dt.date.today()
+        emp.left_on = clock.today()
     manager_id = emp.manager.id if emp.manager is not None else emp.manager_id
     if emp.id is not None and manager_id is not None and manager_chain_has(session, manager_id, emp.id):
         raise DomainError("An employee cannot report to themself or to one of their reports", field="manager")

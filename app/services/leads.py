@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app.models.base import utcnow
+from app.clock import utcnow
 from app.models.employee import Employee
 from app.models.sales import (
     OPEN_STATUSES,

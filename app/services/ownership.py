@@ -17,11 +17,11 @@ import datetime as dt
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, exists, false, func, insert, not_, or_, select
 from sqlalchemy.orm import lazyload
 
+from app import clock
 from app.models.employee import HR_RESIGNED, Employee
 from app.models.metadata import DictItem, DictType
 from app.models.org import OrgUnit
@@ -52,7 +52,6 @@ from app.services.errors import DomainError
 CHUNK = 500  # opportunities per chunk of a bulk transfer
 MAX_BATCH = 1000  # opportunities per claim / assign call
 STAGE_DICT, LOST_REASON_DICT, FOLLOWUP_TYPE_DICT = "opportunity_stage", "lost_reason", "followup_type"
-DEFAULT_TIMEZONE = "Asia/Shanghai"
 
 
 @dataclass(frozen=True)
@@ -84,30 +83,6 @@ class Moved:
     @property
     def count(self) -> int:
         return len(self.moved)
-
-
-# --- time -------------------------------------------------------------------------------------------
-def business_timezone(session) -> ZoneInfo:
-    hours = metadata.config_value(session, "dispatch.working_hours", None)
-    name = hours.get("timezone") if isinstance(hours, dict) else None
-    try:
-        return ZoneInfo(name or DEFAULT_TIMEZONE)
-    except Exception:  # a bad name in config: the company's home zone
-        return ZoneInfo(DEFAULT_TIMEZONE)
-
-
-def business_day(session, now: dt.datetime) -> dt.date:
-    """The company's calendar day at `now` (naive UTC): daily claim limits reset at local midnight."""
-    return now.replace(tzinfo=dt.UTC).astimezone(business_timezone(session)).date()
-
-
-def day_bounds(session, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    """[start, end) of the company's calendar day containing `now`, as naive UTC."""
-    tz = business_timezone(session)
-    day = now.replace(tzinfo=dt.UTC).astimezone(tz).date()
-    start = dt.datetime.combine(day, dt.time(0), tzinfo=tz)
-    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=tz)
-    return (start.astimezone(dt.UTC).replace(tzinfo=None), end.astimezone(dt.UTC).replace(tzinfo=None))
 
 
 # --- rules and pools --------------------------------------------------------------------------------
@@ -232,7 +207,7 @@ def about_to_recycle_clause(session, now: dt.datetime):
 
 def due_today_clause(session, now: dt.datetime):
     """Next follow-up still ahead today (company calendar day)."""
-    _, end = day_bounds(session, now)
+    _, end = clock.day_bounds(now)
     return and_(Opportunity.next_followup_at >= now, Opportunity.next_followup_at < end)
 
 
@@ -407,7 +382,7 @@ def claim(session, employee: Employee, opportunity_ids, now: dt.datetime, actor=
                           field="ids", status=409, items=items)
 
     # The pools' daily limits: a batch larger than what is left today is refused whole.
-    day = business_day(session, now)
+    day = clock.local_date(now)
     per_pool = Counter(o.pool_id for o in opps)
     counters = {c.pool_id: c for c in session.scalars(
         select(ClaimCounter).where(ClaimCounter.employee_id == employee.id, ClaimCounter.day == day,

@@ -10,6 +10,7 @@ import secrets
 
 from sqlalchemy import select
 
+from app import clock
 from app.models.employee import Employee
 from app.models.metadata import ConfigItem, DictItem, DictType
 from app.models.org import OrgUnit
@@ -187,7 +188,7 @@ def seed_demo(session, appbuilder) -> dict:
     counts.update(seed_sms(session))
     from app.services.calls.demo import seed_calls
 
-    counts.update(seed_calls(session, employees, dt.datetime.now(dt.UTC).replace(tzinfo=None)))
+    counts.update(seed_calls(session, employees, clock.utcnow()))
     if sm.find_user(username=HR_BOT) is None:
         # The HR system's account: it authenticates with API keys only (its password is never known).
         sm.add_user(HR_BOT, "HR", "Integration", "hr-bot@example.com", sm.find_role("HR Integration"),

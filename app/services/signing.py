@@ -14,9 +14,10 @@ import hmac
 import ipaddress
 import json
 import secrets
-import time
 from typing import NamedTuple
 from urllib.parse import urlsplit
+
+from app import clock
 
 
 class Headers(NamedTuple):
@@ -53,14 +54,14 @@ def sign_callback(secret: str, timestamp: str, nonce: str, body: bytes) -> str:
 def request_headers(names: Headers, key_id: str, secret: str, method: str, path: str, body: bytes,
                     now: float | None = None) -> dict[str, str]:
     """The headers of a signed request to a provider."""
-    timestamp, nonce = str(int(time.time() if now is None else now)), secrets.token_hex(8)
+    timestamp, nonce = str(int(clock.timestamp() if now is None else now)), secrets.token_hex(8)
     return {names.key: key_id, names.timestamp: timestamp, names.nonce: nonce,
             names.signature: sign_request(secret, method, path, timestamp, nonce, body)}
 
 
 def callback_headers(names: Headers, secret: str, body: bytes, now: float | None = None) -> dict[str, str]:
     """The headers a provider sends with a callback (the simulator, the demo and the tests sign with it)."""
-    timestamp, nonce = str(int(time.time() if now is None else now)), secrets.token_hex(8)
+    timestamp, nonce = str(int(clock.timestamp() if now is None else now)), secrets.token_hex(8)
     return {names.timestamp: timestamp, names.nonce: nonce,
             names.signature: sign_callback(secret, timestamp, nonce, body)}
 
@@ -84,7 +85,7 @@ def verify_callback(names: Headers, secret: str | None, body: bytes, headers, wi
     if not (timestamp and nonce and signature):
         raise BadSignature("Missing signature headers")
     try:
-        age = abs((time.time() if now is None else now) - int(timestamp))
+        age = abs((clock.timestamp() if now is None else now) - int(timestamp))
     except ValueError:
         raise BadSignature("Bad timestamp") from None
     if age > window:

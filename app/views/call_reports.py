@@ -12,8 +12,8 @@ from flask_appbuilder import BaseView, expose
 from flask_appbuilder.security.decorators import has_access
 from flask_babel import lazy_gettext as _l
 
+from app.clock import utcnow
 from app.extensions import db
-from app.models.base import utcnow
 from app.models.calls import NUMBER_ACTIVE, NUMBER_FLAGGED, NUMBER_SUSPENDED
 from app.security import policy
 from app.security.scope import current_viewer

@@ -24,8 +24,8 @@ from flask_limiter.util import get_remote_address
 from sqlalchemy import select
 from wtforms import BooleanField, PasswordField, SelectField, TextAreaField
 
+from app.clock import utcnow
 from app.extensions import db
-from app.models.base import utcnow
 from app.models.calls import (
     NUMBER_ACTIVE,
     NUMBER_STATUSES,

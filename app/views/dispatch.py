@@ -15,9 +15,9 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
 from wtforms import SelectField
 
+from app.clock import utcnow
 from app.extensions import db, rq
 from app.jobs.dispatch import current_run, enqueue_dispatch
-from app.models.base import utcnow
 from app.models.sales import (
     STATUSES,
     STRATEGIES,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from flask import current_app, flash, redirect, request
 from flask_appbuilder.actions import action
 from flask_appbuilder.api import BaseApi, expose, protect, safe
@@ -13,6 +11,7 @@ from flask_appbuilder.security.decorators import permission_name
 from flask_babel import lazy_gettext as _l
 from wtforms import SelectField
 
+from app import clock
 from app.extensions import db
 from app.models.employee import HR_RESIGNED, HR_STATUSES, Employee
 from app.security import policy
@@ -81,7 +80,7 @@ class EmployeeView(CrmModelView):
         for emp in items:
             if emp.hr_status != HR_RESIGNED:
                 emp.hr_status = HR_RESIGNED
-                emp.left_on = emp.left_on or dt.date.today()
+                emp.left_on = emp.left_on or clock.today()
         db.session.commit()
         flash(str(_l("%(n)d employee(s) marked resigned", n=len(items))), "success")
         return redirect(self.get_redirect())

@@ -22,8 +22,9 @@ from markupsafe import Markup, escape
 from sqlalchemy import func, select
 from wtforms import BooleanField, SelectField
 
+from app import clock
+from app.clock import utcnow
 from app.extensions import db, rq
-from app.models.base import utcnow
 from app.models.employee import Employee
 from app.models.qa import (
     APPEAL_REJECTED,
@@ -45,7 +46,6 @@ from app.security import policy
 from app.security.masking import mask_phone
 from app.security.scope import current_viewer
 from app.services.errors import DomainError
-from app.services.ownership import business_timezone
 from app.services.qa import checks, inspections, sampling, scoring
 from app.views.base import CrmModelView, refuse_delete_in_use
 from app.views.sales import PageShowMixin
@@ -97,7 +97,7 @@ def _fmt_time(value) -> str:
 def _local(value: dt.datetime | None) -> str:
     if value is None:
         return ""
-    tz = business_timezone(db.session)
+    tz = clock.business_timezone()
     return value.replace(tzinfo=dt.UTC).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
 
 

@@ -23,8 +23,9 @@ from flask_appbuilder.views import expose
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, or_, select
 
+from app import clock
+from app.clock import utcnow
 from app.extensions import appbuilder, db
-from app.models.base import utcnow
 from app.models.employee import HR_RESIGNED, Employee
 from app.models.sales import (
     OPEN_STATUSES,
@@ -102,8 +103,7 @@ def local_time(value: dt.datetime | None) -> str:
     """A stored (naive UTC) time in the company's time zone, for the workbench."""
     if value is None:
         return ""
-    tz = ownership.business_timezone(db.session)
-    return value.replace(tzinfo=dt.UTC).astimezone(tz).strftime("%m-%d %H:%M")
+    return clock.to_local(value).strftime("%m-%d %H:%M")
 
 
 def parse_local_datetime(text: str | None) -> dt.datetime | None:
@@ -116,9 +116,7 @@ def parse_local_datetime(text: str | None) -> dt.datetime | None:
     except ValueError:
         raise DomainError("%(value)s is not a date and time", field="next_followup_at",
                           value=repr(text)) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=ownership.business_timezone(db.session))
-    return value.astimezone(dt.UTC).replace(tzinfo=None)
+    return clock.to_utc(value)
 
 
 def parse_api_datetime(value) -> dt.datetime | None:
@@ -829,7 +827,7 @@ class WorkbenchView(BaseView):
     @staticmethod
     def _pools(session, me: Employee, now: dt.datetime) -> list[dict]:
         """The pools I may claim from: how many I may claim there now, and today's allowance left."""
-        day = ownership.business_day(session, now)
+        day = clock.local_date(now)
         path = ownership._unit_path(session, me.org_unit_id)
         used = dict(session.execute(select(ClaimCounter.pool_id, ClaimCounter.claimed)
                                     .where(ClaimCounter.employee_id == me.id, ClaimCounter.day == day)).all())

@@ -16,6 +16,7 @@ from flask_babel import lazy_gettext as _l
 from wtforms import IntegerField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
+from app import clock
 from app.extensions import appbuilder, db
 from app.models.employee import CrmUser
 from app.models.security import DATA_SCOPES, RoleDataScope
@@ -88,7 +89,7 @@ class ApiKeyView(CrmModelView):
             "fa-ban")
     def revoke(self, items):
         items = items if isinstance(items, list) else [items]
-        now = dt.datetime.now()
+        now = clock.process_local_now()
         for key in items:
             if key.revoked_on is None:
                 key.revoked_on = now
@@ -121,7 +122,7 @@ class IssueApiKeyView(SimpleFormView):
 
     def form_post(self, form):
         days = form.expires_in_days.data
-        expires = dt.datetime.now() + dt.timedelta(days=days) if days else None
+        expires = clock.process_local_now() + dt.timedelta(days=days) if days else None
         created = appbuilder.sm.create_api_key(form.user.data, form.name.data, expires_on=expires)
         if not created:
             flash(str(_l("The key could not be created")), "danger")

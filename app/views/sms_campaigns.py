@@ -7,7 +7,6 @@ import csv
 import datetime as dt
 import io
 import json
-from zoneinfo import ZoneInfo
 
 from flask import abort, flash, jsonify, redirect, request, url_for
 from flask_appbuilder import expose
@@ -16,6 +15,7 @@ from flask_appbuilder.security.decorators import has_access
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import delete, func, insert, select
 
+from app import clock
 from app.extensions import db
 from app.jobs import sms as jobs
 from app.models.sms import SmsAudienceEntry, SmsCampaign, SmsMessage
@@ -24,7 +24,6 @@ from app.services.errors import DomainError
 from app.services.sms import campaigns
 from app.views.base import CrmModelView, refuse_delete_in_use
 
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 UPLOAD_CHUNK = 5000
 
 
@@ -103,7 +102,7 @@ class SmsCampaignView(CrmModelView):
                 except ValueError:
                     raise DomainError("Enter a date and time such as 2026-12-01 09:30",
                                       field="scheduled_at") from None
-                at = local.replace(tzinfo=local.tzinfo or LOCAL_TZ).astimezone(dt.UTC).replace(tzinfo=None)
+                at = clock.to_utc(local)
             campaigns.launch(db.session, item, at=at)
             item.created_by = item.created_by or getattr(getattr(self.appbuilder.sm, "current_user", None),
                                                          "username", None)

@@ -11,6 +11,7 @@ from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_appbuilder.security.decorators import has_access
 from flask_babel import lazy_gettext as _l
 
+from app import clock
 from app.extensions import db
 from app.models.sms import MSG_FAILED, NOTIFICATION, SmsCampaign, SmsMessage
 from app.security import policy
@@ -28,7 +29,7 @@ def _since() -> tuple[dt.datetime | None, int | None]:
         days = DEFAULT_DAYS
     if days <= 0:
         return None, 0
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=days), days
+    return clock.utcnow() - dt.timedelta(days=days), days
 
 
 class SmsReportView(BaseView):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 
-from app.models.base import utcnow
+from app.clock import utcnow
 from app.models.calls import (
     CALL_ANSWERED,
     CALL_FINAL,

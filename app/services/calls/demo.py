@@ -15,6 +15,7 @@ import random
 
 from sqlalchemy import select
 
+from app import clock
 from app.models.calls import (
     CALL_BUSY,
     CALL_ENDED,
@@ -51,7 +52,6 @@ from app.models.qa import (
     QaScorecard,
 )
 from app.models.sales import Customer, Opportunity
-from app.services.ownership import business_timezone, day_bounds
 
 INTERFACE = "本地模拟外呼（simulator）"
 # The simulator answers, except for the callees listed in fail_numbers (see app.services.calls.simulator).
@@ -186,7 +186,7 @@ def _transcript(rng: random.Random, agent: str, talk: int, risky: bool, polite: 
 def _history(session, interface, numbers, seats, sales: dict, now: dt.datetime) -> list[tuple]:
     """~14 days of calls for every salesperson with a seat, within 09:00–21:00 business time."""
     rng = random.Random(20261125)
-    tz = business_timezone(session)
+    tz = clock.business_timezone()
     today = now.replace(tzinfo=dt.UTC).astimezone(tz).date()
     usable = [n for n in numbers if n.status == NUMBER_ACTIVE]
     by_line: dict[int, list] = {}
@@ -202,7 +202,7 @@ def _history(session, interface, numbers, seats, sales: dict, now: dt.datetime) 
     customers = [(None, cid, phone, None) for cid, phone in session.execute(
         select(Customer.id, Customer.phone).where(Customer.phone.not_in([p for p, _ in DO_NOT_CALL]))
         .order_by(Customer.id).limit(500))]
-    day_start, _ = day_bounds(session, now)
+    day_start, _ = clock.day_bounds(now)
     calls, used_today, seq = [], {}, 0
     for back in range(HISTORY_DAYS - 1, -1, -1):
         day = today - dt.timedelta(days=back)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import phonenumbers
 from sqlalchemy import func, select, update
 
+from app import clock
 from app.models.calls import (
     CALL_ACTIVE,
     CALL_DIALING,
@@ -44,7 +45,7 @@ from app.services import metadata
 from app.services.calls import dnc
 from app.services.calls.providers import DialRequest, ProviderError, provider_for
 from app.services.errors import DomainError
-from app.services.ownership import _dialect_insert, business_timezone, day_bounds
+from app.services.ownership import _dialect_insert
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def within_windows(session, text: str | None, now: dt.datetime) -> bool:
     windows = parse_windows(text)
     if not windows:
         return True
-    local = now.replace(tzinfo=dt.UTC).astimezone(business_timezone(session)).time()
+    local = now.replace(tzinfo=dt.UTC).astimezone(clock.business_timezone()).time()
     return any(start <= local < end or (end == dt.time(23, 59, 59) and local >= start)
                for start, end in windows)
 
@@ -127,7 +128,7 @@ def release_slot(session, kind: str, key: str, window: dt.datetime) -> None:
 
 
 def day_window(session, now: dt.datetime) -> dt.datetime:
-    return day_bounds(session, now)[0]
+    return clock.day_bounds(now)[0]
 
 
 def period_window(now: dt.datetime, minutes: int) -> dt.datetime:

@@ -6,7 +6,7 @@ import datetime as dt
 
 from sqlalchemy import delete, or_, select
 
-from app.models.base import utcnow
+from app.clock import utcnow
 from app.models.calls import DoNotCall
 from app.services.errors import DomainError
 from app.services.phones import ListImport, import_phone_list, normalise_phone

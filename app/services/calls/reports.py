@@ -9,7 +9,7 @@ Definitions (the same in every report):
   of the business day in naive UTC): the very figure the daily cap is enforced against, company-wide.
   Beside it, `visible_today` counts today's CallRecords on that number within the viewer's data scope.
 
-Date ranges are whole days in the business time zone (app.services.ownership.business_timezone); the
+Date ranges are whole days in the business time zone (app.clock); the
 scope of the viewer (app.security.scope) is applied in SQL when a viewer is given.
 """
 
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import String, and_, case, cast, func, literal, select
 
+from app import clock
 from app.models.calls import COUNTER_NUMBER_DAY, CallCounter, CallLine, CallNumber, CallRecord
 from app.models.employee import Employee
 from app.models.org import OrgUnit
 from app.security.scope import Viewer, restrict
 from app.services.errors import DomainError
-from app.services.ownership import business_timezone, day_bounds
 
 DEFAULT_DAYS = 7
 MAX_DAYS = 366
@@ -65,7 +65,7 @@ def date_range(session, now: dt.datetime, start=None, end=None,
                default_days: int = DEFAULT_DAYS) -> DateRange:
     """The report range from `start` / `end` (dates or YYYY-MM-DD, both inclusive; default: the last
     `default_days` business days up to today). Bad input raises DomainError (400)."""
-    tz = business_timezone(session)
+    tz = clock.business_timezone()
     today = now.replace(tzinfo=dt.UTC).astimezone(tz).date()
     last = _parse_day(end, "end") or today
     first = _parse_day(start, "start") or last - dt.timedelta(days=default_days - 1)
@@ -226,7 +226,7 @@ class NumberUsage:
 def by_number(session, now: dt.datetime, viewer: Viewer | None = None,
               line_id: int | None = None) -> list[NumberUsage]:
     """Every caller-ID number with today's usage against its daily cap (busiest first)."""
-    day_start, day_end = day_bounds(session, now)
+    day_start, day_end = clock.day_bounds(now)
     counter = and_(CallCounter.kind == COUNTER_NUMBER_DAY, CallCounter.key == cast(CallNumber.id, String),
                    CallCounter.window == day_start)
     used = func.coalesce(CallCounter.count, 0)

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from app import clock
 from app.models.calls import CallRecord
 from app.models.employee import HR_RESIGNED
 from app.models.org import OrgUnit
 from app.models.qa import PERIODS, QA_PENDING, SAMPLE_COUNT, SAMPLE_PERCENT, QaInspection, QaPlan
 from app.security.scope import subtree_unit_ids
 from app.services.errors import DomainError
-from app.services.ownership import business_timezone
 from app.services.qa.checks import run_checks
 
 CURRENT, PREVIOUS = "current", "previous"
@@ -103,7 +103,7 @@ def period_at(session, period: str, now: dt.datetime, which: str = CURRENT) -> P
     """The business-time-zone period containing `now` (or the one before it)."""
     if period not in PERIODS:
         raise DomainError("Unknown period %(period)s", field="period", period=repr(period))
-    tz = business_timezone(session)
+    tz = clock.business_timezone()
     today = now.replace(tzinfo=dt.UTC).astimezone(tz).date()
     start = _start_of(period, today)
     if which == PREVIOUS:

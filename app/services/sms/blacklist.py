@@ -13,7 +13,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from app.models.base import utcnow
+from app.clock import utcnow
 from app.models.sms import BlacklistEntry
 from app.services.errors import DomainError
 from app.services.phones import ListImport, import_phone_list, normalise_phone

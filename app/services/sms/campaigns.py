@@ -39,7 +39,7 @@ from sqlalchemy import text as sql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import bindparam
 
-from app.models.base import utcnow
+from app.clock import utcnow
 from app.models.metadata import DictItem
 from app.models.sales import Customer, Opportunity
 from app.models.sms import (

@@ -10,10 +10,10 @@ id as the member, so a preparation chunk run twice (worker killed before its com
 recipient's quota twice.
 
 Quiet hours: marketing goes out only inside a daily window, by default 08:00–21:00 in the RECIPIENT's
-time zone (config item `sms.quiet_hours` = {"start": "08:00", "end": "21:00", "tz": "Asia/Shanghai",
-"recipient_zone": true}). A number's zone comes from its country / area code (`recipient_zones`: +86 is
-Asia/Shanghai; others via phonenumbers' time-zone data); `tz` is the zone of numbers whose zone is unknown,
-and of every number when `recipient_zone` is false. A number that may be in several zones (a country
+time zone (config item `sms.quiet_hours` = {"start": "08:00", "end": "21:00", "recipient_zone": true}).
+A number's zone comes from its country / area code (`recipient_zones`: +86 is Asia/Shanghai; others via
+phonenumbers' time-zone data); the business time zone (app.clock) is the zone of numbers whose zone is
+unknown, and of every number when `recipient_zone` is false. A number that may be in several zones (a country
 spanning several, no area code to tell) is messaged only when the window is open in all of them. Outside
 the window a message waits (`send_after` = the next opening), it is not dropped.
 """
@@ -21,20 +21,20 @@ the window a message waits (`send_after` = the next opening), it is not dropped.
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import phonenumbers
 
+from app import clock
 from app.models.sms import VERIFICATION
 
 WINDOWS = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
 DEFAULT_LIMITS = {VERIFICATION: {"minute": 1, "hour": 5, "day": 10}, "default": {"day": 50}}
 LIMITS_CONFIG = "sms.frequency_limits"  # JSON {"verification": {"minute": 1, …}, "marketing": {…}, …}
 QUIET_CONFIG = "sms.quiet_hours"
-DEFAULT_QUIET = {"start": "08:00", "end": "21:00", "tz": "Asia/Shanghai", "recipient_zone": True}
+DEFAULT_QUIET = {"start": "08:00", "end": "21:00", "recipient_zone": True}
 CN_ZONE = "Asia/Shanghai"
 KEY_PREFIX = "sms:freq:"
 
@@ -117,7 +117,7 @@ class FrequencyLimiter:
             return []
         if not limits:
             return [True] * len(phones)
-        now_ms = int((time.time() if now is None else now) * 1000)
+        now_ms = int((clock.timestamp() if now is None else now) * 1000)
         if member is None:
             return [self._one(p, key, limits, now_ms) for p in phones]
         out = self._script(args=[now_ms, len(limits), *self._args(limits), f"{KEY_PREFIX}{key}:", member,
@@ -198,9 +198,9 @@ def quiet_hours(session) -> dict:
 
 def _zone(name: str | None) -> ZoneInfo:
     try:
-        return ZoneInfo(name or DEFAULT_QUIET["tz"])
+        return ZoneInfo(name) if name else clock.business_timezone()
     except (KeyError, ValueError):  # ZoneInfoNotFoundError is a KeyError
-        return ZoneInfo(DEFAULT_QUIET["tz"])
+        return clock.business_timezone()
 
 
 def _opening(now_utc: dt.datetime, start: dt.time, end: dt.time, tz: ZoneInfo) -> dt.datetime | None:
@@ -221,7 +221,7 @@ def next_window_start(now_utc: dt.datetime, window: dict,
     `zones`: the recipient's possible time zones (default: the window's `tz`); the window must be open in
     all of them. When their windows never overlap, the first zone alone decides."""
     start, end = _hm(window["start"]), _hm(window["end"])
-    tzs = [_zone(z) for z in zones] if zones else [_zone(window.get("tz"))]
+    tzs = [_zone(z) for z in zones] if zones else [clock.business_timezone()]
     at, moved = now_utc, False
     for _ in range(len(tzs) + 2):
         openings = [o for o in (_opening(at, start, end, tz) for tz in tzs) if o is not None]
@@ -244,8 +244,8 @@ def _zones_of_number(phone: str) -> tuple[str, ...]:
 
 def recipient_zones(phone: str | None, window: dict) -> tuple[str, ...]:
     """The time zones the quiet hours of `phone` (E.164) are judged in: +86 → Asia/Shanghai, other
-    numbers by country / area code, the window's `tz` when unknown or when `recipient_zone` is off."""
-    fallback = (window.get("tz") or DEFAULT_QUIET["tz"],)
+    numbers by country / area code, the business time zone when unknown or when `recipient_zone` is off."""
+    fallback = (clock.business_timezone().key,)
     if not phone or not window.get("recipient_zone", True):
         return fallback
     if phone.startswith("+86"):

@@ -25,7 +25,8 @@ from sqlalchemy import and_, false, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from app.models.base import utcnow
+from app import clock
+from app.clock import utcnow
 from app.models.employee import Employee
 from app.models.sales import ASSIGN, DISPATCH, TRANSFER, AssignmentLog, Customer, Opportunity
 from app.models.sms import (
@@ -374,7 +375,6 @@ def notify_followups_due(session, redis=None, now: dt.datetime | None = None, li
     time scanned up to) lives in Redis; due times a little before it are looked at again (RESCAN) for
     late commits. Commits the messages, then moves the watermark."""
     from app.models.sales import OWNED
-    from app.services.ownership import business_timezone
 
     now = now or utcnow()
     raw = None
@@ -395,7 +395,7 @@ def notify_followups_due(session, redis=None, now: dt.datetime | None = None, li
                Opportunity.next_followup_at <= now)
         .order_by(Opportunity.next_followup_at, Opportunity.id).limit(limit)).all()
     tpl = template_for(session, FOLLOW_UP_DUE) if rows else None
-    tz = business_timezone(session) if rows else None
+    tz = clock.business_timezone() if rows else None
     for row in rows:
         scan.scanned += 1
         if tpl is None or not row.phone:

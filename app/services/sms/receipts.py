@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, insert, or_, select, update
 
-from app.models.base import utcnow
+from app.clock import utcnow
 from app.models.sales import Customer
 from app.models.sms import (
     MARKETING,

@@ -21,7 +21,7 @@ import zlib
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from app.models.base import utcnow
+from app.clock import utcnow
 from app.models.sms import SinkMessage
 from app.services.sms.providers import (
     Inbound,
