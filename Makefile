@@ -1,5 +1,6 @@
 # Developer entry points. Everything runs from the project virtualenv in .venv.
-#   make run    migrate, sync roles, seed demo data, start web + worker + scheduler (+ embedded Redis)
+#   make run    migrate, sync roles and reference data, seed demo data, start web + worker + scheduler
+#               (+ embedded Redis)
 #   make test   ruff, then pytest on 2 processes (TEST_DATABASE_URL is passed through from the environment)
 
 PYTHON ?= python3
@@ -25,6 +26,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: venv
 	$(FLASK) db upgrade
 	$(FLASK) crm sync-roles
+	$(FLASK) crm sync-reference
 	$(FLASK) crm seed-demo
 	$(BIN)/python run.py all
 

@@ -93,6 +93,9 @@ class Config:
     CRM_DEFAULT_REGION = _env("CRM_DEFAULT_REGION", "CN")  # phone numbers without +country
     CRM_EXPORT_MAX_ROWS = _env("CRM_EXPORT_MAX_ROWS", 200_000)
     CRM_AUDIT_RETENTION_DAYS = _env("CRM_AUDIT_RETENTION_DAYS", 365)
+    # The job runner (app.services.runner): attempts per run, and heartbeat age at which a run is dead.
+    CRM_JOB_MAX_ATTEMPTS = _env("CRM_JOB_MAX_ATTEMPTS", 5)
+    CRM_JOB_STALE_SECONDS = _env("CRM_JOB_STALE_SECONDS", 60)
     CRM_LIST_MAX_PAGE_SIZE = 200
 
 

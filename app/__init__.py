@@ -103,9 +103,10 @@ def _init_locale(app: Flask) -> None:
 
 
 def _init_views(app: Flask) -> None:
-    from app.views import register_views
+    from app.views import register_views, times
 
     register_views(app)
+    times.install(app)  # jsonify's datetimes, the `local_dt` Jinja filter, FAB's own views' times
 
 
 def _init_cli(app: Flask) -> None:

@@ -1,4 +1,4 @@
-"""`flask crm …` commands: role sync, demo seed, user management helpers."""
+"""`flask crm …` commands: role and reference data sync (deploy steps), demo seed, user helpers."""
 
 from __future__ import annotations
 
@@ -29,10 +29,23 @@ def sync_roles_command():
         click.echo(f"  {name}: +{report.granted[name]} -{report.revoked[name]}")
 
 
+@crm.command("sync-reference")
+@with_appcontext
+def sync_reference_command():
+    """Add the missing dictionaries and config items (a deploy step: never changes existing ones)."""
+    from app.extensions import db
+    from app.services.reference import sync_reference
+
+    added = sync_reference(db.session)
+    db.session.commit()
+    for kind, names in added.items():
+        click.echo(f"{kind.replace('_', ' ')} added: {', '.join(names) or 'none'}")
+
+
 @crm.command("seed-demo")
 @with_appcontext
 def seed_demo_command():
-    """Load the demo organisation, employees, logins and metadata (safe to run again)."""
+    """Sync the reference data, then load the demo organisation, people and activity (safe to run again)."""
     from app.extensions import db
     from app.services import audit
     from app.services.seed import demo_logins, seed_demo
@@ -56,3 +69,59 @@ def create_api_key_command(username, name):
         raise click.ClickException(f"no user {username!r}")
     created = sm.create_api_key(user, name)
     click.echo(created["key"])
+
+
+def run_command(actor: str, work):
+    """Run a service command as `actor` (named in the audit log) and commit; a refusal rolls back and ends
+    the command with its field and message."""
+    from app.extensions import db
+    from app.services import audit
+    from app.services.errors import DomainError
+
+    try:
+        with audit.acting_as(None, actor):
+            result = work()
+            db.session.commit()
+    except DomainError as exc:
+        db.session.rollback()
+        raise click.ClickException(f"{exc.field}: {exc.message}" if exc.field else exc.message) from None
+    return result
+
+
+from app import cli_calls, cli_dispatch  # noqa: E402, F401  (add `crm call-config`, `crm dispatch-rule`)
+
+
+@crm.command("jobs")
+@click.option("--status", default=None, help="queued, running, completed, failed or cancelled")
+@click.option("--limit", default=20, show_default=True)
+@with_appcontext
+def jobs_command(status, limit):
+    """List the newest job runs (the Jobs page, for operators)."""
+    from sqlalchemy import select
+
+    from app.clock import format_datetime
+    from app.extensions import db
+    from app.models.jobs import JobRun
+
+    stmt = select(JobRun).order_by(JobRun.id.desc()).limit(limit)
+    if status:
+        stmt = stmt.where(JobRun.status == status)
+    for run in db.session.scalars(stmt):
+        target = f"{run.target_type}#{run.target_id}" if run.target_type else "-"
+        total = run.total if run.total is not None else "?"
+        click.echo(f"#{run.id} {run.kind} {target} {run.status} {run.done}+{run.failed}/{total} "
+                   f"attempts={run.attempts} created={format_datetime(run.created_at)}"
+                   + (f" error={run.last_error}" if run.last_error else ""))
+
+
+@crm.command("watchdog")
+@with_appcontext
+def watchdog_command():
+    """Run the job runner's watchdog once (the scheduler runs it every minute)."""
+    from app.jobs.runner import watchdog_job
+
+    actions = watchdog_job()
+    for action in actions:
+        click.echo(action)
+    if not actions:
+        click.echo("no dead job runs")

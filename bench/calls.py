@@ -114,13 +114,14 @@ def run(name: str, url: str, rows: int) -> None:
     from flask_migrate import upgrade
     from sqlalchemy import text
 
+    from app import clock
     from app.extensions import db
     from app.models.security import SCOPE_ALL, SCOPE_SUBTREE, SCOPE_TEAM
     from app.security.scope import Viewer
     from app.services.calls import reports
 
     app = make_app(url)
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    now = clock.utcnow()
     with app.app_context():
         upgrade()
         session = db.session
@@ -166,4 +167,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from bench.common import run_at_fixed_instant
+
+    run_at_fixed_instant()
     main()

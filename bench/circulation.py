@@ -114,4 +114,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from bench.common import run_at_fixed_instant
+
+    run_at_fixed_instant()
     main()

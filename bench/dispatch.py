@@ -39,6 +39,7 @@ sys.path.insert(0, ROOT)
 from sqlalchemy import func, insert, select, text, update  # noqa: E402
 
 from app import create_app  # noqa: E402
+from app.clock import utcnow  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models.employee import Employee  # noqa: E402
 from app.models.metadata import ConfigItem, DictItem, DictType  # noqa: E402
@@ -156,7 +157,7 @@ def build(session, leads: int, rng: random.Random) -> dict:
                                  **match))
     session.commit()
 
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    now = utcnow()
     line_ids, source_ids = list(lines.values()), list(sources.values())
     intention_ids = list(intentions.values())
     regions = ["上海", "北京", "广州", "成都", "杭州"]
@@ -197,7 +198,7 @@ def build(session, leads: int, rng: random.Random) -> dict:
 def raw_ceiling(session) -> tuple[float, int]:
     """One set-based UPDATE of every waiting opportunity to owned (the same columns dispatch writes)."""
     first, count = session.execute(select(func.min(Employee.id), func.count(Employee.id))).one()
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    now = utcnow()
     table = Opportunity.__table__
     start = time.perf_counter()
     rows = session.execute(
@@ -297,7 +298,7 @@ def check(session, leads: int) -> dict:
                                  .group_by(Opportunity.owner_id)).all())
     counters = dict(session.execute(select(SalesProfile.employee_id, SalesProfile.open_count)).all())
     wrong_counters = sum(1 for e, n in counters.items() if owned.get(e, 0) != n)
-    ctx = load_context(session, dt.datetime.now(dt.UTC).replace(tzinfo=None), [], lock=False)
+    ctx = load_context(session, utcnow(), [], lock=False)
     members = {m.id: m for p in ctx.rules for m in p.members}
     over_capacity = sum(1 for m in members.values() if m.capacity is not None and m.open_count > m.capacity)
     over_quota = sum(1 for m in members.values()
@@ -403,4 +404,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from bench.common import run_at_fixed_instant
+
+    run_at_fixed_instant()
     main()

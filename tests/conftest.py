@@ -1,22 +1,28 @@
-"""Fixtures: a private Redis per test process, a migrated + seeded SQLite template copied per test,
-the real app and its test client; PostgreSQL through TEST_DATABASE_URL where SQLite cannot show it."""
+"""Fixtures: every test at a fixed instant (time-machine), a private Redis per test process, a migrated +
+seeded SQLite template copied per test, the real app and its test client; PostgreSQL through
+TEST_DATABASE_URL where SQLite cannot show it."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
+import select
 import shutil
+import time
 
 import pytest
+import time_machine
 from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from app import create_app
+from app import clock, create_app
 from app.embedded_redis import EmbeddedRedis
 from app.services.seed import ADMIN_PASSWORD, DEMO_PASSWORD
 from config import TestConfig
+from tests.helpers import DEFAULT_INSTANT, SEED_INSTANT, travel, without_faketime
 
 
 class IsolatedClient(FlaskClient):
@@ -34,27 +40,75 @@ def make_config(db_url: str, redis_url: str, **overrides):
     return type("SuiteConfig", (TestConfig,), attrs)
 
 
-def build_database(app) -> None:
-    """Migrate to head, sync the role policy and load the demo data, as `make run` does."""
+def build_database(app, demo: bool = True) -> None:
+    """Migrate to head, sync the role policy and the reference data, and (unless `demo=False`, a
+    production install) load the demo data, as `make run` does, at SEED_INSTANT (the demo data's dates are
+    relative to now)."""
     from flask_migrate import upgrade
 
     from app.extensions import db
     from app.services import audit
+    from app.services.reference import sync_reference
     from app.services.roles import sync_roles
     from app.services.seed import seed_demo
 
-    with app.app_context():
+    with travel(SEED_INSTANT), app.app_context():
         upgrade()
         with audit.acting_as(None, "test-setup"):
             sync_roles(app.appbuilder)
-            seed_demo(db.session, app.appbuilder)
+        sync_reference(db.session)
+        db.session.commit()
+        if demo:
+            with audit.acting_as(None, "test-setup"):
+                seed_demo(db.session, app.appbuilder)
         db.session.remove()
         db.engine.dispose()
 
 
+# --- the clock ---------------------------------------------------------------------------------------
+def _under_libfaketime() -> None:
+    """The suite is proven clock-independent by running it under libfaketime too (`faketime
+    --exclude-monotonic '2026-12-02 15:30:00' pytest ...`). Two clashes between libfaketime 0.9.10 and
+    CPython are worked around here, in this process only (children get no libfaketime: tests.helpers):
+    - with a faked monotonic clock every timed lock wait (Event.wait, Thread.join) hangs, since glibc's
+      sem_clockwait is not faked: refuse to start and say so;
+    - with the real monotonic clock, time.sleep's clock_nanosleep(TIMER_ABSTIME) fails with EINVAL:
+      sleep through select() instead."""
+    if "libfaketime" not in os.environ.get("LD_PRELOAD", ""):
+        return
+    if not (os.environ.get("DONT_FAKE_MONOTONIC") or os.environ.get("FAKETIME_DONT_FAKE_MONOTONIC")):
+        raise pytest.UsageError("under faketime, pass --exclude-monotonic (timed lock waits hang otherwise)")
+
+    def sleep(seconds: float) -> None:
+        select.select([], [], [], seconds)
+
+    time.sleep = sleep
+
+
+_under_libfaketime()
+
+
+@pytest.fixture(autouse=True)
+def traveller(request) -> time_machine.Traveller:
+    """Every test runs at a fixed, explicit instant: DEFAULT_INSTANT, or the one of its
+    `@pytest.mark.instant("2026-06-17T23:30:00+08:00")`. The clock ticks on from there; a test moves it
+    with `traveller.move_to(...)` / `traveller.shift(...)`. Child processes follow it through
+    `tests.helpers.child_env()`."""
+    marker = request.node.get_closest_marker("instant")
+    with travel(marker.args[0] if marker else DEFAULT_INSTANT) as moving:
+        yield moving
+
+
 @pytest.fixture(scope="session")
 def redis_server():
-    with EmbeddedRedis() as server:
+    # A real server with its own clock, like PostgreSQL: started without libfaketime, should the suite run
+    # under `faketime` (redis-server cannot start under it).
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("LD_PRELOAD", raising=False)
+        if preload := without_faketime(dict(os.environ)).get("LD_PRELOAD"):
+            env.setenv("LD_PRELOAD", preload)
+        server = EmbeddedRedis()
+    with server:
         yield server
 
 
@@ -68,6 +122,25 @@ def template_db(tmp_path_factory, redis_server):
 def _overrides(request) -> dict:
     marker = request.node.get_closest_marker("config")
     return dict(marker.kwargs) if marker else {}
+
+
+@contextlib.contextmanager
+def _limits_restored():
+    """An app with settings of its own registers its rate limits (AUTH_RATE_LIMIT, …) on the one shared
+    Flask-Limiter, keyed by blueprint name, where they would stay for every later app of this process
+    (a test's "3 per minute" on the login then refuses another test's fourth login). Put the registry
+    back as it was once that app is gone."""
+    from app.extensions import limiter
+
+    manager = limiter.limit_manager
+    saved = {name: {key: type(value)(value) for key, value in getattr(manager, name).items()}
+             for name in ("_decorated_limits", "_blueprint_limits")}
+    try:
+        yield
+    finally:
+        for name, registry in saved.items():
+            getattr(manager, name).clear()
+            getattr(manager, name).update(registry)
 
 
 def _teardown(app) -> None:
@@ -113,6 +186,7 @@ def _reused_app(template_db, redis_url: str):
     _copy_template(template_db, _shared["path"])
     app.config.clear()
     app.config.update(_shared["config"])
+    clock.configure(app.config["BUSINESS_TIMEZONE"])  # a test with its own BUSINESS_TIMEZONE changed it
     with app.app_context():
         metadata.install(db)
         words.install(db)
@@ -127,14 +201,16 @@ def app(request, template_db, tmp_path, redis_server):
     """
     Redis.from_url(redis_server.url).flushdb()
     overrides = _overrides(request)
-    if overrides:
-        path = tmp_path / "crm.db"
-        shutil.copy(template_db, path)
-        app = _suite_app(path, redis_server.url, **overrides)
-    else:
-        app = _reused_app(template_db, redis_server.url)
-    yield app
-    _teardown(app)
+    with _limits_restored():
+        if overrides:
+            path = tmp_path / "crm.db"
+            shutil.copy(template_db, path)
+            app = _suite_app(path, redis_server.url, **overrides)
+        else:
+            app = _reused_app(template_db, redis_server.url)
+        yield app
+        _teardown(app)
+    clock.configure(TestConfig.BUSINESS_TIMEZONE)  # the business time zone as the next test expects it
 
 
 @pytest.fixture
@@ -221,10 +297,12 @@ def pg_app(request, pg_base, pg_url, pg_template, redis_server):
     """The real app on a fresh copy of the migrated and seeded PostgreSQL database."""
     _recreate(pg_base, make_url(pg_url).database, template=pg_template)
     Redis.from_url(redis_server.url).flushdb()
-    app = create_app(make_config(pg_url, redis_server.url, **_overrides(request)))
-    app.test_client_class = IsolatedClient
-    yield app
-    _teardown(app)
+    with _limits_restored():
+        app = create_app(make_config(pg_url, redis_server.url, **_overrides(request)))
+        app.test_client_class = IsolatedClient
+        yield app
+        _teardown(app)
+    clock.configure(TestConfig.BUSINESS_TIMEZONE)
 
 
 @pytest.fixture(scope="session")
@@ -251,3 +329,4 @@ def api_token(client, username: str, password: str | None = None) -> str:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "config(**settings): override app settings for one test")
+    config.addinivalue_line("markers", "instant(iso): the instant the test runs at (ISO 8601 with offset)")

@@ -4,6 +4,7 @@ caller-ID numbers (E.164, status notes), seats (one employee one active seat), t
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
@@ -167,3 +168,114 @@ def test_call_records_are_scoped_masked_and_show_the_transcript(app, session):
     page = client.get("/callrecordview/list/?_flt_0_status=busy").get_data(as_text=True)
     assert "137****2222" not in page
     assert count(session, CallRecord, CallRecord.id == theirs.id) == 1
+
+
+def test_a_call_record_reads_in_chinese_with_its_line_and_business_time(app, session):
+    """The record page names the line 线路 (not the import page's 行号) and shows times in the business
+    time zone, without "(UTC)" and without microseconds."""
+    w = build_world(session)
+    emp = w.emp(session, "a1")
+    call = f.make_call_record(session, emp, started_at=dt.datetime(2026, 11, 17, 2, 0, 5, 123456))
+    client = app.test_client()  # Chinese by default
+    login(client, "admin")
+    show = client.get(f"/callrecordview/show/{call.id}").get_data(as_text=True)
+    assert "外呼线路" in show and "行号" not in show
+    assert "2026-11-17 10:00:05" in show and "123456" not in show and "UTC" not in show
+
+
+def test_configuration_commands_validate_then_write_without_a_request(app, session):
+    """The rules the forms and the API run are a service command a CLI or a job calls as well."""
+    from app.services.calls import config
+    from app.services.errors import DomainError
+
+    interface = f.make_interface(session)
+    line = CallLine(name="  CLI 线路 ", interface_id=interface.id, concurrency_limit=5, binding_minutes=30,
+                    calling_windows="13:30-20:30，09:00-12:00")
+    config.save(session, line)
+    session.commit()
+    assert (line.name, line.calling_windows) == ("CLI 线路", "09:00-12:00,13:30-20:30")
+    with pytest.raises(DomainError) as refused:
+        config.save(session, CallLine(name="CLI 线路", interface_id=interface.id, concurrency_limit=5,
+                                      binding_minutes=30))
+    assert (refused.value.field, refused.value.status) == ("name", 409)
+    session.rollback()
+    listed = count(session, DoNotCall)
+    with pytest.raises(DomainError) as refused:
+        config.save(session, DoNotCall(phone="not a phone"))
+    assert refused.value.field == "phone"
+    session.rollback()
+    assert count(session, CallLine, CallLine.interface_id == interface.id) == 1
+    assert count(session, DoNotCall) == listed
+
+
+def test_call_config_command_creates_and_changes_configuration_through_the_same_rules(runner, session):
+    """A deploy script sets up interfaces, lines, numbers and seats with `crm call-config`: the rules the
+    forms run refuse the same settings, with the field, and nothing is written; run again, it updates."""
+    def call_config(*args):
+        return runner.invoke(args=["crm", "call-config", *args])
+
+    def named(model, column, key):
+        session.expire_all()
+        return session.scalar(select(model).where(column == key))
+
+    interfaces, lines = count(session, OutboundInterface), count(session, CallLine)
+    seats = count(session, Seat)
+    result = call_config("interface", "主接口", "--set", "provider=http",
+                         "--set", "base_url=https://calls.example.com/")
+    assert result.exit_code != 0
+    assert "callback_secret_env: The HTTP provider needs a callback secret" in result.output
+    assert count(session, OutboundInterface) == interfaces
+    result = call_config("interface", "主接口", "--set", "provider=http",
+                         "--set", "base_url=https://calls.example.com/",
+                         "--set", "callback_secret_env=CALLS_CB")
+    assert result.exit_code == 0, result.output
+    assert "interface" in result.output and "created" in result.output
+    interface = named(OutboundInterface, OutboundInterface.name, "主接口")
+    # the column defaults a form would show, the URL normalised by the rules
+    assert (interface.base_url, interface.connect_timeout, interface.enabled) == \
+        ("https://calls.example.com", 3, True)
+
+    result = call_config("line", " 北京线路 ", "--set", "interface=主接口", "--set", "concurrency_limit=20",
+                         "--set", "calling_windows=13:30-20:30，09:00-12:00")
+    assert result.exit_code == 0, result.output
+    line = named(CallLine, CallLine.name, "北京线路")
+    assert (line.name, line.interface_id, line.concurrency_limit, line.calling_windows,
+            line.binding_minutes) == ("北京线路", interface.id, 20, "09:00-12:00,13:30-20:30", 30)
+    # Again with one change: the same row, updated; a cleared window means any time.
+    result = call_config("line", "北京线路", "--set", "calling_windows=", "--set", "privacy_binding=yes")
+    assert result.exit_code == 0 and "updated" in result.output, result.output
+    assert count(session, CallLine) == lines + 1
+    assert (line.calling_windows, line.privacy_binding, line.concurrency_limit) == (None, True, 20)
+
+    assert call_config("number", "01058000001", "--set", "line=北京线路", "--set", "area=北京").exit_code == 0
+    result = call_config("number", "+861058000001", "--set", "status=suspended")
+    assert result.exit_code != 0 and "status_note: Say why the number is suspended" in result.output
+    assert call_config("number", "+861058000001", "--set", "status=suspended",
+                       "--set", "status_note=carrier complaint").exit_code == 0
+    number = named(CallNumber, CallNumber.number, "+861058000001")
+    assert (number.number, number.line_id, number.area, number.status, number.daily_cap) == \
+        ("+861058000001", line.id, "北京", "suspended", 200)
+
+    emp = f.employee(session, f.org_unit(session))
+    seat = ("--set", "line=北京线路", "--set", f"employee={emp.employee_no}")
+    assert call_config("seat", "CLI-1", *seat).exit_code == 0
+    result = call_config("seat", "CLI-2", *seat)
+    assert result.exit_code != 0
+    assert "employee: This employee already has the active seat CLI-1" in result.output
+
+    # What is not a setting is refused before anything runs.
+    for setting in ("interface=nope", "encrypted_secret=x", "concurrency_limit=many", "enabled=maybe"):
+        result = call_config("line", "北京线路", "--set", setting)
+        assert result.exit_code != 0 and "--set" in result.output, (setting, result.output)
+    assert count(session, Seat) == seats + 1 and count(session, CallLine) == lines + 1
+
+
+def test_a_line_can_be_saved_disabled_from_the_browser(admin, session):
+    """Every checkbox of every form may be left unchecked (an unchecked box sends nothing; FAB would make the
+    field of a NOT NULL column required)."""
+    iface = f.make_interface(session)
+    form = {"name": "备用线路", "interface": str(iface.id), "trunk": "", "concurrency_limit": "5",
+            "calling_windows": "", "binding_minutes": "30"}  # no "enabled": the box is unchecked
+    resp = admin.post("/calllineview/add", data=form)
+    assert resp.status_code == 302, field_errors(resp.get_data(as_text=True))
+    assert session.scalar(select(CallLine.enabled).where(CallLine.name == "备用线路")) is False

@@ -11,7 +11,7 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from app.clock import utcnow
+from app.clock import timestamp, utcnow
 from app.jobs.worker import app_worker_class
 from app.models.calls import (
     CALL_ANSWERED,
@@ -24,10 +24,14 @@ from app.models.sales import FollowUp, Opportunity
 from app.services.calls import callbacks, dialing
 from app.services.calls.providers import callback_body, callback_headers
 from app.services.calls.simulator import SimulatorProvider
+from app.services.sql import dialect_insert
 from tests import factories as f
+from tests.helpers import utc
 from tests.test_ownership import build_world, owned
 
-NOW = dt.datetime(2026, 3, 2, 4, 0)
+AT = "2026-03-02T12:00:00+08:00"  # noon in Shanghai: the clock and NOW agree
+NOW = utc(AT)
+pytestmark = pytest.mark.instant(AT)
 
 
 @pytest.fixture
@@ -143,7 +147,7 @@ def test_bad_signatures_and_payloads_are_refused_with_json(client, session, call
     resp = post(client, iface, events, headers={})
     assert resp.status_code == 401 and "signature" in resp.get_json()["message"].lower()
     body = callback_body(events)
-    stale = callback_headers(secret(iface), body, now=dt.datetime.now().timestamp() - 3600)
+    stale = callback_headers(secret(iface), body, now=timestamp() - 3600)  # an hour old
     assert post(client, iface, events, headers=stale).status_code == 401
     tampered = callback_headers(secret(iface), body)
     assert post(client, iface, events, headers=tampered, raw=body.replace(b"answered", b"ringing")
@@ -197,7 +201,7 @@ def test_an_event_that_raced_the_dial_is_applied_by_the_sweep_job(app, session, 
                "time": at.isoformat() + "Z"} for pid in ("prov-88", "prov-nobody", "prov-stale")]
     # the callback looked for its call before the dial committed: stored as unknown
     for event in events:
-        stmt = callbacks.ownership._dialect_insert(session, CallEvent).values(
+        stmt = dialect_insert(session, CallEvent).values(
             interface_id=iface.id, event_key=event["event_id"], correlation=event["call_id"],
             status="ringing", occurred_at=at, received_at=at, applied=False, payload=json.dumps(event))
         session.execute(stmt)

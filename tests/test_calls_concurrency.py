@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
 
 from app.extensions import db
@@ -17,10 +16,19 @@ from app.models.calls import COUNTER_NUMBER_DAY, CallCounter, CallRecord
 from app.services.calls import dialing
 from app.services.calls.dialing import CallRefused
 from tests import factories as f
-from tests.test_ownership import build_world, owned
+from tests.helpers import utc, wait_for
+from tests.test_ownership import AT, build_world, owned
 
-NOW = dt.datetime(2026, 3, 2, 4, 0)
-WINDOW = dt.datetime(2026, 3, 1, 16, 0)
+NOW = utc(AT)  # the clock and NOW agree
+WINDOW = dt.datetime(2026, 3, 1, 16, 0)  # that business day's start, in UTC
+pytestmark = pytest.mark.instant(AT)
+
+
+def blocked_on_a_lock(engine) -> bool:
+    """Whether another transaction of this database is waiting for a row lock right now."""
+    with engine.connect() as conn:
+        return conn.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                " AND wait_event_type = 'Lock'")) > 0
 
 
 def run_threads(*targets):
@@ -47,26 +55,25 @@ def test_pg_the_second_upsert_waits_and_finds_no_slot(pg_app, pg_url):
     with Session(engine) as s:
         s.add(CallCounter(kind=COUNTER_NUMBER_DAY, key="42", window=WINDOW, count=4))
         s.commit()
-    took, results, timing = threading.Event(), {}, {}
+    took, results = threading.Event(), {}
 
     def first():
         with Session(engine) as s, pg_app.app_context():
             results["first"] = dialing.take_slot(s, COUNTER_NUMBER_DAY, "42", WINDOW, 5)
             took.set()
-            time.sleep(0.5)  # hold the row while the second one tries
+            # hold the row until the second one is seen waiting for it
+            results["second waited"] = wait_for(lambda: blocked_on_a_lock(engine), "the second to wait", 10)
             s.commit()
 
     def second():
         took.wait(10)
         with Session(engine) as s, pg_app.app_context():
-            started = time.monotonic()
             results["second"] = dialing.take_slot(s, COUNTER_NUMBER_DAY, "42", WINDOW, 5)
-            timing["second"] = time.monotonic() - started
             s.commit()
 
     run_threads(first, second)
-    assert results == {"first": 5, "second": None}
-    assert timing["second"] >= 0.3  # it waited for the first transaction, then re-checked the count
+    # it waited for the first transaction, then re-checked the count
+    assert results == {"first": 5, "second waited": True, "second": None}
     with Session(engine) as s:
         assert s.scalar(select(CallCounter.count).where(CallCounter.key == "42")) == 5
     engine.dispose()
@@ -80,7 +87,7 @@ def test_pg_a_rolled_back_slot_goes_to_the_other_caller(pg_app, pg_url):
         with Session(engine) as s, pg_app.app_context():
             results["first"] = dialing.take_slot(s, COUNTER_NUMBER_DAY, "43", WINDOW, 1)  # inserts the row
             took.set()
-            time.sleep(0.3)
+            results["second waited"] = wait_for(lambda: blocked_on_a_lock(engine), "the second to wait", 10)
             s.rollback()
 
     def second():
@@ -90,7 +97,7 @@ def test_pg_a_rolled_back_slot_goes_to_the_other_caller(pg_app, pg_url):
             s.commit()
 
     run_threads(first, second)
-    assert results == {"first": 1, "second": 1}
+    assert results == {"first": 1, "second waited": True, "second": 1}
     engine.dispose()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -29,9 +28,12 @@ from app.services.errors import DomainError
 from app.services.metadata import cache
 from tests import factories as f
 from tests.conftest import api_token
+from tests.helpers import utc
 from tests.test_ownership import build_world, owned
 
-NOW = dt.datetime(2026, 3, 2, 4, 0)  # noon in Shanghai
+AT = "2026-03-02T12:00:00+08:00"  # a Monday, noon in Shanghai: the clock and NOW agree
+NOW = utc(AT)
+pytestmark = pytest.mark.instant(AT)
 
 
 @pytest.fixture
@@ -128,6 +130,10 @@ def test_calling_windows_are_validated_and_read_in_the_business_time_zone(sessio
     assert dialing.within_windows(session, "11:00-12:30", NOW)
     assert not dialing.within_windows(session, "09:00-12:00,13:30-20:30", NOW)
     assert dialing.within_windows(session, "20:00-24:00", dt.datetime(2026, 3, 2, 15, 59))
+    # the start is in the window, the end is not
+    assert dialing.within_windows(session, "12:00-12:30", NOW)
+    assert not dialing.within_windows(session, "12:00-12:30", NOW - dt.timedelta(seconds=1))
+    assert not dialing.within_windows(session, "11:00-12:00", NOW)
 
 
 def test_line_busy_counts_active_calls_but_not_stale_ones(session, world, setup):
@@ -174,11 +180,6 @@ def dial(client, **body):
     return resp.status_code, resp.get_json()
 
 
-def closed_window_now() -> str:
-    hour = (dt.datetime.now(ZoneInfo("Asia/Shanghai")).hour + 2) % 24
-    return f"{hour:02d}:00-{hour:02d}:30"
-
-
 def test_every_refusal_reason_through_the_endpoint(app, session, world, setup):
     iface, line = setup
     number = f.make_number(session, line, daily_cap=100)
@@ -202,7 +203,7 @@ def test_every_refusal_reason_through_the_endpoint(app, session, world, setup):
     line.enabled, iface.enabled = True, False
     session.commit()
     refused("line_disabled")
-    iface.enabled, line.calling_windows = True, closed_window_now()
+    iface.enabled, line.calling_windows = True, "12:30-13:00"  # it is 12:00
     session.commit()
     refused("outside_hours")
     line.calling_windows = None

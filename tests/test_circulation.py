@@ -23,8 +23,13 @@ from app.models.sales import (
 from app.services.circulation import scan
 from app.services.dispatch import dispatch_waiting
 from tests.factories import dict_item
+from tests.helpers import utc
 
-NOW = dt.datetime(2026, 11, 24, 12, 0)
+# The clock and the rules' `now` agree: every test here runs at AT (a Tuesday, inside working hours, so
+# the re-dispatch of recycled opportunities places them at once).
+AT = "2026-11-24T10:00:00+08:00"
+NOW = utc(AT)
+pytestmark = pytest.mark.instant(AT)
 
 
 @pytest.fixture

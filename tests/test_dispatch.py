@@ -12,14 +12,13 @@ import itertools
 import json
 import random
 from collections import Counter, namedtuple
-from zoneinfo import ZoneInfo
 
 import pytest
 from redis import Redis
 from rq import Queue, SimpleWorker
 from sqlalchemy import func, insert, select, update
 
-from app.clock import utcnow
+from app.clock import local_date, utcnow
 from app.jobs.dispatch import DISPATCH_JOB_ID, dispatch_waiting_job, enqueue_dispatch
 from app.jobs.worker import app_worker_class
 from app.models.employee import HR_ON_LEAVE, HR_RESIGNED
@@ -45,9 +44,10 @@ from app.models.sales import (
     Pool,
     SalesProfile,
 )
-from app.services import dispatch
+from app.services import dispatch, dispatch_plan
 from app.services.seed import DEMO_LEADS
 from tests import factories as f
+from tests.helpers import instant
 
 _phones = itertools.count(1)
 Opp = namedtuple("Opp", "id source_id campaign product_line_id region intention_level_id is_recycled")
@@ -285,7 +285,7 @@ def test_round_robin_breaks_ties_at_random_not_by_employee_id(app, quiet):
 
     def first_pick(seed):
         ctx = dispatch.load_context(session, now, [o.id for o in opps], lock=False, rng=random.Random(seed))
-        (decision,) = dispatch.plan(opps, ctx)
+        (decision,) = dispatch_plan.plan(opps, ctx)
         session.rollback()
         return decision.to_owner.id
 
@@ -310,7 +310,7 @@ def test_weighted_shares_within_2_percent_at_100k_decisions_in_memory(app, quiet
     leads = [Opp(i, None, "W-1", k12, None, None, False) for i in range(100_000)]
     chosen = Counter()
     for start in range(0, len(leads), dispatch.BATCH_SIZE):  # batch after batch on the same counters
-        for decision in dispatch.plan(leads[start:start + dispatch.BATCH_SIZE], ctx):
+        for decision in dispatch_plan.plan(leads[start:start + dispatch.BATCH_SIZE], ctx):
             assert decision.rule_id == rule.id
             chosen[decision.to_owner.id] += 1
     assert sum(chosen.values()) == 100_000
@@ -378,7 +378,7 @@ def test_each_ineligible_salesperson_is_excluded_with_the_reason_in_the_trace(ap
     (on_leave,) = people(session, dept, 1, hr_status=HR_ON_LEAVE)
     (paused,) = people(session, dept, 1, paused=True)
     (full_profile,) = people(session, dept, 1, capacity=2)
-    (quota,) = people(session, dept, 1, daily_quota=1, dispatched_today=1, quota_day=now.date())
+    (quota,) = people(session, dept, 1, daily_quota=1, dispatched_today=1, quota_day=local_date(now))
     (cooling,) = people(session, dept, 1)
     ok = people(session, dept, 2)
     (full_rule, override_ok) = people(session, sub_rule, 1) + people(session, sub_rule, 1, capacity=5)
@@ -427,7 +427,7 @@ def test_a_resigned_employee_never_receives_a_lead_whatever_the_strategy(app, qu
         select(func.count(AssignmentLog.id)).where(AssignmentLog.to_owner_id == resigned)) == 0
 
 
-def test_working_hours_only_rules_wait_for_the_working_hours(app, quiet):
+def test_working_hours_only_rules_wait_for_the_working_hours(app, quiet, traveller):
     session = quiet
     unit = team(session)
     members = people(session, unit, 2)
@@ -435,11 +435,10 @@ def test_working_hours_only_rules_wait_for_the_working_hours(app, quiet):
     make_rule(session, unit, ROUND_ROBIN, "OH-A", working_hours_only=True, target_pool_id=pool.id)
     make_rule(session, unit, ROUND_ROBIN, "OH-B")
     hours = dispatch.working_hours(session)
-    local = dt.datetime.now(ZoneInfo(hours["timezone"]))
-    closed = {"start": "13:00", "end": "14:00"} if local.hour < 12 else {"start": "01:00", "end": "02:00"}
-    set_config(session, "dispatch.working_hours", {**hours, **closed})
-    off_hours, any_time = make_waiting(session, 2, "OH-A1"), make_waiting(session, 2, "OH-B1")
+    set_config(session, "dispatch.working_hours", {**hours, "start": "09:00", "end": "18:00"})
 
+    traveller.move_to(instant("2026-06-17T08:59:00+08:00"))  # a minute before the working hours
+    off_hours, any_time = make_waiting(session, 2, "OH-A1"), make_waiting(session, 2, "OH-B1")
     assert run_job(app, session) == {"taken": 4, "assigned": 2, "pooled": 2, "held": 0}
     assert set(owners(session, any_time).values()) <= set(members)
     for opp_id in off_hours:
@@ -447,10 +446,15 @@ def test_working_hours_only_rules_wait_for_the_working_hours(app, quiet):
         _, trace = the_log(session, opp_id)
         assert trace["excluded"] == {str(m): "off_hours" for m in members}
 
-    set_config(session, "dispatch.working_hours", {**hours, "start": "00:00", "end": "23:59:59.999999"})
+    traveller.move_to(instant("2026-06-17T09:00:00+08:00"))  # they open
     in_hours = make_waiting(session, 2, "OH-A2")
     assert run_job(app, session)["assigned"] == 2
     assert set(owners(session, in_hours).values()) <= set(members)
+
+    traveller.move_to(instant("2026-06-17T18:00:00+08:00"))  # they close: the end is not in them
+    after_hours = make_waiting(session, 2, "OH-A3")
+    assert run_job(app, session) == {"taken": 2, "assigned": 0, "pooled": 2, "held": 0}
+    assert {session.get(Opportunity, opp_id).pool_id for opp_id in after_hours} == {pool.id}
 
 
 def test_capacity_and_daily_quota_bind_during_a_run_and_the_quota_resets_the_next_day(app, quiet):

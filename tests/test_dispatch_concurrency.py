@@ -39,6 +39,7 @@ from app.models.sales import (
     OwnerCooling,
     SalesProfile,
 )
+from tests.helpers import child_env
 from tests.test_dispatch import make_rule, make_waiting, people, team
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,7 +66,7 @@ TIMEOUT = 120
 def start_worker(app, name: str, burst: bool = False) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", WORKER, app.config["SQLALCHEMY_DATABASE_URI"], app.config["REDIS_URL"], name,
-         "burst" if burst else "wait"], cwd=ROOT)
+         "burst" if burst else "wait"], cwd=ROOT, env=child_env())
 
 
 def wait_for(condition, what: str, timeout: float = TIMEOUT, every: float = 0.01):

@@ -278,6 +278,7 @@ def test_delete_refused_for_login_or_reports_allowed_otherwise(client, session, 
 
 
 # --- actions ----------------------------------------------------------------------------------------
+@pytest.mark.instant("2026-06-17T07:30:00+08:00")  # still 16 June in UTC: left_on is the business day
 def test_mark_resigned_action_sets_status_and_left_on(client, session, team):
     one = factories.employee(session, team)
     two = factories.employee(session, team)
@@ -290,7 +291,7 @@ def test_mark_resigned_action_sets_status_and_left_on(client, session, team):
     resp = client.post("/employeeview/action_post",
                        data={"action": "mark_resigned", "rowid": [one.id, two.id, already_left.id]})
     assert resp.status_code == 302
-    today = dt.date.today()
+    today = dt.date(2026, 6, 17)
     for emp, left_on in ((one, today), (two, today), (already_left, dt.date(2025, 1, 31))):
         stored = row(session, emp.id)
         assert (stored["hr_status"], stored["left_on"]) == (HR_RESIGNED, left_on)

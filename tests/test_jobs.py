@@ -52,3 +52,38 @@ def test_scheduler_registers_the_purge_job(app):
     jobs = {job.func.__name__: job for job in scheduler.get_jobs()}
     assert jobs["purge_audit_log"].queue_name == "low"
     assert jobs["sweep_callbacks_job"].queue_name == "low"
+
+
+def test_scheduler_runs_the_watchdog_every_minute_and_starts_dispatch_and_circulation_as_job_runs(app):
+    from rq.cron import CronScheduler
+
+    from app.jobs.schedule import register
+
+    scheduler = CronScheduler(connection=Redis.from_url(app.config["REDIS_URL"]))
+    register(scheduler)
+    jobs = {job.func.__name__: job for job in scheduler.get_jobs()}
+    assert (jobs["watchdog_job"].queue_name, jobs["watchdog_job"].interval) == ("high", 60)
+    assert {"start_dispatch_job", "start_circulation_scan_job"} <= set(jobs)
+    assert not {"dispatch_waiting_job", "circulation_scan_job"} & set(jobs)  # not outside the runner
+
+
+def test_the_circulation_scan_and_dispatch_run_as_job_runs(app, session):
+    from app.jobs.dispatch import enqueue_dispatch, start_circulation_scan_job
+    from app.models.jobs import CIRCULATION_SCAN, COMPLETED, DISPATCH
+    from app.services import runner
+
+    with app.app_context():
+        run_id = start_circulation_scan_job()
+        assert start_circulation_scan_job() == run_id  # one scan at a time
+    queue = Queue("default", connection=Redis.from_url(app.config["REDIS_URL"]))
+    _work(app, queue)
+    session.expire_all()
+    scan = runner.latest_run(session, CIRCULATION_SCAN)
+    assert scan.id == run_id and scan.status == COMPLETED and scan.summary.startswith("recycled ")
+    with app.app_context():
+        run = enqueue_dispatch("default")
+        assert enqueue_dispatch("default").id == run.id  # a burst of requests: one queued run
+    _work(app, queue)
+    session.expire_all()
+    dispatch = runner.latest_run(session, DISPATCH)
+    assert dispatch.id == run.id and dispatch.status == COMPLETED and dispatch.summary.startswith("taken ")

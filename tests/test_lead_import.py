@@ -1,7 +1,8 @@
-"""Lead file imports (/leadimportview/…): upload a .csv or .xlsx, the import runs as an RQ job on a real
-SimpleWorker (burst) against the private Redis, progress and per-line errors are recorded on LeadImport.
+"""Lead file imports (/leadimportview/…): upload a .csv or .xlsx, the import runs as a job run (app.services
+.runner) on a real SimpleWorker (burst) against the private Redis, progress and per-line errors are recorded
+on LeadImport.
 
-Policy under test (app.services.leads.import_file): every row validated on its own; the good rows are
+Policy under test (app.services.lead_import): every row validated on its own; the good rows are
 kept, the bad ones reported with their line numbers and a message per field; importing the same file
 again creates nothing new; an interrupted import run again finishes without doubling anything.
 """
@@ -9,6 +10,7 @@ again creates nothing new; an interrupted import run again finishes without doub
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import os
@@ -21,11 +23,13 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from sqlalchemy import func, select
 
+from app.clock import utcnow
 from app.jobs.dispatch import DISPATCH_JOB_ID
-from app.jobs.leads import import_job_id
 from app.jobs.worker import app_worker_class
+from app.models.jobs import LEAD_IMPORT
 from app.models.sales import Lead, LeadImport, Opportunity
-from app.services.leads import CHUNK, import_file
+from app.services import runner
+from app.services.lead_import import CHUNK, import_file
 from app.services.seed import DEMO_PASSWORD
 from tests import factories
 from tests.conftest import login
@@ -153,7 +157,9 @@ def test_import_keeps_good_rows_reports_bad_lines_and_reimport_creates_nothing(a
     record = last_import(session)
     assert resp.headers["Location"].endswith(f"/leadimportview/show/{record.id}")
     assert record.filename == filename and record.total_rows == len(expected)
-    assert queue(app).job_ids == [import_job_id(record.id)]
+    run = runner.latest_run(session, LEAD_IMPORT, "lead_import", record.id)
+    assert (run.status, run.total, run.started_by_fk) == ("queued", len(expected), record.created_by_id)
+    assert queue(app).job_ids == [run.rq_job_id]
     assert progress(client, record.id) | {"message": None} == {
         "id": record.id, "status": "queued", "done": 0, "total": len(expected), "percent": 0,
         "created": 0, "duplicate": 0, "errors": 0, "message": None}
@@ -166,6 +172,10 @@ def test_import_keeps_good_rows_reports_bad_lines_and_reimport_creates_nothing(a
     assert progress(client, record.id)["status"] == "finished"
     assert progress(client, record.id)["percent"] == 100
     assert not stored.exists()  # imported: the file is not kept
+    session.refresh(run)
+    errors = len([o for o in expected.values() if isinstance(o, set)])
+    assert (run.status, run.done, run.failed, run.total) == ("completed", len(expected) - errors, errors,
+                                                             len(expected))
 
     created = [line for line, outcome in expected.items() if outcome in ("created", "duplicate")]
     leads = session.scalars(select(Lead).where(Lead.import_id == record.id).order_by(Lead.id)).all()
@@ -214,7 +224,8 @@ def test_progress_is_visible_while_the_import_runs(app, session, uploads):
     assert seen[-1]["created"] == len(rows)
 
 
-def test_an_interrupted_import_run_again_finishes_without_doubles(app, session, uploads):
+def test_an_interrupted_import_is_picked_up_by_the_watchdog_and_finishes_without_doubles(app, session,
+                                                                                         uploads):
     rows = [[f"家长{i}", f"136{i:08d}", "baidu", "adult_english", "", ""] for i in range(CHUNK + 100)]
     data = csv_bytes(EN, rows)
     client = web(app)
@@ -230,11 +241,12 @@ def test_an_interrupted_import_run_again_finishes_without_doubles(app, session, 
         import_file(session, record.filename, data, actor="backoffice1", record=record, progress=killed)
     session.rollback()
     assert count(session, Lead) == leads_before + CHUNK
-    state = progress(client, record.id)
-    assert (state["status"], state["done"], state["total"]) == ("interrupted", CHUNK, len(rows))
+    state = progress(client, record.id)  # its run still says queued, but its RQ job is gone
+    assert (state["status"], state["done"], state["total"]) == ("queued", CHUNK, len(rows))
 
-    resp = client.post(f"/leadimportview/rerun/{record.id}")
-    assert resp.status_code == 302
+    actions = runner.watchdog(session, utcnow() + dt.timedelta(minutes=5))
+    session.commit()
+    assert len(actions) == 1 and "no longer exists" in actions[0]
     work(app)
     record = last_import(session)
     assert (record.total_rows, record.created_rows, record.duplicate_rows, record.error_rows) == (
@@ -283,8 +295,8 @@ def test_unusable_files_are_refused_at_upload_and_nothing_is_recorded(app, sessi
 def test_salespeople_cannot_import(app, session, uploads):
     client = web(app, "sales11")
     resp = upload(client, "leads.csv", csv_bytes(EN, [["a", "13800138000", "", "k12_math", "", ""]]))
-    assert resp.status_code in (302, 403)
-    assert client.get("/leadimportview/list/").status_code in (302, 403)
+    assert resp.status_code == 403
+    assert client.get("/leadimportview/list/").status_code == 403
     assert count(session, LeadImport) == 0
 
 

@@ -68,7 +68,8 @@ def test_postgresql_upgrade_from_empty_and_from_each_revision(pg_url, redis_serv
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_make_run_steps_are_idempotent(database, tmp_path, redis_server, request):
-    """`make run` on an existing database: upgrade, sync roles and seed again change nothing."""
+    """`make run` on an existing database: upgrade, sync roles, sync reference data and seed again change
+    nothing."""
     url = f"sqlite:///{tmp_path / 'again.db'}" if database == "sqlite" else request.getfixturevalue("pg_url")
     if database == "postgresql":
         reset_pg(url)
@@ -78,9 +79,14 @@ def test_make_run_steps_are_idempotent(database, tmp_path, redis_server, request
         assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
         result = runner.invoke(args=["crm", "sync-roles"])
         assert result.exit_code == 0, result.output
+        reference = runner.invoke(args=["crm", "sync-reference"])
+        assert reference.exit_code == 0, reference.output
         seeded = runner.invoke(args=["crm", "seed-demo"])
         assert seeded.exit_code == 0, seeded.output
     assert '"employees": 0' in seeded.output and '"users": 0' in seeded.output
+    # The second reference sync found every dictionary and config item in place.
+    assert reference.output.strip() and all(line.endswith("added: none")
+                                            for line in reference.output.splitlines()), reference.output
     with app.app_context():
         from app.models import AuditLog, Employee, OrgUnit
 

@@ -45,11 +45,14 @@ from app.models.sales import (
     Pool,
     SalesProfile,
 )
-from app.services import ownership
+from app.services import circulation, opportunities, ownership
 from app.services.errors import DomainError
 from tests import factories as f
+from tests.helpers import utc
 
-NOW = dt.datetime(2026, 3, 2, 4, 0)  # naive UTC: noon in Shanghai, the company's time zone
+AT = "2026-03-02T12:00:00+08:00"  # a Monday, noon in Shanghai, the company's time zone
+NOW = utc(AT)  # naive UTC, as stored: the clock and NOW agree
+pytestmark = pytest.mark.instant(AT)
 DAY = dt.timedelta(days=1)
 _phones = itertools.count(1)
 
@@ -203,7 +206,7 @@ def test_the_most_specific_enabled_rule_applies(session, world):
         (None, w.math, None): None,
     }
     for args, expected in cases.items():
-        rule = ownership.circulation_rule_for(session, *args)
+        rule = circulation.circulation_rule_for(session, *args)
         assert (rule.id if rule else None) == expected, args
 
 
@@ -290,7 +293,7 @@ def test_claim_only_from_pools_of_ones_own_units_and_product_line(session, world
 def test_capacity_is_never_exceeded_by_a_claim(session, world):
     w = world
     a1 = w.emp(session, "a1")  # P1: the rule's capacity_by_level gives 3
-    assert ownership.capacity_of(a1, profile(session, w.a1), session.get(CirculationRule, w.rule)) == 3
+    assert circulation.capacity_of(a1, profile(session, w.a1), session.get(CirculationRule, w.rule)) == 3
     owned(session, w, "a1", 2)
     ids = [opportunity(session, w, pool=w.pool_any) for _ in range(4)]
     before = snapshot(session, ids)
@@ -308,7 +311,7 @@ def test_capacity_is_never_exceeded_by_a_claim(session, world):
     session.commit()
     assert profile(session, w.a1).open_count == 4
     # a2 is P2: the rule's plain capacity (5) applies.
-    assert ownership.capacity_of(w.emp(session, "a2"), profile(session, w.a2),
+    assert circulation.capacity_of(w.emp(session, "a2"), profile(session, w.a2),
                                  session.get(CirculationRule, w.rule)) == 5
 
 
@@ -316,13 +319,13 @@ def test_capacity_counts_won_only_when_the_rule_says_so(session, world):
     w = world
     a1 = w.emp(session, "a1")
     first, second = owned(session, w, "a1", 2)
-    ownership.set_stage(session, first, w.stages["won"], None, NOW, "a1")
+    opportunities.set_stage(session, first, w.stages["won"], None, NOW, "a1")
     session.commit()
     assert (profile(session, w.a1).open_count, profile(session, w.a1).won_count) == (1, 1)
     rule = session.get(CirculationRule, w.rule)
     rule.capacity_counts_won = True
     session.commit()
-    ownership.set_stage(session, second, w.stages["won"], None, NOW, "a1")
+    opportunities.set_stage(session, second, w.stages["won"], None, NOW, "a1")
     session.commit()
     assert (profile(session, w.a1).open_count, profile(session, w.a1).won_count) == (1, 2)
     pooled = [opportunity(session, w, pool=w.pool_any) for _ in range(3)]
@@ -353,7 +356,7 @@ def test_give_back_goes_to_the_best_pool_and_the_ex_owner_cools_off(session, wor
     assert profile(session, w.a1).open_count == 0
     # The ex-owner may not reclaim during cooling; someone else may; after it, the ex-owner may.
     exc = refused(session, ownership.claim, a1, [math_opp], later + DAY, "a1", match="claim them again")
-    assert f"#{math_opp}" in exc.message
+    assert f"#{math_opp} after 2026-03-04 17:00" in exc.message  # when, in the business time zone
     ownership.claim(session, a1, [english_opp], later + 2 * DAY + dt.timedelta(minutes=1), "a1")
     ownership.claim(session, w.emp(session, "a2"), [math_opp], later + DAY, "a2")
     session.commit()
@@ -388,7 +391,7 @@ def test_follow_up_restarts_the_idle_clock_and_sets_the_next_one(session, world)
     w = world
     opp_id = owned(session, w, "a1")[0]
     at = NOW + 2 * DAY
-    follow_up = ownership.add_follow_up(session, opp_id, w.emp(session, "a1"), w.types["call"],
+    follow_up = opportunities.add_follow_up(session, opp_id, w.emp(session, "a1"), w.types["call"],
                                         "asked about price", "interested", at + DAY, at)
     session.commit()
     session.expire_all()
@@ -411,7 +414,7 @@ def test_a_bad_follow_up_is_refused_and_writes_nothing(session, world, args, fie
     content, result, next_at = args
     session.expire_all()
     before = session.get(Opportunity, opp_id).idle_since
-    exc = refused(session, ownership.add_follow_up, opp_id, w.emp(session, "a1"), None, content, result,
+    exc = refused(session, opportunities.add_follow_up, opp_id, w.emp(session, "a1"), None, content, result,
                   next_at, NOW, match=match)
     assert exc.field == field
     session.expire_all()
@@ -429,7 +432,7 @@ def test_each_follow_up_extends_protection_up_to_the_hard_maximum(session, world
     expected = NOW + dt.timedelta(days=rule.protect_days)
     hard_max = NOW + dt.timedelta(days=rule.protect_max_days)
     for hour in range(1, 5):
-        ownership.add_follow_up(session, opp_id, w.emp(session, "a1"), None, f"call {hour}", None, None,
+        opportunities.add_follow_up(session, opp_id, w.emp(session, "a1"), None, f"call {hour}", None, None,
                                 NOW + dt.timedelta(hours=hour))
         session.commit()
         expected = min(expected + dt.timedelta(days=rule.protect_extend_days), hard_max)
@@ -441,7 +444,7 @@ def test_each_follow_up_extends_protection_up_to_the_hard_maximum(session, world
 def test_protection_starts_with_a_claim_not_an_assignment(session, world):
     w = world
     opp_id = owned(session, w, "a1")[0]
-    ownership.add_follow_up(session, opp_id, w.emp(session, "a1"), None, "call", None, None, NOW + DAY)
+    opportunities.add_follow_up(session, opp_id, w.emp(session, "a1"), None, "call", None, None, NOW + DAY)
     session.commit()
     session.expire_all()
     assert session.get(Opportunity, opp_id).protected_until is None
@@ -452,14 +455,14 @@ def test_won_and_lost_close_the_opportunity_and_keep_the_counters(session, world
     w = world
     won, lost, moving = owned(session, w, "a1", 3)
     assert profile(session, w.a1).open_count == 3
-    ownership.set_stage(session, moving, w.stages["contacted"], None, NOW, "a1")
-    ownership.set_stage(session, won, w.stages["won"], None, NOW + DAY, "a1")
+    opportunities.set_stage(session, moving, w.stages["contacted"], None, NOW, "a1")
+    opportunities.set_stage(session, won, w.stages["won"], None, NOW + DAY, "a1")
     session.commit()
     before = snapshot(session, [lost])
-    exc = refused(session, ownership.set_stage, lost, w.stages["lost"], None, NOW, "a1", match="Required")
+    exc = refused(session, opportunities.set_stage, lost, w.stages["lost"], None, NOW, "a1", match="Required")
     assert exc.field == "lost_reason"
     assert snapshot(session, [lost]) == before
-    ownership.set_stage(session, lost, w.stages["lost"], w.reasons["price"], NOW + DAY, "a1")
+    opportunities.set_stage(session, lost, w.stages["lost"], w.reasons["price"], NOW + DAY, "a1")
     session.commit()
     session.expire_all()
     assert session.get(Opportunity, moving).status == OWNED
@@ -471,8 +474,9 @@ def test_won_and_lost_close_the_opportunity_and_keep_the_counters(session, world
     prof = profile(session, w.a1)
     assert (prof.open_count, prof.won_count) == (1, 1)
     # Closed is closed: no new stage, no follow-up, no assignment.
-    refused(session, ownership.set_stage, won, w.stages["contacted"], None, NOW, "a1", match="already closed")
-    refused(session, ownership.add_follow_up, lost, w.emp(session, "a1"), None, "x", None, None, NOW,
+    refused(session, opportunities.set_stage, won, w.stages["contacted"], None, NOW, "a1",
+            match="already closed")
+    refused(session, opportunities.add_follow_up, lost, w.emp(session, "a1"), None, "x", None, None, NOW,
             match="closed")
     refused(session, ownership.assign, [won], w.emp(session, "a2"), NOW, "m", None, match="Closed")
 
@@ -514,7 +518,7 @@ def test_transfer_all_on_resignation_moves_everything_to_the_successor(session, 
     w = world
     mine = owned(session, w, "a1", 3) + owned(session, w, "a1", 2, product_line=w.english)
     won = owned(session, w, "a1")[0]
-    ownership.set_stage(session, won, w.stages["won"], None, NOW, "a1")
+    opportunities.set_stage(session, won, w.stages["won"], None, NOW, "a1")
     others = owned(session, w, "a2")
     a1 = w.emp(session, "a1")
     a1.hr_status = HR_RESIGNED
@@ -611,15 +615,15 @@ def test_about_to_recycle_follows_each_opportunitys_own_rule(session, world):
         opp.locked, opp.stage_id = locked, w.stages[stage]
     session.commit()
     soon = set(session.scalars(select(Opportunity.id).where(
-        Opportunity.id.in_(arranged), ownership.about_to_recycle_clause(session, now))))
+        Opportunity.id.in_(arranged), circulation.due_within(session, now))))
     assert soon == {math[0], english[0]}
     # The per-row computation agrees.
     for opp_id in arranged:
         opp = session.get(Opportunity, opp_id)
-        rule = ownership.circulation_rule_for(session, session.get(OrgUnit, opp.org_unit_id).path,
+        rule = circulation.circulation_rule_for(session, session.get(OrgUnit, opp.org_unit_id).path,
                                               opp.product_line_id, opp.intention_level_id)
-        due = ownership.recycle_due_at(session, opp, rule)
-        assert (due is not None and due - ownership.remind_window(rule) <= now) == (opp_id in soon)
+        due = circulation.recycle_due_at(session, opp, rule)
+        assert (due is not None and due - circulation.remind_window(rule) <= now) == (opp_id in soon)
 
 
 def test_the_session_is_usable_after_a_refusal(session, world):

@@ -8,6 +8,7 @@ import itertools
 import json
 from collections import Counter
 
+import pytest
 from redis import Redis
 from sqlalchemy import func, select
 
@@ -23,7 +24,9 @@ from app.models.sms import (
     SmsMessage,
     SmsTemplate,
 )
-from app.services.sms import campaigns, limits
+from app.services.errors import DomainError
+from app.services.sms import campaign_preparation, campaign_sending, campaigns, limits
+from tests.helpers import instant
 
 OPT_OUT = "拒收请回复R"
 _numbers = itertools.count(10_000_000)
@@ -67,10 +70,12 @@ def customers(session, region: str, n: int, **kw) -> list[Customer]:
     return rows
 
 
-def launched(session, campaign, now=None) -> SmsCampaign:
+def launched(session, campaign, now=None, start: bool = False, at=None) -> SmsCampaign:
+    """Launch `campaign` (at `at`); its job runs are started only with `start` (tests here drive the
+    services)."""
     campaign.template = session.get(SmsTemplate, campaign.template_id)
     campaign.channel = session.get(SmsChannel, campaign.channel_id)
-    campaigns.launch(session, campaign, now=now)
+    campaigns.launch(session, campaign, at=at, now=now, start=start)
     session.commit()
     return campaign
 
@@ -107,10 +112,10 @@ def test_every_recipient_is_recorded_with_its_reason(app, session):
     limiter = limits.FrequencyLimiter(redis)
     key = f"{channel.signature}:{tpl.id}"
     day = limits.limits_for(session, MARKETING)
-    at = campaigns._epoch(INSIDE)
+    at = campaign_preparation.epoch(INSIDE)
     assert all(limiter.try_acquire(busy.phone, key, day, now=at) for _ in range(day["day"]))
 
-    result = campaigns.prepare(session, campaign.id, redis, chunk=4, now=INSIDE)
+    result = campaign_preparation.prepare(session, campaign.id, redis, chunk=4, now=INSIDE)
 
     expected = {c.phone: "pending" for c in ok + [masked]}
     expected.update({black.phone: "blacklisted", opted.phone: "opted_out", landline.phone: "invalid_number",
@@ -139,7 +144,8 @@ def test_uploaded_list_dedups_and_flags_invalid_numbers(app, session):
     session.add(SmsAudienceEntry(campaign_id=campaign.id, line=len(raw) + 1, phone=refuser.phone[3:]))
     launched(session, campaign, now=INSIDE)
 
-    campaigns.prepare(session, campaign.id, redis, chunk=3, now=INSIDE)  # duplicates across chunks too
+    # duplicates across chunks too
+    campaign_preparation.prepare(session, campaign.id, redis, chunk=3, now=INSIDE)
 
     rows = session.execute(select(SmsMessage.phone, SmsMessage.status, SmsMessage.cancel_reason)
                            .where(SmsMessage.campaign_id == campaign.id).order_by(SmsMessage.id)).all()
@@ -159,16 +165,16 @@ def test_quiet_hours_defer_marketing_until_the_window_opens(app, session):
     campaign = make_campaign(session, tpl, {"kind": "filter", "region": region})
     launched(session, campaign, now=OUTSIDE)
 
-    campaigns.prepare(session, campaign.id, redis, now=OUTSIDE)
+    campaign_preparation.prepare(session, campaign.id, redis, now=OUTSIDE)
 
     opening = dt.datetime(2026, 11, 26, 0, 0)  # 08:00 next morning in Shanghai, in UTC
     rows = session.execute(select(SmsMessage.status, SmsMessage.send_after)
                            .where(SmsMessage.campaign_id == campaign.id)).all()
     assert rows and len(rows) == len(people) and set(rows) == {("deferred", opening)}
     # The sender at 23:00 sends nothing and says when to come back; at 08:00 all go.
-    late = campaigns.send(session, campaign.id, redis, now_fn=lambda: OUTSIDE + dt.timedelta(hours=1))
+    late = campaign_sending.send(session, campaign.id, redis, now_fn=lambda: OUTSIDE + dt.timedelta(hours=1))
     assert late.sent == 0 and late.next_at == opening
-    morning = campaigns.send(session, campaign.id, redis, now_fn=lambda: opening)
+    morning = campaign_sending.send(session, campaign.id, redis, now_fn=lambda: opening)
     assert morning.sent == len(people) and morning.completed
 
 
@@ -187,10 +193,10 @@ def test_preparation_resumes_from_its_cursor(app, session):
     campaign = make_campaign(session, tpl, {"kind": "filter", "region": region})
     launched(session, campaign, now=INSIDE)
 
-    first = campaigns.prepare(session, campaign.id, redis, chunk=4, now=INSIDE, max_chunks=2)
+    first = campaign_preparation.prepare(session, campaign.id, redis, chunk=4, now=INSIDE, max_chunks=2)
     assert first.rows == 8 and not first.finished
     assert session.scalar(select(SmsCampaign.cursor).where(SmsCampaign.id == campaign.id)) == people[7].id
-    rest = campaigns.prepare(session, campaign.id, redis, chunk=4, now=INSIDE)
+    rest = campaign_preparation.prepare(session, campaign.id, redis, chunk=4, now=INSIDE)
     assert rest.rows == 3 and rest.finished
     assert Counter(outcomes(session, campaign.id).values()) == {"pending": len(people)}
 
@@ -203,23 +209,23 @@ def test_pause_resume_cancel(app, session):
     people = customers(session, region, 10)
     campaign = make_campaign(session, tpl, {"kind": "filter", "region": region})
     launched(session, campaign, now=INSIDE)
-    campaigns.prepare(session, campaign.id, redis, now=INSIDE)
+    campaign_preparation.prepare(session, campaign.id, redis, now=INSIDE)
 
-    first = campaigns.send(session, campaign.id, redis, max_batches=1, now_fn=lambda: INSIDE)
+    first = campaign_sending.send(session, campaign.id, redis, max_batches=1, now_fn=lambda: INSIDE)
     assert first.sent == 3
     campaigns.pause(session, campaign.id)
     session.commit()
-    paused = campaigns.send(session, campaign.id, redis, now_fn=lambda: INSIDE)
+    paused = campaign_sending.send(session, campaign.id, redis, now_fn=lambda: INSIDE)
     assert paused.sent == 0 and paused.stopped == "paused"
     campaigns.resume(session, campaign.id)
     session.commit()
-    assert campaigns.send(session, campaign.id, redis, max_batches=1, now_fn=lambda: INSIDE).sent == 3
+    assert campaign_sending.send(session, campaign.id, redis, max_batches=1, now_fn=lambda: INSIDE).sent == 3
     cancelled = campaigns.cancel(session, campaign.id)
     session.commit()
     assert cancelled == len(people) - 6
     counts = campaigns.progress(session, campaign.id, now=INSIDE)["counts"]
     assert counts == {"sent": 6, "cancelled:campaign_cancelled": len(people) - 6}
-    assert campaigns.send(session, campaign.id, redis, now_fn=lambda: INSIDE).sent == 0
+    assert campaign_sending.send(session, campaign.id, redis, now_fn=lambda: INSIDE).sent == 0
 
 
 def test_launch_needs_an_approved_template(app, session):
@@ -230,7 +236,7 @@ def test_launch_needs_an_approved_template(app, session):
     session.commit()
     try:
         launched(session, campaign)
-    except campaigns.DomainError as exc:
+    except DomainError as exc:
         assert exc.field == "template" and "approved" in exc.message
     else:
         raise AssertionError("launch accepted an unapproved template")
@@ -250,8 +256,14 @@ def run_jobs(app) -> None:
     worker_class([Queue("default", connection=redis)], connection=redis).work(burst=True)
 
 
-def test_marketing_runs_a_campaign_from_the_console(app, session, client):
+@pytest.mark.parametrize("at, outcome", [
+    ("2026-11-25T10:00:00+08:00", "sent"),  # inside 08:00–21:00 Beijing time: the four go out
+    ("2026-11-25T22:00:00+08:00", "deferred"),  # outside it: they wait (deferred)
+])
+def test_marketing_runs_a_campaign_from_the_console(app, session, client, traveller, at, outcome):
     import io
+
+    traveller.move_to(instant(at))
 
     from tests.conftest import login
 
@@ -277,9 +289,7 @@ def test_marketing_runs_a_campaign_from_the_console(app, session, client):
     run_jobs(app)
 
     data = client.get(f"/smscampaignview/progress/{campaign.id}.json").get_json()
-    # outside 08:00–21:00 Beijing time the four wait (deferred) instead of going out
-    window_open = limits.next_window_start(campaigns.utcnow(), limits.DEFAULT_QUIET) is None
-    expected = {"sent" if window_open else "deferred": len(phones), "cancelled:duplicate": 1,
+    expected = {outcome: len(phones), "cancelled:duplicate": 1,
                 "cancelled:invalid_number": 1, "cancelled:no_consent": 1}
     assert data["counts"] == expected and data["total"] == len(phones) + 3
     page = client.get(f"/smscampaignview/progress/{campaign.id}")
@@ -337,14 +347,14 @@ def test_quiet_hours_follow_the_recipients_time_zone(app, session):
     # 02:00 UTC: 10:00 in Shanghai, 21:00 (the window has just closed) in New York, 02:00 in London.
     campaign, people = zoned_campaign(session, "测试区-时区甲", INSIDE)
 
-    campaigns.prepare(session, campaign.id, redis, now=INSIDE)
+    campaign_preparation.prepare(session, campaign.id, redis, now=INSIDE)
 
     assert states(session, campaign.id) == {
         people["cn"]: ("pending", None),
         people["us"]: ("deferred", dt.datetime(2026, 11, 25, 13, 0)),  # 08:00 EST
         people["uk"]: ("deferred", dt.datetime(2026, 11, 25, 8, 0)),  # 08:00 GMT
     }
-    sent = campaigns.send(session, campaign.id, redis, now_fn=lambda: INSIDE)
+    sent = campaign_sending.send(session, campaign.id, redis, now_fn=lambda: INSIDE)
     assert sent.sent == 1 and sent.next_at == dt.datetime(2026, 11, 25, 8, 0)
 
 
@@ -353,7 +363,7 @@ def test_quiet_hours_follow_the_recipients_time_zone_the_other_way(app, session)
     # 14:00 UTC: 22:00 in Shanghai (closed), 09:00 in New York and 14:00 in London (open).
     campaign, people = zoned_campaign(session, "测试区-时区乙", OUTSIDE)
 
-    campaigns.prepare(session, campaign.id, redis, now=OUTSIDE)
+    campaign_preparation.prepare(session, campaign.id, redis, now=OUTSIDE)
 
     assert states(session, campaign.id) == {
         people["cn"]: ("deferred", dt.datetime(2026, 11, 26, 0, 0)),  # 08:00 next morning in Shanghai
@@ -361,7 +371,7 @@ def test_quiet_hours_follow_the_recipients_time_zone_the_other_way(app, session)
         people["uk"]: ("pending", None),
     }
     # The sender at 22:00 Shanghai time still sends to New York and London, and keeps Shanghai waiting.
-    sent = campaigns.send(session, campaign.id, redis, now_fn=lambda: OUTSIDE)
+    sent = campaign_sending.send(session, campaign.id, redis, now_fn=lambda: OUTSIDE)
     assert sent.sent == 2 and sent.next_at == dt.datetime(2026, 11, 26, 0, 0)
     assert states(session, campaign.id)[people["cn"]] == ("deferred", dt.datetime(2026, 11, 26, 0, 0))
 
@@ -370,13 +380,16 @@ def test_quiet_hours_in_the_company_zone_when_configured(app, session):
     from app.models.metadata import ConfigItem
 
     redis = Redis.from_url(app.config["REDIS_URL"])
-    session.add(ConfigItem(key=limits.QUIET_CONFIG, value_type="json", value=json.dumps(
-        {"start": "08:00", "end": "21:00", "recipient_zone": False})))
+    item = session.scalar(select(ConfigItem).where(ConfigItem.key == limits.QUIET_CONFIG))  # reference data
+    if item is None:
+        item = ConfigItem(key=limits.QUIET_CONFIG, value_type="json")
+        session.add(item)
+    item.value = json.dumps({"start": "08:00", "end": "21:00", "recipient_zone": False})
     session.commit()
     assert limits.quiet_hours(session)["recipient_zone"] is False
     campaign, people = zoned_campaign(session, "测试区-时区丙", OUTSIDE)
 
-    campaigns.prepare(session, campaign.id, redis, now=OUTSIDE)
+    campaign_preparation.prepare(session, campaign.id, redis, now=OUTSIDE)
 
     opening = dt.datetime(2026, 11, 26, 0, 0)
     assert set(states(session, campaign.id).values()) == {("deferred", opening)}
@@ -403,12 +416,12 @@ def test_a_claimed_message_whose_window_has_closed_waits_again(app, session):
     """The sender's check: prepared inside the window, claimed after it closed → deferred again."""
     redis = Redis.from_url(app.config["REDIS_URL"])
     campaign, people = zoned_campaign(session, "测试区-时区丁", INSIDE)
-    campaigns.prepare(session, campaign.id, redis, now=INSIDE)
+    campaign_preparation.prepare(session, campaign.id, redis, now=INSIDE)
     later = dt.datetime(2026, 11, 25, 14, 0)  # Shanghai closed; New York and London open
-    rows = campaigns._claim(session, campaign.id, "tok", 10, later)
+    rows = campaign_sending.claim(session, campaign.id, "tok", 10, later)
     assert {r.phone for r in rows} == set(people.values())
 
-    ready = campaigns.hold_for_quiet_hours(session, "tok", rows, later, limits.quiet_hours(session))
+    ready = campaign_sending.hold_for_quiet_hours(session, "tok", rows, later, limits.quiet_hours(session))
 
     assert {r.phone for r in ready} == {people["us"], people["uk"]}
     held = session.execute(select(SmsMessage.status, SmsMessage.send_after, SmsMessage.claim,
@@ -436,14 +449,14 @@ def test_a_failed_chunk_write_leaves_the_cursor_behind_it_and_a_rerun_completes(
     session.commit()
 
     with pytest.raises(IntegrityError):
-        campaigns.prepare(session, campaign.id, redis, chunk=4, now=INSIDE)
+        campaign_preparation.prepare(session, campaign.id, redis, chunk=4, now=INSIDE)
     session.rollback()
     assert session.scalar(select(SmsCampaign.cursor).where(SmsCampaign.id == campaign.id)) == people[3].id
     assert Counter(outcomes(session, campaign.id).values()) == {"pending": 4, "template_not_approved": 1}
 
     session.delete(squatter)
     session.commit()
-    rest = campaigns.prepare(session, campaign.id, redis, chunk=4, now=INSIDE)
+    rest = campaign_preparation.prepare(session, campaign.id, redis, chunk=4, now=INSIDE)
     assert rest.finished and rest.rows == 6
     phones = session.scalars(select(SmsMessage.phone).where(SmsMessage.campaign_id == campaign.id)).all()
     assert sorted(phones) == sorted(p.phone for p in people)
@@ -482,7 +495,7 @@ def test_an_audience_table_never_analyzed_is_analyzed_before_the_first_chunk(pg_
         session.execute(text("UPDATE pg_class SET reltuples = -1 WHERE oid = 'customer'::regclass"))
         session.commit()
 
-        result = campaigns.prepare(session, campaign.id, redis, now=INSIDE)
+        result = campaign_preparation.prepare(session, campaign.id, redis, now=INSIDE)
 
         assert result.finished and result.rows == 30
         tuples = session.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'customer'::regclass"))

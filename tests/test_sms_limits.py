@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,10 +11,11 @@ from collections import Counter
 
 from redis import Redis
 
-from app.models.metadata import ConfigItem
 from app.models.sms import MARKETING, NOTIFICATION, VERIFICATION
 from app.services.sms import limits
 from app.services.sms.limits import FrequencyLimiter
+from tests.factories import set_config
+from tests.helpers import child_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T0 = 1_800_000_000.0  # a fixed instant (seconds)
@@ -44,9 +44,7 @@ def test_verification_defaults_minute_hour_day(app, session):
 def test_others_default_to_fifty_a_day_and_config_overrides(app, session):
     assert limits.limits_for(session, MARKETING) == {"day": 50}
     assert limits.limits_for(session, NOTIFICATION) == {"day": 50}
-    session.add(ConfigItem(key=limits.LIMITS_CONFIG, value_type="json",
-                           value=json.dumps({"marketing": {"hour": 2, "day": 3}, "default": {"day": 9}})))
-    session.commit()
+    set_config(session, limits.LIMITS_CONFIG, {"marketing": {"hour": 2, "day": 3}, "default": {"day": 9}})
     assert limits.limits_for(session, MARKETING) == {"hour": 2, "day": 3}
     assert limits.limits_for(session, NOTIFICATION) == {"day": 9}
 
@@ -97,7 +95,7 @@ print(sum(limiter.try_acquire(phone, "sig:1", {"hour": 5, "day": 10}) for _ in r
 def test_two_processes_share_one_count(app):
     url, phone = app.config["REDIS_URL"], "+8613900009999"
     procs = [subprocess.Popen([sys.executable, "-c", HAMMER, url, phone], cwd=ROOT, stdout=subprocess.PIPE,
-                              text=True) for _ in range(2)]
+                              text=True, env=child_env()) for _ in range(2)]
     counts = [int(p.communicate(timeout=60)[0]) for p in procs]
     assert sum(counts) == 5  # the hour limit, whoever won the race
 

@@ -20,8 +20,9 @@ from app.models.sales import AssignmentLog
 from app.models.sms import SensitiveWord, SinkMessage, SmsChannel, SmsMessage, SmsTemplate
 from app.services.dispatch import dispatch_waiting
 from app.services.errors import DomainError
-from app.services.sms import notifications
-from app.services.sms.notifications import ASSIGNED, ASSIGNMENT_REASONS, WATERMARK_KEY, notify
+from app.services.sms import notification_sending, notification_triggers, notifications
+from app.services.sms.notification_triggers import ASSIGNMENT_REASONS, WATERMARK_KEY
+from app.services.sms.notifications import ASSIGNED, notify
 from tests.conftest import login
 
 BODY = "{name}您好，您有新的商机：{customer}，请尽快跟进"
@@ -156,7 +157,7 @@ def test_a_refused_number_fails_at_once_without_retries(app, session, template, 
 def test_failed_notifications_page_needs_report_permission(app, session, client, template):
     login(client, "sales11")
     resp = client.get("/failednotificationview/list/")
-    assert resp.status_code in (302, 403)
+    assert resp.status_code == 403
 
 
 def _new_assignment_logs(session, after: int):
@@ -169,7 +170,7 @@ def _new_assignment_logs(session, after: int):
 
 def test_dispatch_assignments_are_notified_once_from_the_watermark(app, session, template):
     redis = Redis.from_url(app.config["REDIS_URL"])
-    baseline = notifications.notify_assignments(session, redis=redis)
+    baseline = notification_triggers.notify_assignments(session, redis=redis)
     assert baseline.created == []  # the first run starts from now: no history is notified
     start = baseline.watermark
 
@@ -188,9 +189,9 @@ def test_dispatch_assignments_are_notified_once_from_the_watermark(app, session,
     assert session.scalar(select(func.count()).select_from(SinkMessage)) == len(expected)
 
     # Run again, and again with the Redis watermark lost: nothing is notified twice.
-    assert notifications.notify_assignments(session, redis=redis).created == []
+    assert notification_triggers.notify_assignments(session, redis=redis).created == []
     redis.delete(WATERMARK_KEY)
-    again = notifications.notify_assignments(session, redis=redis)
+    again = notification_triggers.notify_assignments(session, redis=redis)
     assert again.created == [] and again.watermark == max(int(k.rsplit(":", 1)[1]) for k in expected)
     assert session.scalar(select(func.count()).select_from(SmsMessage)) == len(expected)
 
@@ -212,7 +213,7 @@ def test_notify_and_receipts_on_postgresql(pg_app):
         again = notify(session, ASSIGNED, 1, "+8613812345678", {"name": "张三", "customer": "李四"})
         session.commit()
         assert first.created and not again.created and first.message_id == again.message_id
-        status = notifications.send_notification(session, first.message_id)
+        status = notification_sending.send_notification(session, first.message_id)
         session.commit()
         msg = session.get(SmsMessage, first.message_id)
         assert status == "sent" and msg.provider_id
@@ -261,8 +262,8 @@ def test_notifications_left_sending_by_a_killed_worker_are_reconciled(app, sessi
     sunk = session.execute(select(SinkMessage.phone, func.count()).group_by(SinkMessage.phone)).all()
     assert dict(sunk) == {"+8613812340001": 1, "+8613812340002": 1}  # none twice
     # A second run finds nothing to do; once the live lease runs out, that one is settled too.
-    assert notifications.reconcile_notifications(session).again == []
-    later = notifications.reconcile_notifications(session, now=utcnow() + dt.timedelta(seconds=61))
+    assert notification_sending.reconcile_notifications(session).again == []
+    later = notification_sending.reconcile_notifications(session, now=utcnow() + dt.timedelta(seconds=61))
     assert later.again == [alive.message_id]
 
 
@@ -288,7 +289,8 @@ def test_a_refused_notification_falls_back_once_per_channel(app, session, client
     assert (msg.status, msg.channel_id, msg.attempts) == ("sent", third.id, 3)  # one try per channel
     sunk = session.execute(select(SinkMessage.channel_id, SinkMessage.correlation)).all()
     assert sunk == [(third.id, msg.uid)]  # the same message id, handed over once
-    assert [c.id for c in notifications.channels_tried(session, msg.id)] == [channel.id, second.id, third.id]
+    tried = notification_sending.channels_tried(session, msg.id)
+    assert [c.id for c in tried] == [channel.id, second.id, third.id]
 
     # With every channel refusing, it ends failed after each was tried once, and the page says which.
     third.options = json.dumps({"fail_numbers": [phone]})
@@ -359,14 +361,14 @@ def test_follow_ups_falling_due_remind_the_owner_once(app, session, channel):
         (notifications.FOLLOW_UP_DUE, owned[0].owner.phone, "sent")]  # to the salesperson, not the customer
     assert owned[0].customer.name in rows[0].content
     # Again, and with the watermark lost: nothing twice.
-    assert notifications.notify_followups_due(session, redis=redis).created == []
-    redis.delete(notifications.FOLLOWUP_WATERMARK_KEY)
-    assert notifications.notify_followups_due(session, redis=redis).created == []
+    assert notification_triggers.notify_followups_due(session, redis=redis).created == []
+    redis.delete(notification_triggers.FOLLOWUP_WATERMARK_KEY)
+    assert notification_triggers.notify_followups_due(session, redis=redis).created == []
     # The second one falls due later; the first one rescheduled and due again gets a reminder of its own.
     later = now + dt.timedelta(hours=3)
     owned[0].next_followup_at = later - dt.timedelta(minutes=1)
     session.commit()
-    scan = notifications.notify_followups_due(session, redis=redis, now=later)
+    scan = notification_triggers.notify_followups_due(session, redis=redis, now=later)
     session.expire_all()
     assert sorted(session.get(SmsMessage, i).phone for i in scan.created) == sorted(
         [owned[0].owner.phone, owned[1].owner.phone])
@@ -485,7 +487,7 @@ def test_two_reconcilers_settle_each_orphan_once_on_postgresql(pg_app):
 
     def run() -> None:
         with pg_app.app_context():
-            results.append(notifications.reconcile_notifications(db.session))
+            results.append(notification_sending.reconcile_notifications(db.session))
             db.session.remove()
 
     threads = [threading.Thread(target=run) for _ in range(2)]

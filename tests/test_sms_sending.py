@@ -4,6 +4,7 @@ twice, none skipped (SQLite here; PostgreSQL with TEST_DATABASE_URL)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -21,8 +22,9 @@ from sqlalchemy import func, insert, select
 from app.clock import utcnow
 from app.extensions import db
 from app.models.sms import SinkMessage, SmsMessage
-from app.services.sms import campaigns, limits
+from app.services.sms import campaign_preparation, campaign_sending, campaigns, limits
 from app.services.sms.providers import OutboundSms, ProviderError, provider_for
+from tests.helpers import child_env, wait_for
 from tests.test_sms_campaigns import (
     INSIDE,
     customers,
@@ -41,7 +43,7 @@ def prepared_campaign(session, redis, n: int, region: str, **channel_kw):
     people = customers(session, region, n)
     campaign = make_campaign(session, tpl, {"kind": "filter", "region": region})
     launched(session, campaign, now=INSIDE)
-    campaigns.prepare(session, campaign.id, redis, now=INSIDE)
+    campaign_preparation.prepare(session, campaign.id, redis, now=INSIDE)
     return campaign, channel, people
 
 
@@ -62,7 +64,7 @@ def test_sink_outcomes_per_number(app, session):
     channel.options = json.dumps({"fail_numbers": [refused], "fail_rate": 0.2})
     session.commit()
 
-    result = campaigns.send(session, campaign.id, redis, now_fn=utcnow)
+    result = campaign_sending.send(session, campaign.id, redis, now_fn=utcnow)
 
     m = SmsMessage
     rows = session.execute(select(m.uid, m.phone, m.status, m.error_code, m.provider_id)
@@ -94,15 +96,15 @@ def test_timeouts_retry_with_back_off_then_fail(app, session):
     channel.options = json.dumps({"timeout": True})
     session.commit()
     clock = [INSIDE]
-    first = campaigns.send(session, campaign.id, redis, now_fn=lambda: clock[0])
+    first = campaign_sending.send(session, campaign.id, redis, now_fn=lambda: clock[0])
     statuses = status_counts(session, campaign.id)
     assert statuses == {"pending": len(people)} and first.next_at is not None and first.next_at > INSIDE
-    for _ in range(campaigns.MAX_ATTEMPTS):
-        clock[0] = clock[0] + campaigns.dt.timedelta(minutes=5)
-        campaigns.send(session, campaign.id, redis, now_fn=lambda: clock[0])
+    for _ in range(campaign_sending.MAX_ATTEMPTS):
+        clock[0] = clock[0] + dt.timedelta(minutes=5)
+        campaign_sending.send(session, campaign.id, redis, now_fn=lambda: clock[0])
     rows = session.execute(select(SmsMessage.status, SmsMessage.error_code, SmsMessage.attempts)
                            .where(SmsMessage.campaign_id == campaign.id)).all()
-    assert set(rows) == {("failed", "provider_error", campaigns.MAX_ATTEMPTS)}
+    assert set(rows) == {("failed", "provider_error", campaign_sending.MAX_ATTEMPTS)}
     assert sink_rows(session, campaign.id) == []
 
 
@@ -110,14 +112,14 @@ def test_orphans_of_a_dead_worker_are_reconciled_with_the_sink(app, session):
     """A worker claimed 10 messages, the sink accepted 4 of them, then the worker died before recording."""
     redis = Redis.from_url(app.config["REDIS_URL"])
     campaign, channel, people = prepared_campaign(session, redis, 25, "发送-孤儿")
-    rows = campaigns._claim(session, campaign.id, "deadbeef" * 4, 10, INSIDE)
+    rows = campaign_sending.claim(session, campaign.id, "deadbeef" * 4, 10, INSIDE)
     accepted = rows[:4]
     with db.engine.begin() as conn:
         conn.execute(insert(SinkMessage), [{"channel_id": channel.id, "correlation": r.uid,
                                             "provider_id": "sink-" + r.uid, "phone": r.phone,
                                             "content": r.content} for r in accepted])
     # no heartbeat exists for that claim: its worker is gone
-    result = campaigns.send(session, campaign.id, redis, now_fn=utcnow)
+    result = campaign_sending.send(session, campaign.id, redis, now_fn=utcnow)
 
     assert result.reconciled == 10 and result.completed
     statuses = status_counts(session, campaign.id)
@@ -137,9 +139,10 @@ def test_a_message_gets_its_uid_at_its_first_claim_and_keeps_it(app, session):
     ids = select(SmsMessage.id, SmsMessage.uid).where(SmsMessage.campaign_id == campaign.id)
     assert {uid for _, uid in session.execute(ids)} == {None}
 
-    first = {r.id: r.uid for r in campaigns._claim(session, campaign.id, "0badc0de" * 4, 3, INSIDE)}
+    first = {r.id: r.uid for r in campaign_sending.claim(session, campaign.id, "0badc0de" * 4, 3, INSIDE)}
     assert len(set(first.values())) == 3 and None not in first.values()
-    result = campaigns.send(session, campaign.id, redis, now_fn=utcnow)  # no heartbeat: that worker is gone
+    # no heartbeat: that worker is gone
+    result = campaign_sending.send(session, campaign.id, redis, now_fn=utcnow)
 
     assert result.completed and result.reconciled == 3
     uids = dict(session.execute(ids).all())
@@ -157,9 +160,9 @@ def test_a_live_claim_is_left_alone(app, session):
     redis = Redis.from_url(app.config["REDIS_URL"])
     campaign, _channel, people = prepared_campaign(session, redis, 6, "发送-活着")
     token = "feedface" * 4
-    campaigns._claim(session, campaign.id, token, 2, INSIDE)
-    campaigns._beat(redis, token, 30)
-    result = campaigns.send(session, campaign.id, redis, now_fn=utcnow)
+    campaign_sending.claim(session, campaign.id, token, 2, INSIDE)
+    campaign_sending.beat(redis, token, 30)
+    result = campaign_sending.send(session, campaign.id, redis, now_fn=utcnow)
     assert result.sent == len(people) - 2 and result.wait_for_claims and not result.completed
     assert session.scalar(select(func.count()).where(SmsMessage.campaign_id == campaign.id,
                                                      SmsMessage.status == "sending")) == 2
@@ -169,13 +172,13 @@ SENDER = """
 import sys
 from app import create_app
 from app.extensions import db, rq
-from app.services.sms import campaigns
+from app.services.sms import campaign_sending
 from tests.conftest import make_config
 
 db_url, redis_url, campaign_id = sys.argv[1], sys.argv[2], int(sys.argv[3])
 app = create_app(make_config(db_url, redis_url))
 with app.app_context():
-    campaigns.send(db.session, campaign_id, rq.redis)
+    campaign_sending.send(db.session, campaign_id, rq.redis)
 """
 
 
@@ -189,7 +192,7 @@ def kill_and_rerun(app, session, n: int) -> None:
     session.commit()
     url = app.config["SQLALCHEMY_DATABASE_URI"]
     proc = subprocess.Popen([sys.executable, "-c", SENDER, url, app.config["REDIS_URL"], str(campaign_id)],
-                            cwd=ROOT)
+                            cwd=ROOT, env=child_env())
     # Aim the kill at the narrowest window: the sink accepted a batch the worker has not recorded yet
     # (more sink rows than sent messages); if that is not caught in time, kill anyway.
     deadline, aim_until = time.monotonic() + 60, None
@@ -207,9 +210,11 @@ def kill_and_rerun(app, session, n: int) -> None:
     session.rollback()
     before = status_counts(session, campaign_id)
     assert before["sent"] >= n // 3 - 10 and before["pending"] > 0  # really killed mid-way
-    time.sleep(campaigns._lease(channel))  # the dead worker's heartbeat expires
+    # the dead worker's heartbeat expires (after its lease): polled, not slept on
+    wait_for(lambda: not redis.keys(campaign_sending.HEARTBEAT + "*"),
+             "the dead sender's heartbeat to expire", timeout=campaign_sending.lease_seconds(channel) + 30)
 
-    result = campaigns.send(session, campaign_id, redis, now_fn=utcnow)
+    result = campaign_sending.send(session, campaign_id, redis, now_fn=utcnow)
 
     assert result.completed
     statuses = status_counts(session, campaign_id)
@@ -230,7 +235,8 @@ def test_kill_a_sender_mid_send_and_rerun_postgresql(pg_app):
 # --- frequency slots given back -----------------------------------------------------------------------
 def slot_holders(redis, channel, campaign) -> dict[str, bool]:
     """phone → whether the campaign still holds a frequency slot on it."""
-    key, member = campaigns.slot_key(channel, campaign.template_id), campaigns.slot_member(campaign.id)
+    key = campaign_preparation.slot_key(channel, campaign.template_id)
+    member = campaign_preparation.slot_member(campaign.id)
     phones = [p for (p,) in db.session.execute(select(SmsMessage.phone)
                                                .where(SmsMessage.campaign_id == campaign.id))]
     return {p: redis.zscore(f"{limits.KEY_PREFIX}{key}:{p}", member) is not None for p in phones}
@@ -244,19 +250,19 @@ def test_a_failed_message_gives_its_frequency_slot_back(app, session):
     channel.options = json.dumps({"fail_numbers": [refused]})
     session.commit()
 
-    result = campaigns.send(session, campaign.id, redis, now_fn=utcnow)
+    result = campaign_sending.send(session, campaign.id, redis, now_fn=utcnow)
 
     assert result.completed and result.failed == 1
     held = slot_holders(redis, channel, campaign)
     assert held == {c.phone: c.phone != refused for c in people}
     # The recipient's daily allowance is whole again: a limit of one still has room for them only.
     limiter = limits.FrequencyLimiter(redis)
-    key = campaigns.slot_key(channel, campaign.template_id)
+    key = campaign_preparation.slot_key(channel, campaign.template_id)
     day_of_one = {"day": 1}
     assert limiter.try_acquire(refused, key, day_of_one, member="c-other")
     assert not limiter.try_acquire(people[0].phone, key, day_of_one, member="c-other")
     # Releasing again (the sweep job after completion) frees nothing more: the other sender keeps its slot.
-    assert campaigns.release_slots(session, redis, campaign.id) == 0
+    assert campaign_sending.release_slots(session, redis, campaign.id) == 0
     assert not limiter.try_acquire(refused, key, day_of_one, member="c-third")
 
 
@@ -265,7 +271,7 @@ def test_a_cancelled_campaign_gives_its_slots_back_once(app, session):
 
     redis = Redis.from_url(app.config["REDIS_URL"])
     campaign, channel, people = prepared_campaign(session, redis, 9, "发送-取消", batch_size=3)
-    sent = campaigns.send(session, campaign.id, redis, max_batches=1, now_fn=utcnow)
+    sent = campaign_sending.send(session, campaign.id, redis, max_batches=1, now_fn=utcnow)
     assert sent.sent == 3
     campaigns.cancel(session, campaign.id)
     session.commit()
@@ -278,7 +284,7 @@ def test_a_cancelled_campaign_gives_its_slots_back_once(app, session):
                                     .where(SmsMessage.campaign_id == campaign.id)).all())
     assert slot_holders(redis, channel, campaign) == {p: s == "sent" for p, s in statuses.items()}
     assert release_slots_job() == {"campaigns": 0, "freed": 0}  # done once
-    assert campaigns.release_slots(session, redis, campaign.id) == 0  # and idempotent anyway
+    assert campaign_sending.release_slots(session, redis, campaign.id) == 0  # and idempotent anyway
 
 
 # --- the channel's rate limit across workers ----------------------------------------------------------
@@ -293,7 +299,8 @@ def two_senders_share_the_rate(app, session) -> None:
     def sender(k: int) -> None:
         try:
             with app.app_context():
-                results[k] = campaigns.send(db.session, campaign_id, Redis.from_url(app.config["REDIS_URL"]))
+                redis_k = Redis.from_url(app.config["REDIS_URL"])
+                results[k] = campaign_sending.send(db.session, campaign_id, redis_k)
                 db.session.remove()
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -311,7 +318,7 @@ def two_senders_share_the_rate(app, session) -> None:
     stamps = session.scalars(select(SinkMessage.accepted_at)
                              .join(SmsMessage, SmsMessage.uid == SinkMessage.correlation)
                              .where(SmsMessage.campaign_id == campaign_id)).all()
-    per_second = Counter(int(s.replace(tzinfo=campaigns.dt.UTC).timestamp()) for s in stamps)
+    per_second = Counter(int(s.replace(tzinfo=dt.UTC).timestamp()) for s in stamps)
     assert max(per_second.values()) <= rate + batch, per_second  # one batch of tolerance
     assert len(per_second) >= (n - rate - batch) // rate + 1  # it took the seconds the rate needs
 

@@ -126,3 +126,32 @@ def test_preview_renders_counts_and_masks(session):
     assert long.length == len("【学而思】") + 82 and long.segments == 2
     code = preview(tpl("验证码{code}", "code", kind=VERIFICATION))
     assert code.text == "【学而思】验证码123456"
+
+
+def test_review_workflow_is_a_service_command_with_its_audit(app, session):
+    """Submit and review without a request (as a CLI or a job would): the state moves, the reviewer and
+    note are kept, every step is audited, and a refused step changes nothing."""
+    from sqlalchemy import select
+
+    from app.models.audit import AuditLog
+    from app.models.sms import APPROVED, DRAFT, PENDING_REVIEW
+    from app.services.sms import templates
+    from tests import factories as f
+
+    tpl = f.SMS_TEMPLATE.create(session)
+    with pytest.raises(DomainError) as refused:
+        templates.review(session, tpl, True, actor="qa")
+    assert (refused.value.status, tpl.status) == (409, DRAFT)
+    session.rollback()
+    templates.submit(session, tpl)
+    assert tpl.status == PENDING_REVIEW
+    templates.review(session, tpl, True, "  looks fine  ", actor="reviewer")
+    session.commit()
+    assert (tpl.status, tpl.reviewed_by, tpl.review_note) == (APPROVED, "reviewer", "looks fine")
+    actions = session.scalars(select(AuditLog.action).where(AuditLog.target_type == "sms_template",
+                                                            AuditLog.target_id == str(tpl.id))
+                              .order_by(AuditLog.id)).all()
+    assert actions == ["sms_template_submit", "sms_template_approve"]
+    tpl.body = "{name}您好，新课开讲。拒收请回复R"  # a content change needs a new review
+    templates.prepare_save(session, tpl, creating=False)
+    assert (tpl.status, tpl.reviewed_by, tpl.review_note) == (DRAFT, None, None)

@@ -33,7 +33,7 @@ from app.models.sales import (
     Opportunity,
     OwnerCooling,
 )
-from app.services import ownership
+from app.services import opportunities, ownership
 from tests import factories as f
 from tests.conftest import login
 from tests.test_ownership import World, build_world, opportunity, owned
@@ -130,7 +130,7 @@ def arrange_day(app, w: World, now: dt.datetime) -> dict:
             opp.next_followup_at, opp.idle_since, opp.protected_until = next_at, idle, protected
             opp.locked, opp.stage_id = locked, w.stages[stage]
         s.commit()
-        ownership.set_stage(s, ids["won"], w.stages["won"], None, now, "arrange")
+        opportunities.set_stage(s, ids["won"], w.stages["won"], None, now, "arrange")
         s.commit()
         return {"ids": ids, "values": values, "end": end}
 
@@ -441,7 +441,7 @@ def test_customer_page_shows_leads_opportunities_follow_ups_and_history_with_mas
                         product_line_id=w.english, consult_note="hidden english lead")])
         s.commit()
         ownership.assign(s, [theirs], w.emp(s, "b1"), utcnow(), "arrange")
-        ownership.add_follow_up(s, mine, w.emp(s, "a1"), None, "first call", None, None, utcnow())
+        opportunities.add_follow_up(s, mine, w.emp(s, "a1"), None, "first call", None, None, utcnow())
         s.commit()
     client = client_for(app, w, "a1")
     page = client.get(f"/customer/show/{customer_id}").text
@@ -493,7 +493,9 @@ def test_api_ownership_endpoints_answer_4xx_json_and_write_nothing(app, world):
     resp = client.post("/api/v1/opportunity/follow_up", json=body, headers=jwt)
     assert resp.status_code == 200, resp.get_json()
     body = resp.get_json()["opportunity"]
-    assert body["next_followup_at"] == "2099-01-01T00:00:00" and body["stage_id"] == w.stages["contacted"]
+    # the API answers in ISO 8601 with the business time zone's offset: the same instant as was sent
+    assert body["next_followup_at"] == "2099-01-01T08:00:00+08:00"
+    assert body["stage_id"] == w.stages["contacted"]
     resp = client.post("/api/v1/opportunity/give_back", json={"id": pooled[1]}, headers=jwt)
     assert resp.status_code == 422
     assert resp.get_json() == {"message": "Say why you give it back", "field": "reason"}

@@ -6,10 +6,11 @@ Cron expressions are in the scheduler host's local time (RQ's CronScheduler uses
 from __future__ import annotations
 
 from app.jobs.calls import sweep_callbacks_job
-from app.jobs.dispatch import circulation_scan_job, dispatch_waiting_job
+from app.jobs.dispatch import start_circulation_scan_job, start_dispatch_job
 from app.jobs.maintenance import purge_audit_log
 from app.jobs.qa import sample_due_plans_job
-from app.jobs.sms import release_slots_job
+from app.jobs.runner import watchdog_job
+from app.jobs.sms import release_slots_job, start_due_campaigns_job
 from app.jobs.sms_notifications import (
     match_receipts_job,
     notify_assignments_job,
@@ -22,9 +23,12 @@ def register(scheduler) -> None:
     """Register every periodic job on `scheduler` (an `rq.cron.CronScheduler`)."""
     # Chunked and resumable, but a big backlog takes a while: give it an hour, not RQ's default 3 min.
     scheduler.register(purge_audit_log, "low", cron="30 3 * * *", job_timeout=3600)
-    # New leads enqueue a dispatch run themselves; this sweep catches held and recycled ones.
-    scheduler.register(dispatch_waiting_job, "default", interval=60, job_timeout=1800)
-    scheduler.register(circulation_scan_job, "default", cron="*/10 * * * *", job_timeout=3600)
+    # The job runner's watchdog: re-enqueue (or fail, in words) the runs whose worker died.
+    scheduler.register(watchdog_job, "high", interval=60, job_timeout=300)
+    # New leads start a dispatch run themselves; this sweep catches held and recycled ones. Both start
+    # job runs (app.services.runner), which carry the work on their own RQ jobs.
+    scheduler.register(start_dispatch_job, "default", interval=60, job_timeout=300)
+    scheduler.register(start_circulation_scan_job, "default", cron="*/10 * * * *", job_timeout=300)
     # SMS: notify new owners of assignments (reads the assignment log after a watermark), and apply
     # delivery receipts that arrived before their message was recorded.
     scheduler.register(notify_assignments_job, "high", interval=30, job_timeout=600)
@@ -34,6 +38,8 @@ def register(scheduler) -> None:
     scheduler.register(notify_followups_job, "high", interval=60, job_timeout=600)
     scheduler.register(reconcile_notifications_job, "high", interval=60, job_timeout=600)
     scheduler.register(release_slots_job, "low", interval=120, job_timeout=1800)
+    # SMS campaigns: start those launched for later, and the sending again after quiet hours / back-off.
+    scheduler.register(start_due_campaigns_job, "default", interval=60, job_timeout=300)
     # Calls: apply status events that raced the dial creating their call.
     scheduler.register(sweep_callbacks_job, "low", interval=60, job_timeout=600)
     # QA: sample each plan's last completed period once (hourly: the business day may end at any UTC hour).

@@ -1,5 +1,5 @@
 """RQ entry points of transactional SMS notifications and receipt matching. Thin: they call
-app.services.sms.notifications / receipts and commit.
+app.services.sms.notifications / notification_sending / notification_triggers / receipts and commit.
 
 A notification is sent by `send_notification_job`, enqueued with RQ's Retry: a retryable failure (the
 provider timed out, was busy, throttled the number) raises, and RQ runs the job again after the next
@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from app.extensions import db, rq
 from app.models.sms import SmsMessage
-from app.services.sms import notifications, receipts
+from app.services.sms import notification_sending, notification_triggers, notifications, receipts
 
 DEFAULT_RETRY_INTERVALS = [10, 60, 300, 900]
 
@@ -49,7 +49,7 @@ def send_notification_job(message_id: int) -> str:
     job = get_current_job()
     last_attempt = job is None or not job.retries_left
     # A retryable failure raises RetryLater with the message back to pending: RQ retries the job.
-    status = notifications.send_notification(db.session, message_id, last_attempt=last_attempt,
+    status = notification_sending.send_notification(db.session, message_id, last_attempt=last_attempt,
                                              redis=rq.redis)
     db.session.commit()
     if status == "pending":  # fell back to the next channel: a new job, with retries of its own
@@ -61,7 +61,7 @@ def send_notification_job(message_id: int) -> str:
 
 def reconcile_notifications_job(limit: int = 500) -> dict:
     """Scheduled: settle notifications a killed worker left "sending" (lease expired), re-queue the rest."""
-    done = notifications.reconcile_notifications(db.session, limit=limit)
+    done = notification_sending.reconcile_notifications(db.session, limit=limit)
     for message_id in done.again:
         attempts = db.session.scalar(select(SmsMessage.attempts).where(SmsMessage.id == message_id))
         enqueue_notification(message_id, tag=f"r{attempts}")
@@ -70,7 +70,7 @@ def reconcile_notifications_job(limit: int = 500) -> dict:
 
 def notify_followups_job(limit: int = 5000) -> dict:
     """Scheduled: remind salespeople of follow-ups that fell due since the last run."""
-    scan = notifications.notify_followups_due(db.session, redis=rq.redis, limit=limit)
+    scan = notification_triggers.notify_followups_due(db.session, redis=rq.redis, limit=limit)
     for message_id in scan.created:
         enqueue_notification(message_id)
     return {"scanned": scan.scanned, "created": len(scan.created),
@@ -79,7 +79,7 @@ def notify_followups_job(limit: int = 5000) -> dict:
 
 def notify_assignments_job(limit: int = 1000) -> dict:
     """Scheduled: notify the new owners of opportunities assigned since the last run."""
-    scan = notifications.notify_assignments(db.session, redis=rq.redis, limit=limit)
+    scan = notification_triggers.notify_assignments(db.session, redis=rq.redis, limit=limit)
     for message_id in scan.created:
         enqueue_notification(message_id)
     return {"scanned": scan.scanned, "created": len(scan.created), "watermark": scan.watermark}

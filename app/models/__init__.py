@@ -12,6 +12,7 @@ from app.models.calls import (
     Seat,
 )
 from app.models.employee import HR_STATUSES, CrmUser, Employee
+from app.models.jobs import JobRun
 from app.models.metadata import ConfigItem, DictItem, DictType
 from app.models.org import OrgUnit
 from app.models.qa import QaCheckItem, QaInspection, QaPlan, QaScorecard
@@ -82,6 +83,7 @@ __all__ = [
     "DictType",
     "Employee",
     "HR_STATUSES",
+    "JobRun",
     "OrgUnit",
     "RoleDataScope",
 ]

@@ -34,7 +34,11 @@ TEMPLATE_KINDS = (MARKETING, NOTIFICATION, VERIFICATION)
 DRAFT, PENDING_REVIEW, APPROVED, REJECTED = "draft", "pending", "approved", "rejected"
 TEMPLATE_STATUSES = (DRAFT, PENDING_REVIEW, APPROVED, REJECTED)
 # SmsCampaign.status
-CAMPAIGN_STATUSES = ("draft", "scheduled", "running", "paused", "cancelled", "completed", "failed")
+CAMPAIGN_DRAFT, CAMPAIGN_SCHEDULED, CAMPAIGN_RUNNING, CAMPAIGN_PAUSED = (
+    "draft", "scheduled", "running", "paused")
+CAMPAIGN_CANCELLED, CAMPAIGN_COMPLETED, CAMPAIGN_FAILED = "cancelled", "completed", "failed"
+CAMPAIGN_STATUSES = (CAMPAIGN_DRAFT, CAMPAIGN_SCHEDULED, CAMPAIGN_RUNNING, CAMPAIGN_PAUSED,
+                     CAMPAIGN_CANCELLED, CAMPAIGN_COMPLETED, CAMPAIGN_FAILED)
 # SmsMessage.status, in the only order it may move (cancelled and failed are final)
 MSG_PENDING, MSG_DEFERRED, MSG_SENDING, MSG_SENT, MSG_DELIVERED, MSG_FAILED, MSG_CANCELLED = (
     "pending", "deferred", "sending", "sent", "delivered", "failed", "cancelled")
@@ -132,7 +136,7 @@ class SmsCampaign(TimestampMixin, Model):
     channel_id: Mapped[int | None] = mapped_column(ForeignKey("sms_channel.id"))
     audience: Mapped[str] = mapped_column(Text, nullable=False)  # JSON: {"kind": "filter"|"upload", …}
     variables: Mapped[str | None] = mapped_column(Text)  # JSON defaults for template variables
-    status: Mapped[str] = mapped_column(String(10), nullable=False, default="draft")
+    status: Mapped[str] = mapped_column(String(10), nullable=False, default=CAMPAIGN_DRAFT)
     scheduled_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
@@ -173,7 +177,7 @@ class SmsMessage(Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # The provider's correlation id. A notification gets it when made; a campaign message when it is
-    # first claimed for sending (see campaigns._claim): a million prepared rows, many never sent, stay
+    # first claimed for sending (see campaign_sending.claim): a million prepared rows, many never sent, stay
     # out of its unique index.
     uid: Mapped[str | None] = mapped_column(String(32), default=new_uid)
     # No foreign keys (migration 0007): per-row FK triggers cost more than the insert of a campaign's

@@ -56,6 +56,10 @@ APPEAL = "can_appeal"  # ("can_appeal", "QaInspection"): the agent appeals an in
 APPROVE = "can_approve"  # ("can_approve", "SmsTemplate"): review templates (Admin only)
 CLAIM, ASSIGN = "can_claim", "can_assign"  # claim from a public pool; assign / transfer / freeze
 VIEW_FULL = "can_view_full"
+JOB_RUN = "JobRun"  # the Jobs page: read (runs one started), write (cancel them)
+VIEW_ALL = "can_view_all"  # ("can_view_all", "JobRun"): every run, not only one's own (Admin only)
+#: Everyone who signs in sees (and may cancel) the job runs they started.
+OWN_JOBS = {(READ, JOB_RUN), (WRITE, JOB_RUN)}
 
 # How ModelView and ModelRestApi methods map onto read / write / export.
 METHOD_PERMISSIONS = {
@@ -94,34 +98,34 @@ ROLES = {
         | _r(LEAD, CUSTOMER)
         | {(EXPORT, EMPLOYEE), (EXPORT, LEAD), (VIEW_FULL, PHONE)}
         | _r(SMS_REPORT)
-        | SALES_FLOOR | SALES_MANAGEMENT | CALLING | CALL_OVERSIGHT,
+        | SALES_FLOOR | SALES_MANAGEMENT | CALLING | CALL_OVERSIGHT | OWN_JOBS,
     },
     "Sales Manager": {
         "scope": SCOPE_TEAM,
         # Not the dispatch console: its queue figures are company-wide.
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, DISPATCH_RULE, CIRCULATION_RULE, POOL, LEAD, CUSTOMER)
         | _rw(SALES_PROFILE) | {(EXPORT, EMPLOYEE)} | SALES_FLOOR | SALES_MANAGEMENT
-        | CALLING | CALL_OVERSIGHT,
+        | CALLING | CALL_OVERSIGHT | OWN_JOBS,
     },
     "Salesperson": {
         "scope": SCOPE_OWN,
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, POOL, LEAD, CUSTOMER) | SALES_FLOOR
-        | {(CLAIM, OPPORTUNITY)} | CALLING,
+        | {(CLAIM, OPPORTUNITY)} | CALLING | OWN_JOBS,
     },
     # Inspectors work across the sales organisation: they see every call, not only their own unit's.
     "QA Inspector": {
         "scope": SCOPE_ALL,
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, CALL_RECORD, CALL_REPORT, QA_REPORT)
-        | _rw(QA_SCORECARD, QA_PLAN, QA_INSPECTION),
+        | _rw(QA_SCORECARD, QA_PLAN, QA_INSPECTION) | OWN_JOBS,
     },
     "Back Office": {
         "scope": SCOPE_SUBORDINATES,
-        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, CUSTOMER) | _rw(LEAD, LEAD_IMPORT),
+        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, CUSTOMER) | _rw(LEAD, LEAD_IMPORT) | OWN_JOBS,
     },
     "Marketing": {
         "scope": SCOPE_ALL,
         "permissions": _r(ORG_UNIT, METADATA, SMS_CHANNEL, SENSITIVE_WORD, SMS_REPORT)
-        | _rw(SMS_TEMPLATE, SMS_CAMPAIGN, SMS_BLACKLIST),
+        | _rw(SMS_TEMPLATE, SMS_CAMPAIGN, SMS_BLACKLIST) | OWN_JOBS,
     },
     # The HR system's account for POST /api/v1/hr/sync (an API key belongs to it).
     "HR Integration": {

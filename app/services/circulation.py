@@ -6,6 +6,10 @@ opportunities that rule governs and that are due (idle too long, no deal in time
 time), skipping the exempt ones (locked, exempt stages, protected), and recycles them in chunks: back to
 waiting (or to the rule's pool) with the ex-owner cooling, one AssignmentLog row each, counters fixed.
 Every chunk is its own transaction, so the scan can be killed and run again at any point.
+
+The same rules answer, for one opportunity, which rule governs it (`circulation_rule_for`), when it will
+be recycled (`recycle_due_at`) and a salesperson's capacity (`capacity_of`), for the ownership service
+and the pages.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from sqlalchemy import (
     DateTime,
     Integer,
     and_,
-    any_,
     bindparam,
     false,
     literal,
@@ -45,6 +48,8 @@ from app.models.sales import (
     SalesProfile,
 )
 from app.security.scope import subtree_unit_ids
+from app.services.org import ancestor_ids, unit_path
+from app.services.sql import id_in, upsert_from_select
 
 CHUNK = 5000
 DEFAULT_REMIND_HOURS = 24  # the look-ahead of "about to be recycled" when a rule sets no reminder
@@ -93,6 +98,93 @@ def ordered_rules(session) -> list[tuple[CirculationRule, str]]:
     return [(rule, path) for rule, path in rows]
 
 
+def circulation_rule_for(session, org_unit_path: str | None, product_line_id: int | None,
+                         intention_level_id: int | None) -> CirculationRule | None:
+    """The most specific enabled rule for opportunities of that org unit, product line and intention."""
+    units = ancestor_ids(org_unit_path)
+    if not units:
+        return None
+    rows = session.execute(
+        select(CirculationRule, OrgUnit.path)
+        .join(OrgUnit, OrgUnit.id == CirculationRule.org_unit_id)
+        .where(CirculationRule.enabled.is_(True), CirculationRule.org_unit_id.in_(units),
+               or_(CirculationRule.product_line_id.is_(None),
+                   CirculationRule.product_line_id == product_line_id),
+               or_(CirculationRule.intention_level_id.is_(None),
+                   CirculationRule.intention_level_id == intention_level_id))
+    ).all()
+    if not rows:
+        return None
+    rule, _ = min(rows, key=lambda r: rule_specificity(r[1], r[0].product_line_id, r[0].intention_level_id,
+                                                       r[0].id))
+    return rule
+
+
+class RuleCache:
+    """circulation_rule_for, asked once per (unit, product line, intention level) within one call:
+    `rules(unit_id, product_line_id, intention_level_id)`."""
+
+    def __init__(self, session):
+        self.session = session
+        self.paths: dict[int, str | None] = {}
+        self.rules: dict[tuple, CirculationRule | None] = {}
+
+    def path(self, unit_id):
+        if unit_id not in self.paths:
+            self.paths[unit_id] = unit_path(self.session, unit_id)
+        return self.paths[unit_id]
+
+    def __call__(self, unit_id, product_line_id, intention_level_id):
+        key = (unit_id, product_line_id, intention_level_id)
+        if key not in self.rules:
+            self.rules[key] = circulation_rule_for(self.session, self.path(unit_id), product_line_id,
+                                                   intention_level_id)
+        return self.rules[key]
+
+
+def rule_of(session, opp: Opportunity) -> CirculationRule | None:
+    """The rule governing this opportunity where it is now."""
+    return circulation_rule_for(session, unit_path(session, opp.org_unit_id), opp.product_line_id,
+                                opp.intention_level_id)
+
+
+def recycle_due_at(session, opp: Opportunity, rule: CirculationRule | None) -> dt.datetime | None:
+    """When the idle rule would take this owned opportunity back (None: it will not)."""
+    if opp.status != OWNED or opp.locked or rule is None or not rule.idle_days or opp.idle_since is None:
+        return None
+    if rule.exempt_stages and opp.stage_id in _exempt_stage_ids(rule, _stage_ids(session)):
+        return None
+    due = opp.idle_since + dt.timedelta(days=rule.idle_days)
+    return max(due, opp.protected_until) if opp.protected_until else due
+
+
+def remind_window(rule: CirculationRule) -> dt.timedelta:
+    """How long before recycling the owner is reminded (and the opportunity shows "about to be recycled")."""
+    hours = rule.remind_hours if rule.remind_hours is not None else DEFAULT_REMIND_HOURS
+    return dt.timedelta(hours=hours)
+
+
+def capacity_of(employee, profile: SalesProfile | None, rule: CirculationRule | None) -> int | None:
+    """The employee's capacity (库容): their personal override, else the rule's capacity for their level."""
+    if profile is not None and profile.capacity is not None:
+        return profile.capacity
+    if rule is None:
+        return None
+    if rule.capacity_by_level and employee.level is not None:
+        try:
+            levels = json.loads(rule.capacity_by_level)
+        except ValueError:
+            levels = {}
+        if isinstance(levels, dict) and levels.get(employee.level.code) is not None:
+            return int(levels[employee.level.code])
+    return rule.capacity
+
+
+def _exempt_stage_ids(rule: CirculationRule, stages: dict) -> list[int]:
+    codes = [c.strip() for c in (rule.exempt_stages or "").split(",") if c.strip()]
+    return [stages[c][0] for c in codes if c in stages]
+
+
 def _due(rule: CirculationRule, now: dt.datetime, stages: dict, lead_time: dt.timedelta = dt.timedelta()):
     """SQL: the rule's recycle conditions, `lead_time` ahead of now (for reminders)."""
     at = now + lead_time
@@ -111,8 +203,7 @@ def _due(rule: CirculationRule, now: dt.datetime, stages: dict, lead_time: dt.ti
 
 
 def _exempt(rule: CirculationRule, at: dt.datetime, stages: dict):
-    codes = [c.strip() for c in (rule.exempt_stages or "").split(",") if c.strip()]
-    exempt_ids = [stages[c][0] for c in codes if c in stages]
+    exempt_ids = _exempt_stage_ids(rule, stages)
     conditions = [Opportunity.locked.is_(True),
                   and_(Opportunity.protected_until.is_not(None), Opportunity.protected_until > at)]
     if exempt_ids:  # (a NULL stage must read as "not exempt", not as unknown)
@@ -130,15 +221,6 @@ def _candidates(rule, path, more_specific, now, stages, lead_time=dt.timedelta()
     for other, other_path in more_specific:
         query = query.where(not_(_governs(other, other_path)))
     return query
-
-
-def id_in(column, ids: list[int], dialect: str):
-    """`column IN ids`: one array parameter on PostgreSQL (a long IN list is parsed per statement)."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import ARRAY
-
-        return column == any_(bindparam("ids", ids, type_=ARRAY(Integer)))
-    return column.in_(ids)
 
 
 def _recycle_chunk(session, rule: CirculationRule, rows, now: dt.datetime) -> int:
@@ -174,19 +256,6 @@ def _recycle_chunk(session, rule: CirculationRule, rows, now: dt.datetime) -> in
     if to_pool:
         values["org_unit_id"] = select(Pool.org_unit_id).where(Pool.id == to_pool).scalar_subquery()
     return conn.execute(update(opp).where(chosen).values(**values)).rowcount
-
-
-def upsert_from_select(conn, table, columns: list[str], query, keys: list[str],
-                       update_columns: list[str]) -> None:
-    """INSERT … SELECT … ON CONFLICT (keys) DO UPDATE, on PostgreSQL and SQLite alike."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    statement = dialect_insert(table).from_select(columns, query)
-    statement = statement.on_conflict_do_update(
-        index_elements=keys, set_={c: getattr(statement.excluded, c) for c in update_columns})
-    conn.execute(statement)
 
 
 def scan(session, now: dt.datetime | None = None, chunk: int = CHUNK) -> ScanResult:

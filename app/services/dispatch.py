@@ -5,7 +5,7 @@ One batch is one transaction:
      disjoint batches; SQLite, a single writer, needs no lock);
   2. lock the matched rules and their members' sales profiles (in id order: no deadlocks), and read
      the counters they guard (open opportunities, today's dispatches, strategy state);
-  3. plan every assignment in memory (`plan`, also used by the dry-run);
+  3. plan every assignment in memory (app.services.dispatch_plan, also used by the dry-run);
   4. write set-wise: the opportunities, their AssignmentLog rows with the trace, the counters.
 A worker killed at any point loses nothing: the transaction rolls back and the rows are waiting again.
 """
@@ -13,12 +13,11 @@ A worker killed at any point loses nothing: the transaction rolls back and the r
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 import json
 import random
 import uuid
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 
@@ -28,13 +27,10 @@ from app.models.employee import HR_ACTIVE, Employee
 from app.models.org import OrgUnit
 from app.models.sales import (
     DISPATCH,
-    LEAST_LOADED,
     OWNED,
-    POOL_STRATEGY,
     POOLED,
     TO_POOL,
     WAITING,
-    WEIGHTED,
     AssignmentLog,
     CirculationRule,
     DispatchRule,
@@ -43,66 +39,12 @@ from app.models.sales import (
     Pool,
     SalesProfile,
 )
-from app.services import metadata
+from app.services import metadata, reference
+from app.services.dispatch_plan import ON_LEAVE, PAUSED, RESIGNED, Context, Decision, Member, RulePlan, plan
 
 BATCH_SIZE = 2000
 HOLD = dt.timedelta(minutes=10)  # an opportunity no rule could place waits this long before a retry
-DEFAULT_HOURS = {"start": "09:00", "end": "21:00"}  # in the business time zone (app.clock)
-
-# Why a candidate was passed over (kept short: they are stored in every trace).
-RESIGNED, ON_LEAVE, PAUSED, OFF_HOURS, FULL, QUOTA, COOLING = (
-    "resigned", "on_leave", "paused", "off_hours", "capacity", "quota", "cooling")
-
-
-@dataclass
-class Member:
-    id: int
-    name: str
-    org_unit_id: int
-    weight: int
-    capacity: int | None
-    open_count: int
-    daily_quota: int | None
-    dispatched_today: int
-    unavailable: str | None = None  # a reason that holds for the whole batch
-
-    def blocked(self) -> str | None:
-        if self.unavailable:
-            return self.unavailable
-        if self.capacity is not None and self.open_count >= self.capacity:
-            return FULL
-        if self.daily_quota is not None and self.dispatched_today >= self.daily_quota:
-            return QUOTA
-        return None
-
-
-@dataclass
-class RulePlan:
-    rule: DispatchRule
-    members: list[Member]
-    state: dict
-
-
-@dataclass
-class Decision:
-    opportunity_id: int
-    rule_id: int | None
-    to_owner: Member | None = None
-    to_pool_id: int | None = None
-    trace: dict = field(default_factory=dict)
-
-    @property
-    def held(self) -> bool:
-        return self.to_owner is None and self.to_pool_id is None
-
-
-@dataclass
-class Context:
-    rules: list[RulePlan]
-    fallback_pool_id: int | None
-    pool_units: dict[int, int]  # pool id → org unit id
-    cooling: dict[int, set[int]]  # opportunity id → ex-owners still cooling
-    rng: random.Random
+DEFAULT_HOURS = reference.default("dispatch.working_hours")  # in the business time zone (app.clock)
 
 
 @dataclass
@@ -190,7 +132,7 @@ def load_context(session, now: dt.datetime, opportunity_ids: list[int], lock: bo
     capacities = _capacities(session, [(r.employee_id, r.path, r.code) for r in rows])
     hours = working_hours(session)
     open_now = in_working_hours(hours, now)
-    today = now.date()
+    today = clock.local_date(now)  # daily quotas reset at midnight in the business time zone
     members_by_path = []
     for profile in rows:
         name, unit_id, hr_status, path = profile.name, profile.org_unit_id, profile.hr_status, profile.path
@@ -230,174 +172,6 @@ def load_context(session, now: dt.datetime, opportunity_ids: list[int], lock: bo
     fallback_name = metadata.config_value(session, "dispatch.fallback_pool", None)
     fallback = session.scalar(select(Pool.id).where(Pool.name == fallback_name)) if fallback_name else None
     return Context(plans, fallback, pool_units, cooling, rng or random.Random())
-
-
-# --- planning ---------------------------------------------------------------------------------------
-def matches(rule: DispatchRule, opp) -> bool:
-    if rule.match_source_id is not None and opp.source_id != rule.match_source_id:
-        return False
-    if rule.match_campaign and not (opp.campaign or "").startswith(rule.match_campaign):
-        return False
-    if rule.match_product_line_id is not None and opp.product_line_id != rule.match_product_line_id:
-        return False
-    if rule.match_region and (opp.region or "") != rule.match_region:
-        return False
-    if rule.match_intention_level_id is not None and opp.intention_level_id != rule.match_intention_level_id:
-        return False
-    if rule.match_recycled == "new" and opp.is_recycled:
-        return False
-    if rule.match_recycled == "recycled" and not opp.is_recycled:
-        return False
-    return True
-
-
-class _Picker:
-    """One rule's eligible salespeople in a heap, so that each pick costs O(log n), not O(n).
-
-    The key (lowest first) is, for round robin, the rule's assignments to that person so far; for
-    weighted, the middle of the person's next stride (stride scheduling: each pick moves their pass on by
-    1/weight, so over any run each share follows the weights within a few leads, however long the run);
-    for least-loaded, minus the remaining capacity. Ties go to a random draw made when the key was set:
-    never to seniority.
-    """
-
-    def __init__(self, rule_plan: RulePlan, rng: random.Random):
-        self.plan = rule_plan
-        self.rng = rng
-        self.strategy = rule_plan.rule.strategy
-        state = rule_plan.state
-        self.candidates = [m.id for m in rule_plan.members]
-        self.member_ids = set(self.candidates)
-        # Why each candidate is out; replaced, never changed in place, so traces can share it.
-        self.excluded: dict[str, str] = {}
-        eligible = []
-        for index, m in enumerate(rule_plan.members):
-            reason = m.blocked()
-            if reason:
-                self.excluded[str(m.id)] = reason
-            else:
-                eligible.append(index)
-        if self.strategy == WEIGHTED:
-            state.pop("current", None)  # the smooth-weighted state of earlier versions
-            self.passes = state.setdefault("pass", {})
-            vt = state.get("vt", 0.0)
-            for index in eligible:
-                key = str(rule_plan.members[index].id)
-                # A newcomer, or someone back from a pause, starts level with the others: no catch-up burst.
-                self.passes[key] = max(self.passes.get(key, vt), vt)
-        elif self.strategy != LEAST_LOADED:
-            self.counts = state.setdefault("counts", {})
-            known = [self.counts[str(rule_plan.members[i].id)] for i in eligible
-                     if str(rule_plan.members[i].id) in self.counts]
-            floor = min(known, default=0)
-            for index in eligible:
-                self.counts.setdefault(str(rule_plan.members[index].id), floor)  # a newcomer starts level
-        self.heap = [(self.key(rule_plan.members[i]), rng.random(), i) for i in eligible]
-        heapq.heapify(self.heap)
-
-    def key(self, m: Member) -> float:
-        if self.strategy == WEIGHTED:
-            return self.passes[str(m.id)] + 0.5 / m.weight if m.weight > 0 else float("inf")
-        if self.strategy == LEAST_LOADED:
-            return float("-inf") if m.capacity is None else m.open_count - m.capacity
-        return self.counts[str(m.id)]
-
-    def block(self, m: Member, reason: str) -> None:
-        """`m` filled up (through this rule or another): out of this rule for the rest of the batch."""
-        self.excluded = {**self.excluded, str(m.id): reason}
-
-    def pick(self, cooling) -> Member | None:
-        heap, members = self.heap, self.plan.members
-        aside, chosen = [], None
-        while heap:
-            key, _, index = heap[0]
-            m = members[index]
-            if m.blocked():  # filled up through another rule: drop it
-                heapq.heappop(heap)
-                continue
-            current = self.key(m)
-            if current != key:  # its load changed through another rule: re-file it
-                heapq.heapreplace(heap, (current, self.rng.random(), index))
-                continue
-            entry = heapq.heappop(heap)
-            if m.id in cooling:
-                aside.append(entry)
-                continue
-            chosen = m
-            break
-        for entry in aside:
-            heapq.heappush(heap, entry)
-        if chosen is None:
-            return None
-        key = str(chosen.id)
-        if self.strategy == WEIGHTED:
-            # The virtual time: the lowest pass still in play (someone skipped for cooling keeps theirs).
-            top = [self.passes[str(members[heap[0][2]].id)]] if heap else []
-            self.plan.state["vt"] = min([self.passes[key], *top])
-            if chosen.weight > 0:
-                self.passes[key] += 1 / chosen.weight
-        elif self.strategy != LEAST_LOADED:
-            self.counts[key] += 1
-        chosen.open_count += 1
-        chosen.dispatched_today += 1
-        if not chosen.blocked():
-            heapq.heappush(heap, (self.key(chosen), self.rng.random(), index))
-        return chosen
-
-
-def plan(opportunities, ctx: Context, batch: str = "") -> list[Decision]:
-    """Decide every opportunity of the batch; updates the in-memory counters as it goes."""
-    pickers: dict[int, _Picker] = {}
-    reaches: dict[int, list[_Picker]] = defaultdict(list)  # employee id → the pickers they are in
-    for rule_plan in ctx.rules:
-        if rule_plan.rule.strategy == POOL_STRATEGY:
-            continue
-        picker = _Picker(rule_plan, ctx.rng)
-        if rule_plan.state.get("_off_hours"):
-            picker.excluded = {str(m.id): OFF_HOURS for m in rule_plan.members}
-            picker.heap = []
-        pickers[rule_plan.rule.id] = picker
-        for m in rule_plan.members:
-            reaches[m.id].append(picker)
-    decisions = []
-    matched: dict[tuple, RulePlan | None] = {}  # opportunities alike in every matched field match alike
-    for opp in opportunities:
-        fields = (opp.source_id, opp.campaign, opp.product_line_id, opp.region, opp.intention_level_id,
-                  opp.is_recycled)
-        if fields in matched:
-            rule_plan = matched[fields]
-        else:
-            rule_plan = matched[fields] = next((p for p in ctx.rules if matches(p.rule, opp)), None)
-        if rule_plan is None:
-            trace = {"batch": batch, "rule": None, "why": "no rule matched"}
-            decisions.append(Decision(opp.id, None, to_pool_id=ctx.fallback_pool_id, trace=trace))
-            continue
-        rule = rule_plan.rule
-        trace = {"batch": batch, "rule": rule.id, "strategy": rule.strategy}
-        if rule.strategy == POOL_STRATEGY:
-            decisions.append(Decision(opp.id, rule.id, to_pool_id=rule.target_pool_id or ctx.fallback_pool_id,
-                                      trace=trace))
-            continue
-        picker = pickers[rule.id]
-        cooling = ctx.cooling.get(opp.id, ())
-        excluded = picker.excluded
-        if cooling and not picker.member_ids.isdisjoint(cooling):
-            excluded = {**{str(e): COOLING for e in cooling if e in picker.member_ids}, **excluded}
-        trace["candidates"] = picker.candidates
-        trace["excluded"] = excluded
-        chosen = picker.pick(cooling)
-        if chosen is None:
-            fallback = rule.target_pool_id or ctx.fallback_pool_id
-            trace["why"] = "no eligible salesperson"
-            decisions.append(Decision(opp.id, rule.id, to_pool_id=fallback, trace=trace))
-            continue
-        reason = chosen.blocked()
-        if reason:
-            for other in reaches[chosen.id]:
-                other.block(chosen, reason)
-        trace["chosen"] = chosen.id
-        decisions.append(Decision(opp.id, rule.id, to_owner=chosen, trace=trace))
-    return decisions
 
 
 # --- the batch --------------------------------------------------------------------------------------
@@ -535,10 +309,10 @@ def _write(session, decisions: list[Decision], ctx: Context, now: dt.datetime) -
                 "FROM json_to_recordset(CAST(:rows AS json)) "
                 "AS v(eid integer, open_count integer, dispatched_today integer) WHERE p.employee_id = v.eid"
             ).bindparams(bindparam("day", type_=profile.c.quota_day.type)),
-                {"rows": json.dumps(counters), "day": now.date()})
+                {"rows": json.dumps(counters), "day": clock.local_date(now)})
         else:
             conn.execute(update(profile).where(profile.c.employee_id == bindparam("eid"))
-                         .values(quota_day=now.date()), counters)
+                         .values(quota_day=clock.local_date(now)), counters)
     touched = {d.rule_id for d in owned}
     for rule_plan in ctx.rules:
         if rule_plan.rule.id in touched:

@@ -3,14 +3,11 @@
 A lead attaches to the customer with the same normalised phone (created if new). If that customer
 already has an open opportunity in the lead's product line, the lead joins it and its owner keeps it
 ("sticky ownership", logged); otherwise a new opportunity waits for the dispatch engine. The config item
-`leads.duplicate_policy` = "reject" refuses such a duplicate instead.
+`leads.duplicate_policy` = "reject" refuses such a duplicate instead. Lead files: app.services.lead_import.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import json
 from dataclasses import dataclass
 
@@ -18,7 +15,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.clock import utcnow
-from app.models.employee import Employee
 from app.models.sales import (
     OPEN_STATUSES,
     OWNED,
@@ -27,7 +23,6 @@ from app.models.sales import (
     AssignmentLog,
     Customer,
     Lead,
-    LeadImport,
     Opportunity,
 )
 from app.services import metadata
@@ -37,16 +32,6 @@ from app.services.phones import normalise_phone
 SOURCE, PRODUCT_LINE, INTENTION, STAGE = "lead_source", "product_line", "intention_level", "opportunity_stage"
 FIELDS = ("name", "phone", "source", "campaign", "product_line", "region", "intention_level",
           "consult_note", "client_key")
-# Column headers accepted in import files (English or Chinese).
-HEADERS = {
-    "name": "name", "姓名": "name", "phone": "phone", "手机号": "phone", "电话": "phone",
-    "source": "source", "来源": "source", "线索来源": "source", "campaign": "campaign", "活动": "campaign",
-    "product_line": "product_line", "产品线": "product_line", "region": "region", "地区": "region",
-    "intention_level": "intention_level", "意向等级": "intention_level", "consult_note": "consult_note",
-    "咨询内容": "consult_note", "备注": "consult_note",
-}
-MAX_IMPORT_ROWS = 50_000
-CHUNK = 500
 
 
 @dataclass
@@ -184,7 +169,7 @@ def _intake(session, values: LeadInput, channel: str, actor: str, import_id: int
         Opportunity.status.in_(OPEN_STATUSES)))
     created = sticky = False
     if opportunity is not None:
-        if metadata.config_value(session, "leads.duplicate_policy", "sticky") == "reject":
+        if metadata.config_value(session, "leads.duplicate_policy") == "reject":
             raise DomainError("This customer already has an open opportunity in that product line",
                               field="phone", status=409)
         sticky = True
@@ -209,122 +194,6 @@ def _intake(session, values: LeadInput, channel: str, actor: str, import_id: int
     session.add(lead)
     session.flush()
     return IntakeResult(lead, opportunity, created_opportunity=created, sticky=sticky)
-
-
-# --- files --------------------------------------------------------------------------------------------
-def _rows(filename: str, data: bytes):
-    """(line number, {field: value}) for each data row of a CSV or .xlsx file."""
-    lower = filename.lower()
-    if lower.endswith(".xlsx"):
-        from openpyxl import load_workbook
-
-        try:
-            sheet = load_workbook(io.BytesIO(data), read_only=True, data_only=True).active
-        except Exception as exc:
-            raise DomainError("Not a readable .xlsx file: %(error)s", field="file", status=400,
-                              error=str(exc)) from None
-        rows = sheet.iter_rows(values_only=True)
-    elif lower.endswith(".csv"):
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = data.decode("gb18030", errors="replace")  # Excel in China saves CSV as GBK
-        rows = csv.reader(io.StringIO(text))
-    else:
-        raise DomainError("Upload a .csv or .xlsx file", field="file", status=400)
-    header = next(rows, None)
-    if not header:
-        raise DomainError("The file is empty", field="file", status=400)
-    columns = [HEADERS.get(str(h or "").strip().lower(), HEADERS.get(str(h or "").strip())) for h in header]
-    if "phone" not in columns or "product_line" not in columns:
-        raise DomainError("The first row must name the columns, with at least phone and product_line",
-                          field="file", status=400)
-    for line, raw in enumerate(rows, start=2):
-        if raw is None or all(v in (None, "") for v in raw):
-            continue
-        yield line, {c: _cell(v) for c, v in zip(columns, raw, strict=False) if c}
-
-
-def _cell(value) -> str:
-    """A cell as text; Excel stores a phone typed as a number as 13812341234.0."""
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def count_rows(filename: str, data: bytes) -> int:
-    """How many data rows a lead file holds (also checks that it is readable and names its columns)."""
-    return sum(1 for _ in _rows(filename, data))
-
-
-def import_file(session, filename: str, data: bytes, actor: str = "import",
-                actor_id: int | None = None, region: str = "CN", progress=None,
-                record: LeadImport | None = None) -> LeadImport:
-    """Import a lead file: each row validated, errors kept with their line numbers, good rows kept.
-
-    Rows get the idempotency key "import:<file sha256>:<line>", so importing the same file again
-    creates nothing new. `total_rows` is counted first (nothing is written for a file that cannot be
-    read or is too large); then every row ends up in exactly one of created_rows (a new lead and a new
-    opportunity), duplicate_rows (the lead joined the customer's open opportunity, or the row was
-    imported before) and error_rows, so their sum over total_rows is the progress. Commits every CHUNK
-    rows and calls `progress(record)` then. `record`: an upload recorded earlier (the import job); a
-    second run of it starts its counts over, and the rows its first run wrote count as created again.
-    """
-    total = count_rows(filename, data)
-    if total > MAX_IMPORT_ROWS:
-        raise DomainError("At most %(limit)s rows per file (%(count)s found)", field="file",
-                          status=413, limit=MAX_IMPORT_ROWS, count=total)
-    sha = hashlib.sha256(data).hexdigest()
-    if record is None:
-        record = LeadImport(filename=filename[:255], sha256=sha, created_by_id=actor_id)
-        session.add(record)
-    record.sha256, record.total_rows, record.errors = sha, total, None
-    record.created_rows = record.duplicate_rows = record.error_rows = 0
-    session.flush()
-    vocab = Vocabulary(session)
-    creator = session.scalar(select(Employee.id).where(Employee.user_id == record.created_by_id)) \
-        if record.created_by_id else None
-    errors = []
-    done = 0
-    for line, row in _rows(filename, data):
-        done += 1
-        values, problems = parse(row, vocab, region)
-        if problems:
-            errors.append({"line": line, "errors": problems})
-            record.error_rows += 1
-        else:
-            values.client_key = f"import:{sha[:40]}:{line}"
-            values.created_by_id = creator
-            try:
-                with session.begin_nested():
-                    result = intake(session, values, "import", actor, import_id=record.id)
-            except DomainError as exc:
-                errors.append({"line": line, "errors": {exc.field or "row": exc.message}})
-                record.error_rows += 1
-            except IntegrityError:  # a concurrent writer won twice in a row: report it, do not guess
-                errors.append({"line": line, "errors": {"row": "written concurrently: import it again"}})
-                record.error_rows += 1
-            else:
-                if result.replayed:
-                    ours = result.lead.import_id == record.id  # written by an earlier run of this import
-                    record.created_rows += ours
-                    record.duplicate_rows += not ours
-                elif result.sticky:
-                    record.duplicate_rows += 1
-                else:
-                    record.created_rows += 1
-        if done % CHUNK == 0:
-            record.errors = json.dumps(errors, ensure_ascii=False)
-            session.commit()
-            if progress:
-                progress(record)
-    record.errors = json.dumps(errors, ensure_ascii=False) if errors else None
-    session.commit()
-    if progress:
-        progress(record)
-    return record
 
 
 # --- customers ------------------------------------------------------------------------------------

@@ -119,8 +119,20 @@ def dict_items(session, type_code: str, include_disabled: bool = False) -> list[
     return cache.dict_items(session, type_code, include_disabled)
 
 
-def config_value(session, key: str, default=None):
-    return cache.config(session, key, default)
+_DECLARED = object()
+
+
+def config_value(session, key: str, default=_DECLARED):
+    """The typed value of a config item; when it is missing (or unreadable), `default`, else the key's
+    declared default (app.services.reference), else None."""
+    value = cache.config(session, key, _DECLARED)
+    if value is not _DECLARED:
+        return value
+    if default is _DECLARED:
+        from app.services import reference
+
+        return reference.default(key) if reference.declared(key) else None
+    return default
 
 
 def validate_config_item(item: ConfigItem) -> None:

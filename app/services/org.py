@@ -1,7 +1,9 @@
-"""Organisation tree rules: sibling names unique, no cycles, no deleting a unit still in use.
+"""The organisation tree: its rules (sibling names unique, no cycles, no deleting a unit still in use)
+and reading it (a unit's path, the ancestors on a path).
 
-The materialised path is kept by mapper events, so every writer (form, API, seed, HR sync) keeps it
-right; moving a unit rewrites its whole subtree's paths in one set-based UPDATE.
+The materialised path ("/1/4/9/": the root's id first, the unit's own last) is kept by mapper events, so
+every writer (form, API, seed, HR sync) keeps it right; moving a unit rewrites its whole subtree's paths
+in one set-based UPDATE.
 """
 
 from __future__ import annotations
@@ -12,6 +14,18 @@ from sqlalchemy.orm import attributes
 from app.models.employee import Employee
 from app.models.org import ORG_KINDS, OrgUnit
 from app.services.errors import DomainError
+
+
+def ancestor_ids(path: str | None) -> list[int]:
+    """The ids on a materialised path, root first and the unit itself last ([] for none)."""
+    return [int(p) for p in (path or "").strip("/").split("/") if p]
+
+
+def unit_path(session, unit_id: int | None) -> str | None:
+    """The materialised path of an org unit (None for no unit or an unknown one)."""
+    if unit_id is None:
+        return None
+    return session.scalar(select(OrgUnit.path).where(OrgUnit.id == unit_id))
 
 
 def _path_of(connection, unit_id: int | None) -> str:

@@ -1,4 +1,5 @@
-"""Who owns an opportunity, and every way that changes: claim, give back, assign, transfer, close.
+"""Who owns an opportunity, and every way that changes: claim, give back, assign, transfer; freezing.
+(Follow-ups and stages, which close an opportunity as won or lost, are app.services.opportunities'.)
 
 Each function locks what it reads — the opportunity rows (SELECT … FOR UPDATE, in id order), the claim
 counter and the sales profiles involved (in employee id order; the dispatch engine uses the same order,
@@ -18,18 +19,15 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, exists, false, func, insert, not_, or_, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import lazyload
 
 from app import clock
 from app.models.employee import HR_RESIGNED, Employee
-from app.models.metadata import DictItem, DictType
-from app.models.org import OrgUnit
 from app.models.sales import (
     ASSIGN,
     CLAIM,
     GIVE_BACK,
-    LOST,
     OPEN_STATUSES,
     OWNED,
     POOLED,
@@ -37,21 +35,21 @@ from app.models.sales import (
     WAITING,
     WON,
     AssignmentLog,
-    CirculationRule,
     ClaimCounter,
-    FollowUp,
     Opportunity,
     OwnerCooling,
     Pool,
     SalesProfile,
 )
-from app.services import audit, metadata
-from app.services.circulation import DEFAULT_REMIND_HOURS, due_within, rule_specificity
+from app.services import audit
+from app.services.circulation import RuleCache, capacity_of, circulation_rule_for
 from app.services.errors import DomainError
+from app.services.org import ancestor_ids, unit_path
+from app.services.pools import best_pool
+from app.services.sql import dialect_insert
 
 CHUNK = 500  # opportunities per chunk of a bulk transfer
 MAX_BATCH = 1000  # opportunities per claim / assign call
-STAGE_DICT, LOST_REASON_DICT, FOLLOWUP_TYPE_DICT = "opportunity_stage", "lost_reason", "followup_type"
 
 
 @dataclass(frozen=True)
@@ -85,147 +83,9 @@ class Moved:
         return len(self.moved)
 
 
-# --- rules and pools --------------------------------------------------------------------------------
-def _ancestor_ids(path: str | None) -> list[int]:
-    return [int(p) for p in (path or "").strip("/").split("/") if p]
-
-
-def _unit_path(session, unit_id: int | None) -> str | None:
-    if unit_id is None:
-        return None
-    return session.scalar(select(OrgUnit.path).where(OrgUnit.id == unit_id))
-
-
-def circulation_rule_for(session, org_unit_path: str | None, product_line_id: int | None,
-                         intention_level_id: int | None) -> CirculationRule | None:
-    """The most specific enabled rule for opportunities of that org unit, product line and intention."""
-    units = _ancestor_ids(org_unit_path)
-    if not units:
-        return None
-    rows = session.execute(
-        select(CirculationRule, OrgUnit.path)
-        .join(OrgUnit, OrgUnit.id == CirculationRule.org_unit_id)
-        .where(CirculationRule.enabled.is_(True), CirculationRule.org_unit_id.in_(units),
-               or_(CirculationRule.product_line_id.is_(None),
-                   CirculationRule.product_line_id == product_line_id),
-               or_(CirculationRule.intention_level_id.is_(None),
-                   CirculationRule.intention_level_id == intention_level_id))
-    ).all()
-    if not rows:
-        return None
-    rule, _ = min(rows, key=lambda r: rule_specificity(r[1], r[0].product_line_id, r[0].intention_level_id,
-                                                       r[0].id))
-    return rule
-
-
-class _RuleCache:
-    """circulation_rule_for, asked once per (unit, product line, intention level) within one call."""
-
-    def __init__(self, session):
-        self.session = session
-        self.paths: dict[int, str | None] = {}
-        self.rules: dict[tuple, CirculationRule | None] = {}
-
-    def path(self, unit_id):
-        if unit_id not in self.paths:
-            self.paths[unit_id] = _unit_path(self.session, unit_id)
-        return self.paths[unit_id]
-
-    def __call__(self, unit_id, product_line_id, intention_level_id):
-        key = (unit_id, product_line_id, intention_level_id)
-        if key not in self.rules:
-            self.rules[key] = circulation_rule_for(self.session, self.path(unit_id), product_line_id,
-                                                   intention_level_id)
-        return self.rules[key]
-
-
-def claimable_pools(session, employee: Employee, product_line_id: int | None = None):
-    """SELECT of the enabled pools the employee may claim from: of an ancestor-or-self org unit, and
-    (when a product line is given) of that product line or of none."""
-    path = _unit_path(session, employee.org_unit_id)
-    query = select(Pool).where(Pool.enabled.is_(True), Pool.org_unit_id.in_(_ancestor_ids(path) or [-1]))
-    if product_line_id is not None:
-        query = query.where(or_(Pool.product_line_id.is_(None), Pool.product_line_id == product_line_id))
-    return query
-
-
-def claimable_clause(session, employee_id: int | None, org_unit_path: str | None, now: dt.datetime):
-    """WHERE condition: pooled opportunities this employee may claim now (pool of an ancestor-or-self
-    unit whose product line is none or the opportunity's; not locked; the employee not cooling off)."""
-    units = _ancestor_ids(org_unit_path)
-    if employee_id is None or not units:
-        return false()
-    in_pool = exists().where(
-        Pool.id == Opportunity.pool_id, Pool.enabled.is_(True), Pool.org_unit_id.in_(units),
-        or_(Pool.product_line_id.is_(None), Pool.product_line_id == Opportunity.product_line_id))
-    cooling = exists().where(OwnerCooling.opportunity_id == Opportunity.id,
-                             OwnerCooling.employee_id == employee_id, OwnerCooling.until > now)
-    return and_(Opportunity.status == POOLED, Opportunity.locked.is_(False), in_pool, not_(cooling))
-
-
-def best_pool(session, org_unit_path: str | None, product_line_id: int | None) -> Pool | None:
-    """The pool an opportunity of that unit and product line goes back to: the deepest enabled pool over
-    the unit, one of that product line before one of none; else the configured fallback pool."""
-    units = _ancestor_ids(org_unit_path)
-    if units:
-        rows = session.execute(
-            select(Pool, OrgUnit.path).join(OrgUnit, OrgUnit.id == Pool.org_unit_id)
-            .where(Pool.enabled.is_(True), Pool.org_unit_id.in_(units),
-                   or_(Pool.product_line_id.is_(None), Pool.product_line_id == product_line_id))
-        ).all()
-        if rows:
-            return min(rows, key=lambda r: (-len(r[1]), r[0].product_line_id is None, r[0].id))[0]
-    name = metadata.config_value(session, "dispatch.fallback_pool", None)
-    if name:
-        return session.scalar(select(Pool).where(Pool.name == name, Pool.enabled.is_(True)))
-    return None
-
-
-def _exempt_stage_ids(session, rule: CirculationRule) -> set[int]:
-    codes = {c.strip() for c in (rule.exempt_stages or "").split(",") if c.strip()}
-    return {i.id for i in metadata.dict_items(session, STAGE_DICT, include_disabled=True) if i.code in codes}
-
-
-def recycle_due_at(session, opp: Opportunity, rule: CirculationRule | None) -> dt.datetime | None:
-    """When the idle rule would take this owned opportunity back (None: it will not)."""
-    if (opp.status != OWNED or opp.locked or rule is None or not rule.idle_days or opp.idle_since is None
-            or opp.stage_id in _exempt_stage_ids(session, rule)):
-        return None
-    due = opp.idle_since + dt.timedelta(days=rule.idle_days)
-    return max(due, opp.protected_until) if opp.protected_until else due
-
-
-def remind_window(rule: CirculationRule) -> dt.timedelta:
-    hours = rule.remind_hours if rule.remind_hours is not None else DEFAULT_REMIND_HOURS
-    return dt.timedelta(hours=hours)
-
-
-def about_to_recycle_clause(session, now: dt.datetime):
-    """WHERE condition: what the circulation scan will recycle within each rule's reminder window."""
-    return due_within(session, now)
-
-
-def due_today_clause(session, now: dt.datetime):
-    """Next follow-up still ahead today (company calendar day)."""
-    _, end = clock.day_bounds(now)
-    return and_(Opportunity.next_followup_at >= now, Opportunity.next_followup_at < end)
-
-
-def overdue_clause(now: dt.datetime):
-    """Next follow-up time has passed without a follow-up (one resets it)."""
-    return Opportunity.next_followup_at < now
-
-
 # --- locking helpers --------------------------------------------------------------------------------
-def _dialect_insert(session, model):
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return dialect_insert(model)
-
-
-def _lock_opportunities(session, ids) -> list[Opportunity]:
+def lock_opportunities(session, ids) -> list[Opportunity]:
+    """The opportunities with these ids, locked FOR UPDATE in id order and read afresh."""
     ids = sorted({int(i) for i in ids})
     if not ids:
         return []
@@ -235,13 +95,14 @@ def _lock_opportunities(session, ids) -> list[Opportunity]:
     return list(session.scalars(query).all())
 
 
-def _require_all(found: list[Opportunity], wanted) -> None:
+def require_all(found: list[Opportunity], wanted) -> None:
+    """A 404 naming the wanted ids that were not found."""
     missing = sorted({int(i) for i in wanted} - {o.id for o in found})
     if missing:
         raise DomainError("No such opportunity: %(ids)s", status=404, ids=", ".join(f"#{i}" for i in missing))
 
 
-def _lock_profiles(session, employee_ids) -> dict[int, SalesProfile]:
+def lock_profiles(session, employee_ids) -> dict[int, SalesProfile]:
     """The sales profiles of these employees, locked in id order; missing ones are created paused (so
     that the dispatch engine does not start sending leads to someone nobody set up for it), with their
     counters counted from the opportunities they hold."""
@@ -258,7 +119,7 @@ def _lock_profiles(session, employee_ids) -> dict[int, SalesProfile]:
             .group_by(Opportunity.owner_id, Opportunity.status)
         ):
             counts[owner][status] = n
-        stmt = _dialect_insert(session, SalesProfile).values([
+        stmt = dialect_insert(session, SalesProfile).values([
             {"employee_id": i, "paused": True, "weight": 100, "open_count": counts[i][OWNED],
              "won_count": counts[i][WON], "dispatched_today": 0} for i in missing])
         session.execute(stmt.on_conflict_do_nothing(index_elements=["employee_id"]))
@@ -266,22 +127,6 @@ def _lock_profiles(session, employee_ids) -> dict[int, SalesProfile]:
              .options(lazyload("*")).execution_options(populate_existing=True)
              .with_for_update(of=SalesProfile))
     return {p.employee_id: p for p in session.scalars(query)}
-
-
-def capacity_of(employee: Employee, profile: SalesProfile | None, rule: CirculationRule | None) -> int | None:
-    """The employee's capacity: their personal override, else the rule's capacity for their level."""
-    if profile is not None and profile.capacity is not None:
-        return profile.capacity
-    if rule is None:
-        return None
-    if rule.capacity_by_level and employee.level is not None:
-        try:
-            levels = json.loads(rule.capacity_by_level)
-        except ValueError:
-            levels = {}
-        if isinstance(levels, dict) and levels.get(employee.level.code) is not None:
-            return int(levels[employee.level.code])
-    return rule.capacity
 
 
 def _log(session, rows: list[dict]) -> None:
@@ -302,7 +147,7 @@ def _cool(session, rows: list[dict]) -> None:
     """Upsert OwnerCooling rows ({opportunity_id, employee_id, until})."""
     if not rows:
         return
-    stmt = _dialect_insert(session, OwnerCooling).values(rows)
+    stmt = dialect_insert(session, OwnerCooling).values(rows)
     session.execute(stmt.on_conflict_do_update(index_elements=["opportunity_id", "employee_id"],
                                                set_={"until": stmt.excluded.until}))
 
@@ -318,7 +163,8 @@ def _active(employee: Employee | None, what: str) -> Employee:
     return employee
 
 
-def _ids(opportunity_ids) -> list[int]:
+def batch_ids(opportunity_ids) -> list[int]:
+    """The opportunity ids of one call, as whole numbers, at least one and at most MAX_BATCH."""
     try:
         ids = sorted({int(i) for i in opportunity_ids or ()})
     except (TypeError, ValueError):
@@ -349,12 +195,12 @@ def _take(opp: Opportunity, employee: Employee, now: dt.datetime) -> None:
 def claim(session, employee: Employee, opportunity_ids, now: dt.datetime, actor=None) -> Moved:
     """Claim pooled opportunities for `employee`: all of them or, if any check fails, none."""
     actor = as_actor(actor)
-    ids = _ids(opportunity_ids)
+    ids = batch_ids(opportunity_ids)
     _active(employee, "salesperson")
-    opps = _lock_opportunities(session, ids)
-    _require_all(opps, ids)
-    emp_path = _unit_path(session, employee.org_unit_id)
-    allowed_units = set(_ancestor_ids(emp_path))
+    opps = lock_opportunities(session, ids)
+    require_all(opps, ids)
+    emp_path = unit_path(session, employee.org_unit_id)
+    allowed_units = set(ancestor_ids(emp_path))
     pools = {p.id: p for p in session.scalars(
         select(Pool).where(Pool.id.in_({o.pool_id for o in opps if o.pool_id})))}
     problems = []
@@ -377,7 +223,8 @@ def claim(session, employee: Employee, opportunity_ids, now: dt.datetime, actor=
         .where(OwnerCooling.employee_id == employee.id, OwnerCooling.opportunity_id.in_(ids),
                OwnerCooling.until > now)).all())
     if cooling:
-        items = ", ".join(f"#{i} after {until:%Y-%m-%d %H:%M} UTC" for i, until in sorted(cooling.items()))
+        items = ", ".join(f"#{i} after {clock.format_datetime(until, seconds=False)}"  # business time zone
+                          for i, until in sorted(cooling.items()))
         raise DomainError("You held these before and may claim them again only later: %(items)s",
                           field="ids", status=409, items=items)
 
@@ -399,8 +246,8 @@ def claim(session, employee: Employee, opportunity_ids, now: dt.datetime, actor=
                 limit=pools[pool_id].daily_claim_limit, count=n)
 
     # Capacity: never exceeded by a claim.
-    rules = _RuleCache(session)
-    profile = _lock_profiles(session, [employee.id])[employee.id]
+    rules = RuleCache(session)
+    profile = lock_profiles(session, [employee.id])[employee.id]
     load = profile.open_count
     opp_rules = {}
     for opp in opps:
@@ -416,7 +263,7 @@ def claim(session, employee: Employee, opportunity_ids, now: dt.datetime, actor=
     # Everything checked: write. The counters first, guarded again in SQL against a concurrent claim.
     for pool_id, n in sorted(per_pool.items()):
         limit = pools[pool_id].daily_claim_limit
-        stmt = _dialect_insert(session, ClaimCounter).values(
+        stmt = dialect_insert(session, ClaimCounter).values(
             employee_id=employee.id, pool_id=pool_id, day=day, claimed=n)
         stmt = stmt.on_conflict_do_update(
             index_elements=["employee_id", "pool_id", "day"],
@@ -450,14 +297,14 @@ def give_back(session, employee: Employee, opportunity_id: int, reason_text: str
     reason_text = (reason_text or "").strip()
     if not reason_text:
         raise DomainError("Say why you give it back", field="reason")
-    opps = _lock_opportunities(session, [opportunity_id])
-    _require_all(opps, [opportunity_id])
+    opps = lock_opportunities(session, [opportunity_id])
+    require_all(opps, [opportunity_id])
     opp = opps[0]
     if opp.status != OWNED or opp.owner_id != employee.id:
         raise DomainError("#%(id)s is not yours to give back", status=409, id=opp.id)
     if opp.locked:
         raise DomainError("#%(id)s is frozen by a manager and cannot be given back", status=409, id=opp.id)
-    path = _unit_path(session, opp.org_unit_id)
+    path = unit_path(session, opp.org_unit_id)
     rule = circulation_rule_for(session, path, opp.product_line_id, opp.intention_level_id)
     pool = None
     if rule is not None and rule.recycle_to_pool_id:
@@ -466,7 +313,7 @@ def give_back(session, employee: Employee, opportunity_id: int, reason_text: str
     if pool is None:
         raise DomainError("There is no public pool to give it back to: ask an administrator to set "
                           "dispatch.fallback_pool", status=409)
-    profile = _lock_profiles(session, [employee.id])[employee.id]
+    profile = lock_profiles(session, [employee.id])[employee.id]
     opp.status = POOLED
     opp.owner_id = None
     opp.pool_id = pool.id
@@ -492,10 +339,10 @@ def assign(session, opportunity_ids, to_employee: Employee, now: dt.datetime, ac
     An override: capacity and cooling do not stop it, but the log says when capacity was exceeded.
     """
     actor = as_actor(actor)
-    ids = _ids(opportunity_ids)
+    ids = batch_ids(opportunity_ids)
     _active(to_employee, "salesperson")
-    opps = _lock_opportunities(session, ids)
-    _require_all(opps, ids)
+    opps = lock_opportunities(session, ids)
+    require_all(opps, ids)
     closed = [o.id for o in opps if o.status not in OPEN_STATUSES]
     if closed:
         raise DomainError("Closed (won or lost) opportunities cannot be assigned: %(ids)s", field="ids",
@@ -504,9 +351,9 @@ def assign(session, opportunity_ids, to_employee: Employee, now: dt.datetime, ac
     opps = [o for o in opps if o.id not in result.skipped]
     if not opps:
         return result
-    profiles = _lock_profiles(session, [to_employee.id, *{o.owner_id for o in opps if o.status == OWNED}])
+    profiles = lock_profiles(session, [to_employee.id, *{o.owner_id for o in opps if o.status == OWNED}])
     target = profiles[to_employee.id]
-    rules = _RuleCache(session)
+    rules = RuleCache(session)
     base_note = (note or "").strip()
     logs = []
     for opp in opps:
@@ -549,7 +396,7 @@ def transfer_all(session, from_employee: Employee, to_employee: Employee | None,
         if to_employee.id == from_employee.id:
             raise DomainError("The successor must be someone else", field="to_employee")
     result = Moved()
-    rules = _RuleCache(session)
+    rules = RuleCache(session)
     text = (note or "").strip() or None
     after = 0
     while True:
@@ -561,11 +408,11 @@ def transfer_all(session, from_employee: Employee, to_employee: Employee | None,
         if not ids:
             break
         after = ids[-1]
-        opps = [o for o in _lock_opportunities(session, ids)
+        opps = [o for o in lock_opportunities(session, ids)
                 if o.status == OWNED and o.owner_id == from_employee.id]
         if not opps:
             continue
-        profiles = _lock_profiles(session, [from_employee.id, to_employee.id if to_employee else None])
+        profiles = lock_profiles(session, [from_employee.id, to_employee.id if to_employee else None])
         logs, cooling = [], []
         for opp in opps:
             if to_employee is not None:
@@ -608,117 +455,13 @@ def transfer_all(session, from_employee: Employee, to_employee: Employee | None,
     return result
 
 
-# --- follow-ups, stages, freezing -------------------------------------------------------------------
-def _dict_item(session, type_code: str, value, field_name: str, required: bool = False) -> DictItem | None:
-    if value is None or value == "":
-        if required:
-            raise DomainError("Required", field=field_name)
-        return None
-    item_id = value.id if hasattr(value, "id") else value
-    try:
-        item_id = int(item_id)
-    except (TypeError, ValueError):
-        raise DomainError("Unknown option %(value)s", field=field_name, value=repr(value)) from None
-    item = session.scalar(select(DictItem).join(DictItem.dict_type)
-                          .where(DictItem.id == item_id, DictType.code == type_code))
-    if item is None:
-        raise DomainError("Unknown option %(value)s", field=field_name, value=repr(value))
-    return item
-
-
-def add_follow_up(session, opportunity, employee: Employee | None, type_id, content: str | None,
-                  result: str | None, next_followup_at: dt.datetime | None, now: dt.datetime) -> FollowUp:
-    """Record a contact attempt; it restarts the idle clock and extends the protection period (each
-    follow-up by the rule's protect_extend_days, never beyond claimed_at + protect_max_days)."""
-    opp_id = opportunity.id if hasattr(opportunity, "id") else opportunity
-    content = (content or "").strip()
-    if not content:
-        raise DomainError("Write what happened", field="content")
-    if len(content) > 4000:
-        raise DomainError("At most 4000 characters", field="content")
-    result = (result or "").strip() or None
-    if result and len(result) > 100:
-        raise DomainError("At most 100 characters", field="result")
-    if next_followup_at is not None and next_followup_at <= now:
-        raise DomainError("The next follow-up must be in the future", field="next_followup_at")
-    kind = _dict_item(session, FOLLOWUP_TYPE_DICT, type_id, "type")
-    if kind is not None and not kind.enabled:
-        raise DomainError("%(name)s is disabled and cannot be chosen", field="type", name=str(kind))
-    opps = _lock_opportunities(session, [opp_id])
-    _require_all(opps, [opp_id])
-    opp = opps[0]
-    if opp.status not in OPEN_STATUSES:
-        raise DomainError("#%(id)s is closed (%(state)s)", status=409, id=opp.id, state=opp.status)
-    follow_up = FollowUp(opportunity_id=opp.id, employee_id=employee.id if employee else None,
-                         type_id=kind.id if kind else None, content=content, result=result,
-                         next_followup_at=next_followup_at, created_at=now, updated_at=now)
-    session.add(follow_up)
-    opp.last_followup_at = now
-    opp.next_followup_at = next_followup_at
-    opp.idle_since = now
-    opp.recycle_reminded_at = None
-    if opp.status == OWNED and opp.protected_until is not None and opp.claimed_at is not None:
-        rule = circulation_rule_for(session, _unit_path(session, opp.org_unit_id), opp.product_line_id,
-                                    opp.intention_level_id)
-        if rule is not None and rule.protect_extend_days:
-            extended = opp.protected_until + dt.timedelta(days=rule.protect_extend_days)
-            if rule.protect_max_days is not None:
-                extended = min(extended, opp.claimed_at + dt.timedelta(days=rule.protect_max_days))
-            opp.protected_until = max(opp.protected_until, extended)
-    session.flush()
-    return follow_up
-
-
-def set_stage(session, opportunity, stage_item, lost_reason, now: dt.datetime, actor=None) -> Opportunity:
-    """Move an open opportunity along the funnel; "won" and "lost" close it (lost needs a reason)."""
-    actor = as_actor(actor)
-    opp_id = opportunity.id if hasattr(opportunity, "id") else opportunity
-    stage = _dict_item(session, STAGE_DICT, stage_item, "stage", required=True)
-    opps = _lock_opportunities(session, [opp_id])
-    _require_all(opps, [opp_id])
-    opp = opps[0]
-    if opp.status not in OPEN_STATUSES:
-        raise DomainError("#%(id)s is already closed (%(state)s)", field="stage", status=409, id=opp.id,
-                          state=opp.status)
-    if not stage.enabled and stage.id != opp.stage_id:
-        raise DomainError("%(name)s is disabled and cannot be chosen", field="stage", name=str(stage))
-    reason = None
-    if stage.code == LOST:
-        reason = _dict_item(session, LOST_REASON_DICT, lost_reason, "lost_reason", required=True)
-        if not reason.enabled:
-            raise DomainError("%(name)s is disabled and cannot be chosen", field="lost_reason",
-                              name=str(reason))
-    if stage.id == opp.stage_id:
-        return opp
-    opp.stage_id = stage.id
-    opp.stage_changed_at = now
-    if stage.code in (WON, LOST):
-        owner_id = opp.owner_id if opp.status == OWNED else None
-        if owner_id is not None:
-            profile = _lock_profiles(session, [owner_id])[owner_id]
-            rule = circulation_rule_for(session, _unit_path(session, opp.org_unit_id), opp.product_line_id,
-                                        opp.intention_level_id)
-            if stage.code == WON:
-                profile.won_count += 1
-            if not (stage.code == WON and rule is not None and rule.capacity_counts_won):
-                profile.open_count = max(profile.open_count - 1, 0)
-        opp.status = WON if stage.code == WON else LOST
-        opp.lost_reason_id = reason.id if reason else None
-        opp.closed_at = now
-        opp.protected_until = None
-        opp.dispatch_after = None
-        audit.record(session, "update", target_type="opportunity", target_id=opp.id,
-                     summary=f"#{opp.id} closed as {stage.code} by {actor.name}")
-    session.flush()
-    return opp
-
-
+# --- freezing ---------------------------------------------------------------------------------------
 def set_locked(session, opportunity_ids, locked: bool, now: dt.datetime, actor=None) -> Moved:
     """Freeze (or unfreeze) opportunities: circulation and claims leave a frozen one where it is."""
     actor = as_actor(actor)
-    ids = _ids(opportunity_ids)
-    opps = _lock_opportunities(session, ids)
-    _require_all(opps, ids)
+    ids = batch_ids(opportunity_ids)
+    opps = lock_opportunities(session, ids)
+    require_all(opps, ids)
     result = Moved()
     for opp in opps:
         if opp.locked == locked:

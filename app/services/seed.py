@@ -1,6 +1,8 @@
-"""Demo data: a company with departments, teams, employees in every role, logins, dictionaries, config.
+"""Demo data: a company with departments, teams, employees in every role, logins, pools, rules, leads.
 
-Idempotent: every object is looked up by its natural key first, so running it again changes nothing.
+The reference data (dictionaries, config items) comes first from app.services.reference, as every deploy
+has it; everything added here exists only for the demo. Idempotent: every object is looked up by its
+natural key first, so running it again changes nothing.
 """
 
 from __future__ import annotations
@@ -14,57 +16,18 @@ from app import clock
 from app.models.employee import Employee
 from app.models.metadata import ConfigItem, DictItem, DictType
 from app.models.org import OrgUnit
+from app.services import reference
 
 DEMO_PASSWORD = "Demo-Pass-2026"
 ADMIN_PASSWORD = "Admin-Pass-2026"
 HR_BOT = "hr-bot"
 
-DICTIONARIES = {
-    ("lead_source", "线索来源", "Lead source"): [
-        ("web_form", "官网表单", "Website form"), ("douyin", "抖音", "Douyin"),
-        ("baidu", "百度推广", "Baidu ads"), ("wechat", "微信", "WeChat"),
-        ("referral", "转介绍", "Referral"), ("offline", "线下活动", "Offline event"),
-    ],
-    ("intention_level", "意向等级", "Intention level"): [
-        ("A", "A 高意向", "A - high"), ("B", "B 中意向", "B - medium"),
-        ("C", "C 低意向", "C - low"), ("D", "D 无意向", "D - none"),
-    ],
-    ("product_line", "产品线", "Product line"): [
-        ("k12_math", "K12 数学", "K12 Maths"), ("k12_english", "K12 英语", "K12 English"),
-        ("adult_english", "成人英语", "Adult English"), ("programming", "少儿编程", "Kids coding"),
-    ],
-    ("lost_reason", "丢单原因", "Lost reason"): [
-        ("price", "价格太高", "Price too high"), ("competitor", "选择竞品", "Chose a competitor"),
-        ("no_need", "没有需求", "No need"), ("unreachable", "联系不上", "Unreachable"),
-    ],
-    ("followup_type", "跟进方式", "Follow-up type"): [
-        ("call", "电话", "Phone call"), ("wechat", "微信", "WeChat"), ("sms", "短信", "SMS"),
-        ("visit", "面谈", "Meeting"),
-    ],
-    ("opportunity_stage", "商机阶段", "Opportunity stage"): [
-        ("new", "新建", "New"), ("contacted", "已联系", "Contacted"), ("interested", "有意向", "Interested"),
-        ("trial", "试听", "Trial"), ("negotiating", "谈判", "Negotiating"), ("won", "赢单", "Won"),
-        ("lost", "输单", "Lost"),
-    ],
-    ("employee_level", "员工职级", "Employee level"): [
-        ("P1", "P1 初级", "P1 Junior"), ("P2", "P2 中级", "P2 Intermediate"),
-        ("P3", "P3 高级", "P3 Senior"), ("M1", "M1 主管", "M1 Lead"), ("M2", "M2 经理", "M2 Manager"),
-    ],
-}
-
-CONFIG = [
-    ("circulation.idle_days", "int", "7", "Days without follow-up before an opportunity is recycled"),
-    ("circulation.protect_period", "duration", "3d", "Protection period after a claim"),
-    ("dispatch.working_hours", "json", '{"start": "09:00", "end": "21:00"}', "Dispatch working hours"),
-    ("sms.marketing_enabled", "bool", "true", "Allow marketing SMS"),
-    ("sms.opt_out_keywords", "json", '["R", "TD", "T", "N", "退订", "STOP", "UNSUBSCRIBE"]',
-     "Inbound replies that opt the sender out of SMS (whole reply, case and punctuation ignored)"),
-    ("calls.max_daily_attempts", "int", "5", "Click-to-call: maximum dials to one callee per business day"),
-    ("calls.line_busy_minutes", "int", "30",
-     "Click-to-call: minutes without a status callback after which a call no longer holds a line channel"),
-    ("dispatch.fallback_pool", "str", "销售总公海", "Pool for opportunities no dispatch rule can place"),
-    ("leads.duplicate_policy", "str", "sticky", "sticky: a repeat lead joins the open opportunity; reject"),
-]
+# Reference data (dictionaries, config keys) is app.services.reference's; these are the demo's own
+# values for a few config items (set only while the item still has its reference default).
+DEMO_CONFIG = {"dispatch.fallback_pool": "销售总公海"}
+DICTIONARIES = reference.DICTIONARIES
+#: (key, value type, value, description) of the config items as a demo install has them.
+CONFIG = [(s.key, s.value_type, DEMO_CONFIG.get(s.key, s.raw), s.description) for s in reference.SETTINGS]
 
 # (name, org unit code, product line code, daily claim limit)
 POOLS = [("销售总公海", "SALES", None, 30), ("K12 公海", "D-K12", "k12_math", 20),
@@ -141,17 +104,14 @@ def _get_or_create(session, model, lookup: dict, values: dict):
 
 
 def seed_demo(session, appbuilder) -> dict:
-    counts = {"dict_items": 0, "config_items": 0, "org_units": 0, "employees": 0, "users": 0}
-    for (code, zh, en), items in DICTIONARIES.items():
-        dtype, _ = _get_or_create(session, DictType, {"code": code}, {"name_zh": zh, "name_en": en})
-        for sort, (icode, izh, ien) in enumerate(items, start=1):
-            _, created = _get_or_create(session, DictItem, {"dict_type_id": dtype.id, "code": icode},
-                                        {"label_zh": izh, "label_en": ien, "sort": sort})
-            counts["dict_items"] += created
-    for key, vtype, value, desc in CONFIG:
-        _, created = _get_or_create(session, ConfigItem, {"key": key},
-                                    {"value_type": vtype, "value": value, "description": desc})
-        counts["config_items"] += created
+    """Sync the reference data, then add the demo organisation, people and activity; commits."""
+    added = reference.sync_reference(session)
+    counts = {"dict_items": len(added["dict_items"]), "config_items": len(added["config_items"]),
+              "org_units": 0, "employees": 0, "users": 0}
+    for key, value in DEMO_CONFIG.items():
+        item = session.scalar(select(ConfigItem).where(ConfigItem.key == key))
+        if item is not None and item.value == reference.setting(key).raw:
+            item.value = value
     units = {}
     for code, name, kind, parent in UNITS:
         parent_id = units[parent].id if parent else None
@@ -160,7 +120,8 @@ def seed_demo(session, appbuilder) -> dict:
         units[code] = unit
         counts["org_units"] += created
     levels = dict(session.execute(
-        select(DictItem.code, DictItem.id).join(DictItem.dict_type).where(DictType.code == "employee_level")
+        select(DictItem.code, DictItem.id).join(DictItem.dict_type)
+        .where(DictType.code == reference.EMPLOYEE_LEVEL)
     ).all())
     sm = appbuilder.sm
     employees = {}

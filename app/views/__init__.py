@@ -21,12 +21,14 @@ def register_views(app) -> None:
                         label=_l("Dictionary Items"), category=meta_cat)
     appbuilder.add_view(metadata.ConfigItemView, "Configuration", icon="fa-sliders",
                         label=_l("Configuration"), category=meta_cat)
+    from app.views import jobs, lead_imports
+
     leads_cat = "Leads"
     appbuilder.add_view(leads.LeadView, "Leads", icon="fa-address-card", label=_l("Leads"),
                         category=leads_cat, category_label=_l("Leads & Customers"),
                         category_icon="fa-address-book")
-    appbuilder.add_view(leads.LeadImportView, "Lead Imports", icon="fa-upload", label=_l("Lead Imports"),
-                        category=leads_cat)
+    appbuilder.add_view(lead_imports.LeadImportView, "Lead Imports", icon="fa-upload",
+                        label=_l("Lead Imports"), category=leads_cat)
     appbuilder.add_view(leads.CustomerView, "Customers", icon="fa-users", label=_l("Customers"),
                         category=leads_cat)
     for api in (leads.LeadApi, leads.CustomerRegisterApi):
@@ -54,13 +56,14 @@ def register_views(app) -> None:
                         category=sec_cat)
     appbuilder.add_view(audit.AuditLogView, "Audit Log", icon="fa-history", label=_l("Audit Log"),
                         category=sec_cat)
+    appbuilder.add_view(jobs.JobsView, "Jobs", icon="fa-tasks", label=_l("Jobs"), category=sec_cat)
     for api in (org.OrgUnitApi, employees.EmployeeApi, employees.HrSyncApi, metadata.DictTypeApi,
                 metadata.DictItemApi, metadata.ConfigItemApi, audit.AuditLogApi, security.RoleDataScopeApi):
         appbuilder.add_api(api)
-    from app.views import sms_admin
+    from app.views import sms_admin, sms_templates
 
     sms_cat = "SMS"
-    appbuilder.add_view(sms_admin.SmsTemplateView, "SMS Templates", icon="fa-file-text-o",
+    appbuilder.add_view(sms_templates.SmsTemplateView, "SMS Templates", icon="fa-file-text-o",
                         label=_l("SMS Templates"), category=sms_cat, category_label=_l("SMS"),
                         category_icon="fa-commenting")
     appbuilder.add_view(sms_admin.SmsChannelView, "SMS Channels", icon="fa-plug", label=_l("SMS Channels"),
@@ -73,7 +76,7 @@ def register_views(app) -> None:
 
     appbuilder.add_view(sms_campaigns.SmsCampaignView, "SMS Campaigns", icon="fa-bullhorn",
                         label=_l("SMS Campaigns"), category=sms_cat)
-    for api in (sms_admin.SmsTemplateApi, sms_admin.BlacklistApi):
+    for api in (sms_templates.SmsTemplateApi, sms_admin.BlacklistApi):
         appbuilder.add_api(api)
     from app.views import sms_receipts, sms_reports
 

@@ -37,7 +37,7 @@ class AuditLogView(CrmModelView):
     formatters_columns = {"action": lambda v: ACTION_LABELS.get(v, v),
                           "target_type": lambda v: TARGET_LABELS.get(v, v)}
     label_columns = {
-        "created_at": _l("Time (UTC)"), "actor_name": _l("Actor"), "action": _l("Action"),
+        "created_at": _l("Time"), "actor_name": _l("Actor"), "action": _l("Action"),
         "target_type": _l("Target type"), "target_id": _l("Target id"), "summary": _l("Summary"),
         "before": _l("Before"), "after": _l("After"), "ip": _l("IP address"),
     }

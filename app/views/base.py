@@ -21,6 +21,8 @@ from flask_babel import lazy_gettext as _l
 from markupsafe import escape
 from sqlalchemy import func, select
 from sqlalchemy import inspect as sa_inspect
+from wtforms import BooleanField, validators
+from wtforms.fields.core import UnboundField
 
 from app.extensions import db
 from app.models.base import ScopedMixin
@@ -31,6 +33,7 @@ from app.security.scope import DataScopeFilter, current_viewer, restrict, scope_
 from app.services import audit
 from app.services.errors import DomainError
 from app.services.metadata import check_dict_choice
+from app.views import times
 
 MAX_PAGE_SIZE = 200
 
@@ -50,13 +53,14 @@ def _relations(model):
 
 
 def _plain_value(formatter):
-    """FAB prints an empty value as "None" and a flag as "True": show nothing and a yes / no instead."""
+    """FAB prints an empty value as "None", a flag as "True" and a time as stored (UTC, microseconds):
+    show nothing, a yes / no, and the business-zone time instead."""
     def format_value(value):
         if value is None:
             return ""
         if isinstance(value, bool):
             return _l("Yes") if value else _l("No")
-        return formatter(value) if formatter else value
+        return formatter(value) if formatter else times.local_dt(value)
 
     return format_value
 
@@ -83,10 +87,16 @@ class CrmViewMixin:
     #: columns holding phone numbers: masked in lists, pages, API answers and exports.
     phone_columns: tuple[str, ...] = ()
     method_permission_name = policy.METHOD_PERMISSIONS
+    #: stored times are naive UTC, read and typed in the business zone (app/views/times.py).
+    times_in_business_zone = True
 
     @classmethod
     def _scoped(cls, model) -> bool:
         return issubclass(model, ScopedMixin)
+
+    def _init_times(self) -> None:
+        """Search filters on datetime columns read business-zone wall time (app/views/times.py)."""
+        self.datamodel.filter_converter_class = times.LocalFilterConverter
 
     def _rel_filters(self, model) -> dict:
         filters = {}
@@ -165,6 +175,21 @@ def refuse_delete_in_use(item, *columns, instead: str = "disable it instead") ->
                               table=column.class_.__tablename__, instead=instead)
 
 
+def _optional_checkboxes(form_cls):
+    """`form_cls` with its checkboxes optional. FAB makes the field of every NOT NULL column required, and
+    an unchecked box sends nothing, so a required checkbox could never be saved unchecked (False)."""
+    loosened = {}
+    for name in dir(form_cls):
+        unbound = getattr(form_cls, name, None)
+        if isinstance(unbound, UnboundField) and issubclass(unbound.field_class, BooleanField):
+            kept = [v for v in unbound.kwargs.get("validators") or ()
+                    if not isinstance(v, validators.InputRequired | validators.DataRequired)]
+            field = UnboundField(unbound.field_class, *unbound.args, **{**unbound.kwargs, "validators": kept})
+            field.creation_counter = unbound.creation_counter
+            loosened[name] = field
+    return type(form_cls.__name__, (form_cls,), loosened) if loosened else form_cls
+
+
 class CrmModelView(CrmViewMixin, ModelView):
     """ModelView with data scope everywhere, domain checks as form errors, and a CSV export."""
 
@@ -175,6 +200,7 @@ class CrmModelView(CrmViewMixin, ModelView):
 
     def __init__(self, *args, **kwargs):
         model = self.datamodel.obj
+        self._init_times()
         if self._scoped(model):
             self.base_filters = list(self.base_filters or []) + scope_filter()
         rel = self._rel_filters(model)
@@ -183,12 +209,13 @@ class CrmModelView(CrmViewMixin, ModelView):
             setattr(self, attr, {**rel, **(getattr(self, attr, None) or {})})
         formatters = {c: masked_phone_formatter for c in self.phone_columns}
         formatters.update(self.formatters_columns or {})
-        shown = {*(self.list_columns or ()), *(self.show_columns or ())}
-        self.formatters_columns = {c: _plain_value(formatters.get(c)) for c in shown | set(formatters)}
         # Actions change rows: they need can_write (FAB would invent a permission per action name).
         actions = [n for n in dir(type(self)) if hasattr(getattr(type(self), n, None), "_action")]
         self.method_permission_name = {**{n: "write" for n in actions}, **self.method_permission_name}
         super().__init__(*args, **kwargs)
+        # Every shown column (FAB has filled in the defaults by now) through _plain_value.
+        shown = {*self.list_columns, *self.show_columns}
+        self.formatters_columns = {c: _plain_value(formatters.get(c)) for c in shown | set(formatters)}
 
     def render_template(self, template, **kwargs):
         return super().render_template(template, view=self, **kwargs)
@@ -196,8 +223,9 @@ class CrmModelView(CrmViewMixin, ModelView):
     # --- forms: domain rules become field errors -------------------------------------------------
     def _init_forms(self):
         super()._init_forms()
-        self.add_form = self._checked_form(self.add_form)
-        self.edit_form = self._checked_form(self.edit_form)
+        self.add_form = self._checked_form(times.local_datetime_fields(_optional_checkboxes(self.add_form)))
+        self.edit_form = self._checked_form(times.local_datetime_fields(_optional_checkboxes(self.edit_form)))
+        self.search_form = times.local_datetime_fields(self.search_form)
 
     def _checked_form(self, form_cls):
         view = self
@@ -356,7 +384,7 @@ class CrmModelView(CrmViewMixin, ModelView):
                     value = value() if callable(value) else value
                     if col in phones and not full_phone:
                         value = mask_phone(value)
-                    values.append("" if value is None else str(value))
+                    values.append(str(times.local_dt(value)))  # times as people read them
                 writer.writerow(values)
                 if buffer.tell() > 64_000:
                     yield buffer.getvalue()
@@ -377,9 +405,11 @@ class CrmModelRestApi(CrmViewMixin, ModelRestApi):
 
     allow_browser_login = True
     page_size = 50
+    model2schemaconverter = times.LocalModel2SchemaConverter
 
     def __init__(self, *args, **kwargs):
         model = self.datamodel.obj
+        self._init_times()
         if self._scoped(model):
             self.base_filters = list(self.base_filters or []) + scope_filter()
         rel = self._rel_filters(model)

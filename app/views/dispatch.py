@@ -1,8 +1,9 @@
-"""Dispatch and circulation: rules, pools, sales profiles, and the dispatch console with its dry-run."""
+"""Dispatch and circulation: rules, pools, sales profiles, and the dispatch console with its dry-run.
+
+The settings' rules are app.services.dispatch_rules': the forms and the APIs here call the same
+validation before FAB saves a row (`check_item`), as the `flask crm dispatch-rule` command does."""
 
 from __future__ import annotations
-
-import json
 
 from flask import flash, redirect, url_for
 from flask_appbuilder import BaseView, expose
@@ -20,7 +21,6 @@ from app.extensions import db, rq
 from app.jobs.dispatch import current_run, enqueue_dispatch
 from app.models.sales import (
     STATUSES,
-    STRATEGIES,
     CirculationRule,
     DispatchRule,
     Opportunity,
@@ -28,9 +28,10 @@ from app.models.sales import (
     SalesProfile,
 )
 from app.security import policy
+from app.services import dispatch_rules
 from app.services.dispatch import simulate, waiting_count
-from app.services.errors import DomainError
 from app.views.base import CrmModelRestApi, CrmModelView
+from app.views.uow import flash_result
 
 STRATEGY_LABELS = {"round_robin": _l("Round robin"), "weighted": _l("Weighted"),
                    "least_loaded": _l("Least loaded"), "pool": _l("To pool")}
@@ -64,39 +65,6 @@ def _choice(label, labels):
     return SelectField(label, choices=list(labels.items()), widget=Select2Widget())
 
 
-def check_dispatch_rule(item: DispatchRule) -> None:
-    if item.strategy not in STRATEGIES:
-        raise DomainError("Strategy must be one of %(values)s", field="strategy",
-                          values=", ".join(STRATEGIES))
-    if item.strategy == "pool" and item.target_pool is None:
-        raise DomainError("A 'to pool' rule needs a pool", field="target_pool")
-    if item.strategy != "pool" and item.target_org_unit is None:
-        raise DomainError("Choose the team that receives the opportunities", field="target_org_unit")
-    if item.match_recycled not in RECYCLED_LABELS:
-        raise DomainError("New / recycled must be any, new or recycled", field="match_recycled")
-
-
-def check_circulation_rule(item: CirculationRule) -> None:
-    if item.capacity_by_level:
-        try:
-            levels = json.loads(item.capacity_by_level)
-        except ValueError:
-            levels = None
-        if not isinstance(levels, dict) or not all(isinstance(v, int) and v >= 0 for v in levels.values()):
-            raise DomainError('Capacity by level must be a JSON object like {"P1": 50}',
-                              field="capacity_by_level")
-    for name in ("idle_days", "stage_deadline_days", "no_deal_days", "protect_days", "protect_extend_days",
-                 "protect_max_days", "remind_hours", "capacity", "cooling_days"):
-        value = getattr(item, name)
-        if value is not None and value < 0:
-            raise DomainError("Must not be negative", field=name)
-    if item.protect_max_days is not None and item.protect_days and item.protect_max_days < item.protect_days:
-        raise DomainError("The maximum protection is shorter than the protection itself",
-                          field="protect_max_days")
-    if bool(item.stage_deadline_days) != bool(item.target_stage or item.target_stage_id):
-        raise DomainError("Give both the stage to reach and the days to reach it", field="target_stage")
-
-
 class DispatchRuleView(CrmModelView):
     datamodel = SQLAInterface(DispatchRule)
     class_permission_name = policy.DISPATCH_RULE
@@ -121,7 +89,7 @@ class DispatchRuleView(CrmModelView):
     label_columns = LABELS
 
     def check_item(self, item, creating):
-        check_dispatch_rule(item)
+        dispatch_rules.validate_dispatch_rule(db.session, item)
 
 
 class CirculationRuleView(CrmModelView):
@@ -141,7 +109,7 @@ class CirculationRuleView(CrmModelView):
     label_columns = LABELS
 
     def check_item(self, item, creating):
-        check_circulation_rule(item)
+        dispatch_rules.validate_circulation_rule(db.session, item)
 
 
 class PoolView(CrmModelView):
@@ -154,9 +122,9 @@ class PoolView(CrmModelView):
     dict_fields = {"product_line": "product_line"}
     label_columns = LABELS
 
+
     def check_item(self, item, creating):
-        if item.daily_claim_limit is None or item.daily_claim_limit < 0:
-            raise DomainError("The daily claim limit must be 0 or more", field="daily_claim_limit")
+        dispatch_rules.validate_pool(db.session, item)
 
 
 class SalesProfileView(CrmModelView):
@@ -173,19 +141,13 @@ class SalesProfileView(CrmModelView):
     method_permission_name = {**policy.METHOD_PERMISSIONS, "pause": "write", "resume": "write"}
 
     def check_item(self, item, creating):
-        if item.weight is None or item.weight < 0:
-            raise DomainError("The weight must be 0 or more", field="weight")
-        for name in ("daily_quota", "capacity"):
-            if getattr(item, name) is not None and getattr(item, name) < 0:
-                raise DomainError("Must not be negative", field=name)
+        dispatch_rules.validate_sales_profile(db.session, item)
 
     def _set_paused(self, items, paused):
         items = items if isinstance(items, list) else [items]
-        for item in items:
-            item.paused = paused
-        db.session.commit()
-        flash(str(_l("%(n)d profile(s) updated", n=len(items))), "success")
-        return redirect(self.get_redirect())
+        return flash_result(
+            lambda: [dispatch_rules.SaveSalesProfile(db.session, {"paused": paused}, i).run() for i in items],
+            self.get_redirect(), lambda saved: _l("%(n)d profile(s) updated", n=len(saved)))
 
     @action("pause", _l("Pause dispatch"), None, "fa-pause")
     def pause(self, items):
@@ -279,7 +241,7 @@ class DispatchRuleApi(CrmModelRestApi):
     dict_fields = DispatchRuleView.dict_fields
 
     def check_item(self, item, creating):
-        check_dispatch_rule(item)
+        dispatch_rules.validate_dispatch_rule(db.session, item)
 
 
 class CirculationRuleApi(CrmModelRestApi):
@@ -290,7 +252,7 @@ class CirculationRuleApi(CrmModelRestApi):
     dict_fields = CirculationRuleView.dict_fields
 
     def check_item(self, item, creating):
-        check_circulation_rule(item)
+        dispatch_rules.validate_circulation_rule(db.session, item)
 
 
 class SalesProfileApi(CrmModelRestApi):
@@ -301,3 +263,6 @@ class SalesProfileApi(CrmModelRestApi):
                                    "capacity", "open_count", "dispatched_today"]
     add_columns = ["employee", "paused", "weight", "daily_quota", "capacity"]
     edit_columns = ["paused", "weight", "daily_quota", "capacity"]
+
+    def check_item(self, item, creating):
+        dispatch_rules.validate_sales_profile(db.session, item)

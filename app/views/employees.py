@@ -21,6 +21,7 @@ from app.services import audit
 from app.services.employees import LEVEL_DICT, check_employee, hr_sync
 from app.services.errors import DomainError
 from app.views.base import CrmModelRestApi, CrmModelView
+from app.views.uow import error_json, run
 
 HR_LABELS = {"active": _l("Active"), "on_leave": _l("On leave"), "resigned": _l("Resigned")}
 
@@ -176,14 +177,17 @@ class HrSyncApi(BaseApi):
         if body is None:
             return self.response_400(message="The body must be JSON")
         rows = body.get("employees") if isinstance(body, dict) else body
-        try:
-            result = hr_sync(db.session, rows, current_app.config["CRM_DEFAULT_REGION"])
-        except DomainError as exc:
-            db.session.rollback()
-            return self.response(exc.status, **exc.as_dict())
-        audit.record(db.session, "hr_sync", target_type="employee",
-                     summary=f"created {result.created}, updated {result.updated}, "
-                             f"unchanged {result.unchanged}, failed {len(result.errors)}")
-        db.session.commit()
+        region = current_app.config["CRM_DEFAULT_REGION"]
+
+        def sync_and_audit():
+            result = hr_sync(db.session, rows, region)
+            audit.record(db.session, "hr_sync", target_type="employee",
+                         summary=f"created {result.created}, updated {result.updated}, "
+                                 f"unchanged {result.unchanged}, failed {len(result.errors)}")
+            return result
+
+        result, refused = run(sync_and_audit)
+        if refused is not None:
+            return error_json(refused)
         status = 422 if rows and len(result.errors) == len(rows) else 200
         return self.response(status, **result.as_dict())

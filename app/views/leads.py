@@ -1,4 +1,4 @@
-"""Lead intake and the customer domain: the back-office lead form, file imports, the intake REST API,
+"""Lead intake and the customer domain: the back-office lead form, the intake REST API,
 the customer list and the registration endpoint of the learning / e-commerce side.
 
 Every way in goes through app.services.leads (parse → intake): phones normalised to E.164, dictionary
@@ -8,13 +8,7 @@ policy. A lead that creates a waiting opportunity asks the dispatch engine to ru
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
-import os
-
-from flask import Response, abort, current_app, flash, g, redirect, request, url_for
+from flask import current_app, flash, g, redirect, request, url_for
 from flask_appbuilder import expose
 from flask_appbuilder.api import BaseApi, protect, safe
 from flask_appbuilder.fieldwidgets import BS3TextAreaFieldWidget, BS3TextFieldWidget, Select2Widget
@@ -22,59 +16,41 @@ from flask_appbuilder.forms import DynamicForm
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_appbuilder.security.decorators import has_access
 from flask_appbuilder.urltools import get_filter_args
-from flask_babel import format_datetime, get_locale
+from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
-from markupsafe import Markup, escape
+from markupsafe import escape
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 from wtforms import SelectField, StringField, TextAreaField
 from wtforms.validators import Length, Optional
 
-from app.extensions import db, rq
-from app.jobs.leads import (
-    IMPORT_QUEUE,
-    enqueue_import,
-    import_job_id,
-    request_dispatch,
-    stored_path,
-)
-from app.models.employee import CrmUser
-from app.models.sales import OWNED, POOLED, WAITING, Customer, Lead, LeadImport
+from app.extensions import db
+from app.jobs.leads import request_dispatch
+from app.models.sales import OWNED, POOLED, WAITING, Customer, Lead
 from app.security import policy
 from app.security.scope import current_viewer
-from app.services import audit, metadata
+from app.services import metadata
 from app.services.errors import DomainError
 from app.services.leads import (
-    HEADERS,
     INTENTION,
-    MAX_IMPORT_ROWS,
     PRODUCT_LINE,
     SOURCE,
     IntakeResult,
     Vocabulary,
-    count_rows,
     intake,
     parse,
     register_user,
 )
 from app.services.phones import normalise_phone
+from app.views import uow
 from app.views.base import CrmModelRestApi, CrmModelView
 
 #: Mapped to routes a view does not offer: no role holds a permission of that name, so FAB hides
 #: the buttons (its templates would otherwise link to the missing route).
 NOT_OFFERED = "not_offered"
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-MAX_ERRORS_SHOWN = 500
 API_KEY_MAX = 100
 CHANNEL_LABELS = {"form": _l("Back-office form"), "import": _l("File import"), "api": _l("API")}
-# The columns of the import template, in order: (field, Chinese header, English header).
-TEMPLATE_COLUMNS = [
-    ("name", "姓名", "name"), ("phone", "手机号", "phone"), ("source", "线索来源", "source"),
-    ("campaign", "活动", "campaign"), ("product_line", "产品线", "product_line"),
-    ("region", "地区", "region"),
-    ("intention_level", "意向等级", "intention_level"), ("consult_note", "咨询内容", "consult_note"),
-]
 LEAD_LABELS = {
     "name": _l("Name"), "phone": _l("Phone"), "source": _l("Lead source"), "campaign": _l("Campaign"),
     "product_line": _l("Product line"), "region": _l("Region"), "intention_level": _l("Intention level"),
@@ -85,11 +61,6 @@ LEAD_LABELS = {
     "created_rows": _l("Created"), "duplicate_rows": _l("Duplicates"), "error_rows": _l("Errors"),
     "id": _l("Status"),
 }
-
-
-def local_time(value) -> str:
-    """A stored (naive UTC) time in the configured time zone (BABEL_DEFAULT_TIMEZONE)."""
-    return format_datetime(value, "yyyy-MM-dd HH:mm") if value else ""
 
 
 def _region() -> str:
@@ -181,7 +152,7 @@ class LeadView(CrmModelView):
     phone_columns = ("phone",)
     dict_fields = {"product_line": PRODUCT_LINE, "source": SOURCE}
     label_columns = LEAD_LABELS
-    formatters_columns = {"channel": lambda v: CHANNEL_LABELS.get(v, v), "created_at": local_time}
+    formatters_columns = {"channel": lambda v: CHANNEL_LABELS.get(v, v)}
     exclude_route_methods = {"delete"}  # a lead is a record of what came in
     method_permission_name = {**policy.METHOD_PERMISSIONS, "delete": NOT_OFFERED}
 
@@ -204,14 +175,11 @@ class LeadView(CrmModelView):
         get_filter_args(self._filters, disallow_if_not_in_search=False)
         form = self.add_form.refresh()
         if request.method == "POST" and form.validate():
-            try:
-                result = intake(db.session, form.lead_input, "form", actor=_actor_name())
-            except DomainError as exc:  # e.g. the "reject" duplicate policy
-                db.session.rollback()
+            result, exc = uow.run(intake, db.session, form.lead_input, "form", actor=_actor_name())
+            if exc is not None:  # e.g. the "reject" duplicate policy
                 field = form[exc.field] if exc.field in form else form.phone
                 field.errors = [*field.errors, str(escape(exc.message))]
             else:
-                db.session.commit()
                 flash(outcome_message(result), "success")
                 if result.opportunity.status == WAITING:
                     request_dispatch()
@@ -236,7 +204,6 @@ class CustomerView(CrmModelView):
     base_order = ("id", "desc")
     phone_columns = ("phone",)
     label_columns = LEAD_LABELS
-    formatters_columns = {"created_at": local_time, "updated_at": local_time}
     related_views = [LeadView]
     # Customers come from leads and registrations, and stay.
     exclude_route_methods = {"add", "delete"}
@@ -250,211 +217,6 @@ class CustomerView(CrmModelView):
         if "CustomerPageView.show" in current_app.view_functions:
             return redirect(url_for("CustomerPageView.show", pk=pk))
         return super().show(pk)
-
-
-# --- imports ---------------------------------------------------------------------------------------
-def import_progress(record: LeadImport) -> dict:
-    """Status and progress of an import, from its row and its RQ job."""
-    done = record.created_rows + record.duplicate_rows + record.error_rows
-    total = record.total_rows
-    job, job_status = None, None
-    try:
-        job = rq.queue(IMPORT_QUEUE).fetch_job(import_job_id(record.id))
-        job_status = job.get_status(refresh=False) if job is not None else None
-    except Exception:  # Redis down: the row still tells most of it
-        job = None
-    message = None
-    if job_status in ("queued", "deferred", "scheduled"):
-        status = "queued"
-    elif job_status == "started":
-        status = "running"
-    elif job_status in ("failed", "stopped", "canceled"):
-        status = "failed"
-        result = job.latest_result()
-        if result is not None and result.exc_string:
-            message = result.exc_string.strip().splitlines()[-1]
-    elif done >= total and (total or record.errors is not None or job_status == "finished"):
-        status = "finished"
-    else:
-        status = "interrupted"  # the job vanished mid-way (e.g. worker killed): "Run again" resumes it
-    percent = 100 if not total else int(100 * done / total)
-    return {"id": record.id, "status": status, "done": done, "total": total, "percent": percent,
-            "created": record.created_rows, "duplicate": record.duplicate_rows, "errors": record.error_rows,
-            "message": message}
-
-
-STATUS_LABELS = {"queued": _l("Queued"), "running": _l("Running"), "finished": _l("Finished"),
-                 "failed": _l("Failed"), "interrupted": _l("Interrupted")}
-STATUS_CLASSES = {"queued": "default", "running": "info", "finished": "success", "failed": "danger",
-                  "interrupted": "warning"}
-
-
-def _status_badge(pk):
-    record = db.session.get(LeadImport, pk)
-    if record is None:
-        return ""
-    p = import_progress(record)
-    return Markup('<span class="label label-{}">{}</span> {}%').format(
-        STATUS_CLASSES[p["status"]], STATUS_LABELS[p["status"]], p["percent"])
-
-
-def _line_errors(record: LeadImport) -> list[dict]:
-    return json.loads(record.errors) if record.errors else []
-
-
-class LeadImportView(CrmModelView):
-    """Lead files: upload (.csv / .xlsx), import as an RQ job, progress, per-line errors."""
-
-    datamodel = SQLAInterface(LeadImport)
-    class_permission_name = policy.LEAD_IMPORT
-    list_title = _l("Lead Imports")
-    list_columns = ["created_at", "filename", "total_rows", "created_rows", "duplicate_rows", "error_rows",
-                    "id"]
-    search_columns = ["filename", "created_at"]
-    order_columns = ["created_at", "filename", "total_rows"]
-    base_order = ("id", "desc")
-    label_columns = LEAD_LABELS
-    formatters_columns = {"id": _status_badge, "created_at": local_time}
-    exclude_route_methods = {"edit", "delete"}  # the record of an import is kept as it is
-    method_permission_name = {
-        **policy.METHOD_PERMISSIONS, "edit": NOT_OFFERED, "delete": NOT_OFFERED,
-        "upload": "write", "rerun": "write", "template_csv": "read", "progress": "read",
-        "errors_csv": "read",
-    }
-
-    def _record(self, pk) -> LeadImport:
-        record = self._scoped_get(pk)
-        if record is None:
-            abort(404)
-        return record
-
-    @expose("/add", methods=["GET", "POST"])
-    @has_access
-    def add(self):
-        return redirect(url_for(".upload"))
-
-    @expose("/upload/", methods=["GET", "POST"])
-    @has_access
-    def upload(self):
-        error = None
-        if request.method == "POST":
-            upload = request.files.get("file")
-            try:
-                record = self._accept(upload)
-            except DomainError as exc:
-                db.session.rollback()
-                error = exc.message
-            else:
-                try:
-                    enqueue_import(record.id)
-                except Exception:  # recorded; "Run again" queues it later
-                    flash(str(_l("The import is recorded but could not be queued: try “Run again”.")),
-                          "warning")
-                else:
-                    flash(str(_l("%(name)s: %(n)d rows queued for import", name=record.filename,
-                                 n=record.total_rows)), "success")
-                return redirect(url_for(".show", pk=record.id))
-        return self.render_template("crm/lead_import_upload.html", error=error, columns=TEMPLATE_COLUMNS,
-                                    headers=sorted(HEADERS), max_rows=MAX_IMPORT_ROWS,
-                                    vocab=self._vocabulary(), title=_l("Import leads"))
-
-    def _accept(self, upload) -> LeadImport:
-        """Check the file now (type, size, header, row count), record it, store it for the job."""
-        if upload is None or not upload.filename:
-            raise DomainError("Choose a .csv or .xlsx file", field="file")
-        filename = os.path.basename(upload.filename.replace("\\", "/"))[:255]
-        if not filename.lower().endswith((".csv", ".xlsx")):
-            raise DomainError("Upload a .csv or .xlsx file", field="file")
-        data = upload.read(MAX_UPLOAD_BYTES + 1)
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise DomainError("The file is larger than %(mb)d MB", field="file", mb=MAX_UPLOAD_BYTES // 2**20)
-        total = count_rows(filename, data)
-        if total == 0:
-            raise DomainError("The file has no data rows", field="file")
-        if total > MAX_IMPORT_ROWS:
-            raise DomainError("At most %(max)d rows per file (%(n)d found)", field="file",
-                              max=MAX_IMPORT_ROWS, n=total)
-        sha = hashlib.sha256(data).hexdigest()
-        before = db.session.scalar(select(LeadImport.id).where(LeadImport.sha256 == sha)
-                                   .order_by(LeadImport.id).limit(1))
-        user = getattr(g, "user", None)
-        record = LeadImport(filename=filename, sha256=sha, total_rows=total,
-                            created_by_id=getattr(user, "id", None))
-        db.session.add(record)
-        db.session.flush()
-        with open(stored_path(record), "wb") as fh:
-            fh.write(data)
-        audit.record(db.session, "lead_import", target_type="lead_import", target_id=record.id,
-                     summary=f"{filename}: {total} rows"[:255])
-        db.session.commit()
-        if before is not None:
-            flash(str(_l("This file was imported before (import #%(id)d): its rows count as duplicates "
-                         "and create nothing new.", id=before)), "info")
-        return record
-
-    @staticmethod
-    def _vocabulary() -> dict:
-        return {code: metadata.dict_items(db.session, code) for code in (SOURCE, PRODUCT_LINE, INTENTION)}
-
-    @expose("/template.csv")
-    @has_access
-    def template_csv(self):
-        """The import template: the header row (Chinese, or English with ?lang=en)."""
-        english = request.args.get("lang", "").lower().startswith("en")
-        buffer = io.StringIO()
-        buffer.write("\ufeff")  # Excel opens UTF-8 CSV correctly with a BOM
-        csv.writer(buffer).writerow([en if english else zh for _, zh, en in TEMPLATE_COLUMNS])
-        name = "lead-import-template-en.csv" if english else "lead-import-template.csv"
-        return Response(buffer.getvalue(), mimetype="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f"attachment; filename={name}"})
-
-    @expose("/show/<pk>")
-    @has_access
-    def show(self, pk):
-        record = self._record(pk)
-        errors = _line_errors(record)
-        creator = db.session.get(CrmUser, record.created_by_id) if record.created_by_id else None
-        return self.render_template("crm/lead_import.html", record=record, progress=import_progress(record),
-                                    errors=errors[:MAX_ERRORS_SHOWN], error_count=len(errors),
-                                    creator=creator, status_labels=STATUS_LABELS,
-                                    status_classes=STATUS_CLASSES, labels=LEAD_LABELS, local_time=local_time,
-                                    title=_l("Lead import"))
-
-    @expose("/progress/<pk>")
-    @has_access
-    def progress(self, pk):
-        return import_progress(self._record(pk))
-
-    @expose("/errors/<pk>.csv")
-    @has_access
-    def errors_csv(self, pk):
-        """Every rejected line with its field messages."""
-        record = self._record(pk)
-        buffer = io.StringIO()
-        buffer.write("\ufeff")
-        writer = csv.writer(buffer)
-        writer.writerow(["line", "field", "message"])
-        for entry in _line_errors(record):
-            for field, message in entry["errors"].items():
-                writer.writerow([entry["line"], field, message])
-        name = f"lead-import-{record.id}-errors.csv"
-        return Response(buffer.getvalue(), mimetype="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f"attachment; filename={name}"})
-
-    @expose("/rerun/<pk>", methods=["POST"])
-    @has_access
-    def rerun(self, pk):
-        """Queue an interrupted or failed import again; rows already imported are not imported twice."""
-        record = self._record(pk)
-        state = import_progress(record)["status"]
-        if state in ("queued", "running", "finished"):
-            flash(str(_l("This import is %(state)s", state=STATUS_LABELS[state])), "info")
-        elif not os.path.exists(stored_path(record)):
-            flash(str(_l("The uploaded file is no longer stored: upload it again")), "danger")
-        else:
-            enqueue_import(record.id)
-            flash(str(_l("Import queued again")), "success")
-        return redirect(url_for(".show", pk=record.id))
 
 
 # --- REST -----------------------------------------------------------------------------------------
@@ -514,17 +276,15 @@ class LeadApi(CrmModelRestApi):
         values.client_key, values.raw_payload = client_key, body
         values.created_by_id = current_viewer().employee_id
         try:
-            result = intake(db.session, values, "api", actor=_actor_name())
-            db.session.commit()
-        except DomainError as exc:
-            db.session.rollback()
-            return self.response(exc.status, **exc.as_dict())
+            result, exc = uow.run(intake, db.session, values, "api", actor=_actor_name())
         except IntegrityError:  # the same key sent twice at once: the other request wrote it
             db.session.rollback()
             replay = self._replay(client_key)
             if replay is None:
                 raise
             return replay
+        if exc is not None:
+            return self.response(exc.status, **exc.as_dict())
         if result.opportunity.status == WAITING and not result.replayed:
             request_dispatch()
         return self.response(200 if result.replayed else 201, **_lead_body(result))
@@ -598,13 +358,11 @@ class CustomerRegisterApi(BaseApi):
         known = db.session.scalar(select(Customer.id).where(
             (Customer.phone == phone) | (Customer.registered_user_id == user_id)).limit(1))
         try:
-            customer = register_user(db.session, user_id, phone, name=name, region=_region())
-            db.session.commit()
-        except DomainError as exc:
-            db.session.rollback()
-            return self.response(exc.status, **exc.as_dict())
+            customer, exc = uow.run(register_user, db.session, user_id, phone, name=name, region=_region())
         except IntegrityError:  # the same registration sent twice at once
             db.session.rollback()
             return self.response(409, message="Registered concurrently: send it again")
+        if exc is not None:
+            return self.response(exc.status, **exc.as_dict())
         return self.response(200, id=customer.id, registered_user_id=customer.registered_user_id,
                              phone=customer.phone, created=known is None)

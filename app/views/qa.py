@@ -8,10 +8,9 @@ org rule covers the rest); the workflow rules live in app.services.qa.inspection
 
 from __future__ import annotations
 
-import datetime as dt
 from urllib.parse import urlsplit
 
-from flask import abort, flash, redirect, request, url_for
+from flask import abort, request, url_for
 from flask_appbuilder.fieldwidgets import Select2Widget
 from flask_appbuilder.models.filters import BaseFilter
 from flask_appbuilder.models.sqla.interface import SQLAInterface
@@ -22,7 +21,6 @@ from markupsafe import Markup, escape
 from sqlalchemy import func, select
 from wtforms import BooleanField, SelectField
 
-from app import clock
 from app.clock import utcnow
 from app.extensions import db, rq
 from app.models.employee import Employee
@@ -31,6 +29,7 @@ from app.models.qa import (
     APPEAL_UPHELD,
     CHECK_FORBIDDEN,
     CHECK_REQUIRED,
+    CHECK_SILENCE,
     QA_APPEALED,
     QA_FINAL,
     QA_PENDING,
@@ -49,16 +48,18 @@ from app.services.errors import DomainError
 from app.services.qa import checks, inspections, sampling, scoring
 from app.views.base import CrmModelView, refuse_delete_in_use
 from app.views.sales import PageShowMixin
+from app.views.times import local_dt
+from app.views.uow import flash_result
 
 KIND_LABELS = {"manual": _l("Manual (inspector only)"), "forbidden_words": _l("Forbidden words"),
                "required_words": _l("Required words"), "silence": _l("Silence"),
                "speech_rate": _l("Speech rate")}
 MODE_LABELS = {SAMPLE_COUNT: _l("Calls per agent"), SAMPLE_PERCENT: _l("Percent of each agent's calls")}
 PERIOD_LABELS = {"day": _l("Day"), "week": _l("Week"), "month": _l("Month")}
-STATUS_LABELS = {QA_PENDING: _l("Pending"), QA_SCORED: _l("Scored"), QA_APPEALED: _l("Appealed"),
+STATUS_LABELS = {QA_PENDING: _l("Awaiting inspection"), QA_SCORED: _l("Scored"), QA_APPEALED: _l("Appealed"),
                  QA_FINAL: _l("Final")}
 DECISION_LABELS = {APPEAL_UPHELD: _l("Upheld (score revised)"), APPEAL_REJECTED: _l("Rejected")}
-QUEUE_FILTERS = {"pending": _l("Pending"), "scored": _l("Scored"), "appealed": _l("Appealed"),
+QUEUE_FILTERS = {"pending": _l("Awaiting inspection"), "scored": _l("Scored"), "appealed": _l("Appealed"),
                  "final": _l("Final"), "assigned": _l("Assigned to me"), "my_calls": _l("My calls")}
 LABELS = {
     "name": _l("Name"), "description": _l("Description"), "base_score": _l("Base score"),
@@ -70,10 +71,10 @@ LABELS = {
     "connected_only": _l("Connected calls only"), "period": _l("Period"), "inspectors": _l("Inspectors"),
     "last_sampled_period": _l("Last sampled period"), "id": _l("No."), "call": _l("Call"),
     "agent": _l("Agent"), "inspector": _l("Inspector"), "plan": _l("Plan"), "status": _l("Status"),
-    "machine_score": _l("Machine score"), "score": _l("Score"), "scored_at": _l("Scored at (UTC)"),
-    "appealed_at": _l("Appealed at (UTC)"), "appeal_decision": _l("Appeal decision"),
-    "decided_at": _l("Decided at (UTC)"), "created_at": _l("Created at (UTC)"),
-    "updated_at": _l("Updated at (UTC)"), "score_range": _l("Score range"),
+    "machine_score": _l("Machine score"), "score": _l("Score"), "scored_at": _l("Scored at"),
+    "appealed_at": _l("Appealed at"), "appeal_decision": _l("Appeal decision"),
+    "decided_at": _l("Decided at"), "created_at": _l("Created at"),
+    "updated_at": _l("Updated at"), "score_range": _l("Score range"),
 }
 HELP = {
     "keywords": _l("One a line; a|b on one line means either will do. Forbidden: any hit fails the item. "
@@ -84,21 +85,11 @@ HELP = {
     "amount": _l("Count mode: calls per agent and period. Percent mode: percent of each agent's calls."),
 }
 NO_CRUD = {"add", "edit", "delete", "download"}
+SAMPLING_QUEUED = _l("Sampling queued: the inspections appear within a minute")
 
 
 def _choice(label, labels):
     return SelectField(label, choices=list(labels.items()), widget=Select2Widget())
-
-
-def _fmt_time(value) -> str:
-    return "" if value is None else value.strftime("%Y-%m-%d %H:%M")
-
-
-def _local(value: dt.datetime | None) -> str:
-    if value is None:
-        return ""
-    tz = clock.business_timezone()
-    return value.replace(tzinfo=dt.UTC).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _safe_url(url: str | None) -> str | None:
@@ -108,11 +99,6 @@ def _safe_url(url: str | None) -> str | None:
 
 def _back(pk) -> str:
     return url_for("QaInspectionView.show", pk=pk)
-
-
-def _flash_error(exc: DomainError) -> None:
-    label = LABELS.get(exc.field) if exc.field else None
-    flash(f"{label}: {exc.message}" if label else exc.message, "danger")
 
 
 # --- scorecards -------------------------------------------------------------------------------------------
@@ -132,9 +118,7 @@ class QaCheckItemView(CrmModelView):
     description_columns = HELP
 
     def check_item(self, item, creating):
-        card = item.scorecard
-        siblings = [i for i in card.items if i is not item and i.id != item.id] if card is not None else None
-        scoring.check_item(item, siblings)
+        scoring.check_item(item, scoring.siblings_of(item))
 
 
 class QaScorecardView(CrmModelView):
@@ -152,15 +136,9 @@ class QaScorecardView(CrmModelView):
     add_form_extra_fields = edit_form_extra_fields = {"enabled": BooleanField(_l("Enabled"), default=True)}
     label_columns = LABELS
     description_columns = HELP
-    formatters_columns = {"updated_at": _fmt_time}
 
     def check_item(self, item, creating):
         scoring.check_scorecard(item)
-        if item.items:
-            worst, best = scoring.score_range(item.base_score, [i.points for i in item.items])
-            if worst == best:
-                raise DomainError("With this base score the items can never change the score (%(score)s)",
-                                  field="base_score", score=best)
 
     def page_context(self, item) -> dict:
         if item is None:
@@ -205,8 +183,7 @@ class QaPlanView(PageShowMixin, CrmModelView):
     }
     formatters_columns = {"mode": lambda v: MODE_LABELS.get(v, v),
                           "period": lambda v: PERIOD_LABELS.get(v, v),
-                          "inspectors": lambda v: ", ".join(e.name for e in v or []),
-                          "updated_at": _fmt_time}
+                          "inspectors": lambda v: ", ".join(e.name for e in v or [])}
     label_columns = LABELS
     description_columns = HELP
 
@@ -246,14 +223,14 @@ class QaPlanView(PageShowMixin, CrmModelView):
         which = request.form.get("which", sampling.PREVIOUS)
         if which not in (sampling.PREVIOUS, sampling.CURRENT):
             abort(400)
-        if not item.enabled:
-            flash(str(_l("The plan is disabled")), "danger")
-            return redirect(url_for("QaPlanView.show", pk=item.id))
         from app.jobs.qa import enqueue_sample
 
-        enqueue_sample(rq.queue("default"), item.id, which)
-        flash(str(_l("Sampling queued: the inspections appear within a minute")), "success")
-        return redirect(url_for("QaPlanView.show", pk=item.id))
+        def queue_run():
+            sampling.check_runnable(item, which)
+            enqueue_sample(rq.queue("default"), item.id, which)
+
+        return flash_result(queue_run, back=url_for("QaPlanView.show", pk=item.id),
+                            success=lambda _result: SAMPLING_QUEUED)
 
 
 # --- the QA workbench -------------------------------------------------------------------------------------
@@ -278,7 +255,7 @@ class QueueFilter(BaseFilter):
 
 
 def _call_label(call) -> str:
-    return "" if call is None else f"#{call.id} {_fmt_time(call.started_at)}"
+    return "" if call is None else f"#{call.id} {local_dt(call.started_at, seconds=False)}"
 
 
 class QaInspectionView(PageShowMixin, CrmModelView):
@@ -302,8 +279,7 @@ class QaInspectionView(PageShowMixin, CrmModelView):
     base_order = ("id", "desc")
     base_filters = [["id", QueueFilter, lambda: []]]
     formatters_columns = {"status": lambda v: STATUS_LABELS.get(v, v), "call": _call_label,
-                          "appeal_decision": lambda v: DECISION_LABELS.get(v, v), "scored_at": _fmt_time,
-                          "appealed_at": _fmt_time, "decided_at": _fmt_time}
+                          "appeal_decision": lambda v: DECISION_LABELS.get(v, v)}
     label_columns = LABELS
 
     def render_template(self, template, **kwargs):
@@ -328,16 +304,9 @@ class QaInspectionView(PageShowMixin, CrmModelView):
         return me
 
     def _run(self, pk, work, success):
-        item = self._visible(pk)
-        try:
-            work(item.id)
-            db.session.commit()
-        except DomainError as exc:
-            db.session.rollback()
-            _flash_error(exc)
-            return redirect(_back(item.id))
-        flash(str(success), "success")
-        return redirect(_back(item.id))
+        """One workflow command on a visible inspection, then back to its page."""
+        pk = self._visible(pk).id
+        return flash_result(lambda: work(pk), back=_back(pk), success=lambda _result: success, labels=LABELS)
 
     @expose("/score/<pk>", methods=["POST"])
     @has_access
@@ -390,18 +359,31 @@ def machine_note(kind: str, result: dict, threshold) -> str:
         if "no timings" in note:
             return _("Not checked: the transcript has no timings")
         return _("Not checked")
-    words = ", ".join(result.get("hits") or [])
+    # Rows written before the machine kept its details (e.g. the demo's) have only "passed": say what
+    # is known rather than print an empty list or "None".
+    passed = result.get("passed")
+    limit = f"{threshold:g}" if threshold is not None else "—"
     if kind == CHECK_FORBIDDEN:
-        return _("Forbidden words: %(words)s", words=words) if words else _("No forbidden words")
+        words = ", ".join(result.get("hits") or [])
+        if words:
+            return _("Forbidden words: %(words)s", words=words)
+        return _("No forbidden words") if passed is not False else _("Forbidden words were said")
     if kind == CHECK_REQUIRED:
-        if result.get("passed"):
+        if passed:
             return _("All required words said")
-        return _("Required words missing: %(words)s", words=", ".join(result.get("missing") or []))
-    if kind == "silence":
-        return _("Longest silence %(value)s s (limit %(limit)s s)", value=result.get("value"),
-                 limit=f"{threshold:g}" if threshold is not None else "—")
-    return _("Agent speech rate %(value)s characters/min (limit %(limit)s)", value=result.get("value"),
-             limit=f"{threshold:g}" if threshold is not None else "—")
+        missing = ", ".join(result.get("missing") or [])
+        return _("Required words missing: %(words)s", words=missing) if missing else \
+            _("Some required words were not said")
+    value = result.get("value")
+    if kind == CHECK_SILENCE:
+        if value is None:
+            return _("Longest silence within the limit (%(limit)s s)", limit=limit) if passed else \
+                _("Longest silence over the limit (%(limit)s s)", limit=limit)
+        return _("Longest silence %(value)s s (limit %(limit)s s)", value=f"{value:g}", limit=limit)
+    if value is None:
+        return _("Agent speech rate within the limit (%(limit)s)", limit=limit) if passed else \
+            _("Agent speech rate over the limit (%(limit)s)", limit=limit)
+    return _("Agent speech rate %(value)s characters/min (limit %(limit)s)", value=f"{value:g}", limit=limit)
 
 
 def inspection_page(item: QaInspection, sm) -> dict:
@@ -437,7 +419,7 @@ def inspection_page(item: QaInspection, sm) -> dict:
         "transcript": transcript, "has_transcript": segments is not None,
         "callee": mask_phone(call.callee_phone) if call is not None else "",
         "recording": _safe_url(call.recording_url) if call is not None else None,
-        "local": _local, "kind_labels": KIND_LABELS, "machine_note": machine_note,
+        "kind_labels": KIND_LABELS, "machine_note": machine_note,
         "status_labels": STATUS_LABELS,
         "decision_labels": DECISION_LABELS,
         "can_score": can_write and item.status in (QA_PENDING, QA_SCORED),

@@ -22,6 +22,7 @@ from app.models.employee import CrmUser
 from app.models.security import DATA_SCOPES, RoleDataScope
 from app.security import policy
 from app.services.errors import DomainError
+from app.views import times
 from app.views.base import CrmModelRestApi, CrmModelView
 
 SCOPE_LABELS = {
@@ -78,6 +79,9 @@ class ApiKeyView(CrmModelView):
     show_columns = list_columns + ["uuid", "scopes"]
     search_columns = ["name", "user", "created_on", "revoked_on"]
     base_order = ("created_on", "desc")
+    # FAB stamps these in the process's local zone (not UTC like ours): read them as such.
+    formatters_columns = dict.fromkeys(("created_on", "last_used_on", "expires_on", "revoked_on"),
+                                       times.process_local_dt)
     label_columns = {
         "name": _l("Name"), "user": _l("User"), "key_prefix": _l("Prefix"), "created_on": _l("Created at"),
         "last_used_on": _l("Last used"), "expires_on": _l("Expires"), "revoked_on": _l("Revoked at"),

@@ -21,6 +21,7 @@ from app.security.scope import current_viewer, restrict
 from app.services.errors import DomainError
 from app.services.phones import normalise_phone
 from app.services.sms.notifications import EVENTS, EXTERNAL_EVENTS
+from app.views.uow import error_json, run
 
 MAX_KEY = 100
 MAX_VALUE = 200
@@ -132,16 +133,15 @@ class NotificationEventApi(BaseApi):
         if problems:
             return self.response(400, message="Invalid notification event", errors=problems)
         try:
-            notified = notify_event(args["event"], args["key"], args["phone"], args["variables"],
-                                    customer_id=args["customer_id"])
-        except DomainError as exc:
-            db.session.rollback()
-            if exc.field == "variables":
-                return self.response(400, message="Invalid notification event",
-                                     errors={"variables": exc.message})
-            return self.response(exc.status, **exc.as_dict())
+            notified, refused = run(notify_event, args["event"], args["key"], args["phone"],
+                                    args["variables"], customer_id=args["customer_id"])
         except IntegrityError:  # the same event raced in twice: the other request made the message
             db.session.rollback()
             return self.response(409, message="Sent concurrently: send it again")
+        if refused is not None and refused.field == "variables":
+            return self.response(400, message="Invalid notification event",
+                                 errors={"variables": refused.message})
+        if refused is not None:
+            return error_json(refused)
         return self.response(201 if notified.created else 200, id=notified.message_id,
                              created=notified.created, status=notified.status)

@@ -68,7 +68,7 @@ class SmsReportView(BaseView):
 
 def _channels_tried(message_id: int) -> str:
     """The channels a failed notification went through, in fallback order (e.g. "主通道 → 备用通道")."""
-    from app.services.sms.notifications import channels_tried
+    from app.services.sms.notification_sending import channels_tried
 
     return " → ".join(c.name for c in channels_tried(db.session, message_id))
 
@@ -97,7 +97,7 @@ class FailedNotificationView(CrmModelView):
     phone_columns = ("phone",)
     formatters_columns = {"id": _channels_tried, "channel_id": _channel_name}
     label_columns = {
-        "created_at": _l("Created at (UTC)"), "event": _l("Event"), "phone": _l("Phone"),
+        "created_at": _l("Created at"), "event": _l("Event"), "phone": _l("Phone"),
         "error_code": _l("Error code"), "attempts": _l("Attempts"), "channel_id": _l("Last channel"),
         "id": _l("Channels tried"),
         "event_key": _l("Event key"), "uid": _l("Message id"), "content": _l("Content"),

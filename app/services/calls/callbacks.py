@@ -8,7 +8,7 @@ know yet is kept with call_id NULL and applied by `match_unmatched` when the cal
 dial is committed); `sweep_unmatched`, run every minute, applies those that raced the dial (an event
 stored while the dial was matching: neither saw the other's uncommitted row). The first event that
 shows the call connected records one follow-up of type "call" on its opportunity
-(ownership.add_follow_up: it restarts the circulation clock); `follow_up_id` makes that
+(opportunities.add_follow_up: it restarts the circulation clock); `follow_up_id` makes that
 happen exactly once.
 """
 
@@ -31,10 +31,11 @@ from app.models.calls import (
     CallRecord,
 )
 from app.models.employee import Employee
-from app.services import ownership
+from app.services import opportunities
 from app.services.calls.providers import CallStatusEvent, parse_time, provider_for
 from app.services.errors import DomainError
 from app.services.metadata import dict_items
+from app.services.sql import dialect_insert
 
 log = logging.getLogger(__name__)
 RANK = {status: n for n, status in enumerate(CALL_STATUS_ORDER)}
@@ -64,7 +65,7 @@ def apply_events(session, interface_id: int, events: list[CallStatusEvent],
     outcome = CallbackOutcome()
     for ev in events:
         correlation = ev.correlation or ev.call_id
-        stmt = ownership._dialect_insert(session, CallEvent).values(
+        stmt = dialect_insert(session, CallEvent).values(
             interface_id=interface_id, event_key=ev.event_key, correlation=correlation, status=ev.status,
             occurred_at=ev.at, received_at=now, applied=False,
             payload=json.dumps(ev.raw, ensure_ascii=False, default=str)[:20000],
@@ -141,8 +142,8 @@ def apply_to_call(session, call: CallRecord, ev: CallStatusEvent, now: dt.dateti
 
 
 def _call_type_id(session) -> int | None:
-    return next((item.id for item in dict_items(session, ownership.FOLLOWUP_TYPE_DICT, include_disabled=True)
-                 if item.code == "call"), None)
+    types = dict_items(session, opportunities.FOLLOWUP_TYPE_DICT, include_disabled=True)
+    return next((item.id for item in types if item.code == "call"), None)
 
 
 def _record_follow_up(session, call: CallRecord, now: dt.datetime) -> None:
@@ -155,7 +156,7 @@ def _record_follow_up(session, call: CallRecord, now: dt.datetime) -> None:
         content += f"，通话 {call.duration_seconds} 秒"
     try:
         with session.begin_nested():
-            follow_up = ownership.add_follow_up(session, call.opportunity_id, employee,
+            follow_up = opportunities.add_follow_up(session, call.opportunity_id, employee,
                                                 _call_type_id(session), content, None, None, now)
     except DomainError as exc:  # e.g. the opportunity was closed meanwhile: the call stays recorded
         log.info("call %s: no follow-up recorded: %s", call.uid, exc.message)

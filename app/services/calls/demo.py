@@ -52,6 +52,7 @@ from app.models.qa import (
     QaScorecard,
 )
 from app.models.sales import Customer, Opportunity
+from app.services.calls import config
 
 INTERFACE = "本地模拟外呼（simulator）"
 # The simulator answers, except for the callees listed in fail_numbers (see app.services.calls.simulator).
@@ -88,13 +89,18 @@ FIRST_UID = "demo000000"
 
 
 def _get_or_create(session, model, lookup: dict, values: dict):
+    """The row with `lookup`, or a new one; calling configuration is written through its rules
+    (app.services.calls.config.save), like the admin pages and the API write it."""
     obj = session.scalar(select(model).filter_by(**lookup))
-    if obj is None:
-        obj = model(**lookup, **values)
+    if obj is not None:
+        return obj, False
+    obj = model(**lookup, **values)
+    if model in config.VALIDATORS:
+        config.save(session, obj)
+    else:
         session.add(obj)
         session.flush()
-        return obj, True
-    return obj, False
+    return obj, True
 
 
 def seed_calls(session, employees: dict, now: dt.datetime) -> dict:
@@ -106,7 +112,7 @@ def seed_calls(session, employees: dict, now: dt.datetime) -> dict:
         "provider": SIMULATOR, "options": json.dumps(SIMULATOR_OPTIONS, ensure_ascii=False),
         "connect_timeout": 3, "read_timeout": 10, "enabled": True})
     lines = [_get_or_create(session, CallLine, {"name": name}, {
-        "interface_id": interface.id, "trunk": trunk, "concurrency_limit": limit,
+        "interface_id": interface.id, "trunk": trunk, "concurrency_limit": limit, "binding_minutes": 30,
         "calling_windows": "09:00-21:00", "enabled": True})[0] for name, trunk, limit in LINES]
     numbers = []
     for number, line, area, cap, rate, status, note in NUMBERS:
@@ -186,8 +192,7 @@ def _transcript(rng: random.Random, agent: str, talk: int, risky: bool, polite: 
 def _history(session, interface, numbers, seats, sales: dict, now: dt.datetime) -> list[tuple]:
     """~14 days of calls for every salesperson with a seat, within 09:00–21:00 business time."""
     rng = random.Random(20261125)
-    tz = clock.business_timezone()
-    today = now.replace(tzinfo=dt.UTC).astimezone(tz).date()
+    today = clock.local_date(now)
     usable = [n for n in numbers if n.status == NUMBER_ACTIVE]
     by_line: dict[int, list] = {}
     for n in usable:
@@ -206,7 +211,7 @@ def _history(session, interface, numbers, seats, sales: dict, now: dt.datetime) 
     calls, used_today, seq = [], {}, 0
     for back in range(HISTORY_DAYS - 1, -1, -1):
         day = today - dt.timedelta(days=back)
-        opening = dt.datetime.combine(day, dt.time(9), tzinfo=tz).astimezone(dt.UTC).replace(tzinfo=None)
+        opening = clock.to_utc(dt.datetime.combine(day, dt.time(9)))
         for username, emp in sorted(sales.items()):
             seat = seats.get(username)
             if seat is None or not by_line.get(seat.line_id):

@@ -41,20 +41,20 @@ from app.models.calls import (
 )
 from app.models.employee import Employee
 from app.models.sales import OPEN_STATUSES, Customer, Opportunity
-from app.services import metadata
+from app.services import metadata, reference
 from app.services.calls import dnc
 from app.services.calls.providers import DialRequest, ProviderError, provider_for
 from app.services.errors import DomainError
-from app.services.ownership import _dialect_insert
+from app.services.sql import dialect_insert
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS_KEY = "calls.max_daily_attempts"
-DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_MAX_ATTEMPTS = reference.default(MAX_ATTEMPTS_KEY)
 # An active call with no callback for this long no longer counts against the line's concurrency
 # (its provider lost track of it, or we missed its final callback). Config item, minutes.
 STALE_MINUTES_KEY = "calls.line_busy_minutes"
-STALE_MINUTES = 30
+STALE_MINUTES = reference.default(STALE_MINUTES_KEY)
 WINDOW_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 # 422: the request cannot be served as things are set up; 409: a limit or state of the moment.
 REFUSAL_STATUS = {"no_seat": 422, "no_phone": 422}
@@ -98,11 +98,16 @@ def parse_windows(text: str | None) -> list[tuple[dt.time, dt.time]]:
             for s, e in windows]
 
 
+def format_windows(windows: list[tuple[dt.time, dt.time]]) -> str | None:
+    """The canonical text of parsed windows ("09:00-12:00,13:30-24:00"); None when there are none."""
+    return ",".join(f"{s:%H:%M}-{'24:00' if e.second else f'{e:%H:%M}'}" for s, e in windows) or None
+
+
 def within_windows(session, text: str | None, now: dt.datetime) -> bool:
     windows = parse_windows(text)
     if not windows:
         return True
-    local = now.replace(tzinfo=dt.UTC).astimezone(clock.business_timezone()).time()
+    local = clock.to_local(now).time()
     return any(start <= local < end or (end == dt.time(23, 59, 59) and local >= start)
                for start, end in windows)
 
@@ -112,7 +117,7 @@ def take_slot(session, kind: str, key: str, window: dt.datetime, cap: int) -> in
     """Add one to the counter unless it has reached `cap`: the new count, or None (no slot left)."""
     if cap is None or cap <= 0:
         return None
-    stmt = _dialect_insert(session, CallCounter).values(kind=kind, key=str(key), window=window, count=1)
+    stmt = dialect_insert(session, CallCounter).values(kind=kind, key=str(key), window=window, count=1)
     stmt = stmt.on_conflict_do_update(
         index_elements=[CallCounter.kind, CallCounter.key, CallCounter.window],
         set_={"count": CallCounter.count + 1}, where=CallCounter.count < cap,

@@ -65,19 +65,15 @@ def date_range(session, now: dt.datetime, start=None, end=None,
                default_days: int = DEFAULT_DAYS) -> DateRange:
     """The report range from `start` / `end` (dates or YYYY-MM-DD, both inclusive; default: the last
     `default_days` business days up to today). Bad input raises DomainError (400)."""
-    tz = clock.business_timezone()
-    today = now.replace(tzinfo=dt.UTC).astimezone(tz).date()
-    last = _parse_day(end, "end") or today
+    last = _parse_day(end, "end") or clock.local_date(now)
     first = _parse_day(start, "start") or last - dt.timedelta(days=default_days - 1)
     if first > last:
         raise DomainError("The start date is after the end date", field="start", status=400)
     if (last - first).days >= MAX_DAYS:
         raise DomainError("Choose at most %(days)s days", field="start", status=400, days=MAX_DAYS)
-    since = dt.datetime.combine(first, dt.time(0), tzinfo=tz)
-    until = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(0), tzinfo=tz)
-    offset = int(since.utcoffset().total_seconds() // 60)
-    return DateRange(first, last, since.astimezone(dt.UTC).replace(tzinfo=None),
-                     until.astimezone(dt.UTC).replace(tzinfo=None), offset)
+    since, until = clock.day_bounds(first)[0], clock.day_bounds(last)[1]
+    offset = int(clock.to_local(since).utcoffset().total_seconds() // 60)
+    return DateRange(first, last, since, until, offset)
 
 
 def local_day(session, column, offset_minutes: int):

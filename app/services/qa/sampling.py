@@ -99,21 +99,24 @@ class Period:
     end: dt.datetime  # naive UTC, exclusive
 
 
+def check_runnable(plan: QaPlan, which: str) -> None:
+    """Whether a person may start a run of `plan` now ("Run now"): the plan is enabled and the period
+    choice is one of PREVIOUS / CURRENT."""
+    if which not in (PREVIOUS, CURRENT):
+        raise DomainError("Choose the previous or the current period", field="which", status=400)
+    if not plan.enabled:
+        raise DomainError("The plan is disabled", status=409)
+
+
 def period_at(session, period: str, now: dt.datetime, which: str = CURRENT) -> Period:
     """The business-time-zone period containing `now` (or the one before it)."""
     if period not in PERIODS:
         raise DomainError("Unknown period %(period)s", field="period", period=repr(period))
-    tz = clock.business_timezone()
-    today = now.replace(tzinfo=dt.UTC).astimezone(tz).date()
-    start = _start_of(period, today)
+    start = _start_of(period, clock.local_date(now))
     if which == PREVIOUS:
         start = _start_of(period, start - dt.timedelta(days=1))
     end = _next_start(period, start)
-
-    def utc(day: dt.date) -> dt.datetime:
-        return dt.datetime.combine(day, dt.time(0), tzinfo=tz).astimezone(dt.UTC).replace(tzinfo=None)
-
-    return Period(period_key(period, start), utc(start), utc(end))
+    return Period(period_key(period, start), clock.day_bounds(start)[0], clock.day_bounds(end)[0])
 
 
 # --- sampling -------------------------------------------------------------------------------------------

@@ -66,6 +66,19 @@ def check_scorecard(card: QaScorecard) -> None:
     if not (card.name or "").strip():
         raise DomainError("Enter a name", field="name")
     card.name = card.name.strip()
+    if card.items:
+        worst, best = score_range(card.base_score, [i.points for i in card.items])
+        if worst == best:
+            raise DomainError("With this base score the items can never change the score (%(score)s)",
+                              field="base_score", score=best)
+
+
+def siblings_of(item: QaCheckItem) -> list[QaCheckItem] | None:
+    """The other items of `item`'s scorecard (None when it has none yet)."""
+    card = item.scorecard
+    if card is None:
+        return None
+    return [i for i in card.items if i is not item and i.id != item.id]
 
 
 def check_item(item: QaCheckItem, siblings: list[QaCheckItem] | None = None) -> None:

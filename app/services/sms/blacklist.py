@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import delete, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import delete, select
 
 from app.clock import utcnow
 from app.models.sms import BlacklistEntry
+from app.services import reference
 from app.services.errors import DomainError
 from app.services.phones import ListImport, import_phone_list, normalise_phone
 from app.services.sms.words import normalise
+from app.services.sql import dialect_insert
 
-OPT_OUT_KEYWORDS = ("R", "TD", "T", "N", "退订", "退", "STOP", "UNSUBSCRIBE", "QX", "取消", "拒收")
 CONFIG_KEY = "sms.opt_out_keywords"
+OPT_OUT_KEYWORDS = tuple(reference.default(CONFIG_KEY))
 SOURCES = ("manual", "import", "inbound", "api")
 CHUNK = 500
 
@@ -36,12 +36,7 @@ def is_blocked(session, phones: Iterable[str]) -> set[str]:
 
 
 def _insert(session):
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return pg_insert(BlacklistEntry).on_conflict_do_nothing(index_elements=["phone"])
-    if name == "sqlite":
-        return sqlite_insert(BlacklistEntry).on_conflict_do_nothing(index_elements=["phone"])
-    return insert(BlacklistEntry)  # pragma: no cover
+    return dialect_insert(session, BlacklistEntry).on_conflict_do_nothing(index_elements=["phone"])
 
 
 def add(session, phone: str, reason: str | None = None, source: str = "manual") -> bool:

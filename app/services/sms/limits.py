@@ -28,13 +28,13 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 
 from app import clock
-from app.models.sms import VERIFICATION
+from app.services import reference
 
 WINDOWS = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
-DEFAULT_LIMITS = {VERIFICATION: {"minute": 1, "hour": 5, "day": 10}, "default": {"day": 50}}
 LIMITS_CONFIG = "sms.frequency_limits"  # JSON {"verification": {"minute": 1, …}, "marketing": {…}, …}
+DEFAULT_LIMITS = reference.default(LIMITS_CONFIG)
 QUIET_CONFIG = "sms.quiet_hours"
-DEFAULT_QUIET = {"start": "08:00", "end": "21:00", "recipient_zone": True}
+DEFAULT_QUIET = reference.default(QUIET_CONFIG)
 CN_ZONE = "Asia/Shanghai"
 KEY_PREFIX = "sms:freq:"
 

@@ -1,9 +1,14 @@
-"""SMS templates: named variables, rendering, segment counting, the save rules, preview.
+"""SMS templates: named variables, rendering, segment counting, the save rules, the review workflow,
+preview.
 
 A body names its variables as `{name}` (letters, digits, underscore; not starting with a digit); the
 template declares them, comma separated, in `variables`. What the operator receives is
 "【signature】" + rendered body (`compose`); its length decides the segments: up to 70 characters is one
 message, longer text is split in parts of 67.
+
+Review: draft → pending review (`submit`) → approved / rejected (`review`, audited); only approved
+templates send. Saving a change to the text, kind, variables or channel of a pending or approved template
+puts it back to draft (`prepare_save`). Forms, the API and any other caller go through these commands.
 """
 
 from __future__ import annotations
@@ -12,7 +17,19 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from app.models.sms import MARKETING, NOTIFICATION, TEMPLATE_KINDS, VERIFICATION
+from sqlalchemy import inspect as sa_inspect
+
+from app.models.sms import (
+    APPROVED,
+    DRAFT,
+    MARKETING,
+    NOTIFICATION,
+    PENDING_REVIEW,
+    REJECTED,
+    TEMPLATE_KINDS,
+    VERIFICATION,
+)
+from app.services import audit
 from app.services.errors import DomainError
 
 VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -26,6 +43,8 @@ MAX_BODY = 500
 SINGLE, PART = 70, 67
 CODE_VARIABLE = "code"
 CODE_MIN, CODE_MAX = 4, 6
+CONTENT_FIELDS = ("body", "kind", "variables", "channel_id", "channel")  # a change needs a new review
+MAX_NOTE = 255
 DEFAULT_OPT_OUT = "拒收请回复R"
 _FILLER = re.compile(r"[\W_]+")  # what does not count as content: spaces, punctuation, symbols
 
@@ -145,6 +164,47 @@ def check_template(tpl, channel=None, session=None) -> None:
         if hits:
             raise DomainError("The text contains blocked words: %(words)s", field="body",
                               words=", ".join(hits))
+
+
+# --- the review workflow ------------------------------------------------------------------------------
+def prepare_save(session, tpl, creating: bool) -> None:
+    """The save rules of a new or edited template; a new one is a draft, and a content change to a
+    pending or approved one sends it back to draft. DomainError with the field at fault."""
+    if creating:
+        tpl.status = DRAFT
+    elif tpl.status in (PENDING_REVIEW, APPROVED):
+        state = sa_inspect(tpl)
+        if any(state.attrs[f].history.has_changes() for f in CONTENT_FIELDS):
+            tpl.status, tpl.reviewed_by, tpl.review_note = DRAFT, None, None
+    check_template(tpl, tpl.channel, session)
+
+
+def submit(session, tpl) -> None:
+    """Send a draft or rejected template to review (audited). The caller commits."""
+    if tpl.status not in (DRAFT, REJECTED):
+        raise DomainError("%(name)s is %(state)s: only a draft or rejected template goes to review",
+                          field="status", status=409, name=str(tpl), state=tpl.status)
+    check_template(tpl, tpl.channel, session)
+    tpl.status = PENDING_REVIEW
+    audit.record(session, "sms_template_submit", target_type="sms_template", target_id=tpl.id,
+                 summary=str(tpl))
+
+
+def review(session, tpl, approve: bool, note: str | None = None, actor: str | None = None) -> None:
+    """Approve or reject a pending template, with the reviewer and an optional note (audited). Approval
+    checks the text again: the sensitive-word list may have changed since it was submitted. The caller
+    commits."""
+    if tpl.status != PENDING_REVIEW:
+        raise DomainError("%(name)s is %(state)s: only a pending template can be reviewed",
+                          field="status", status=409, name=str(tpl), state=tpl.status)
+    if approve:
+        check_template(tpl, tpl.channel, session)
+    tpl.status = APPROVED if approve else REJECTED
+    tpl.reviewed_by = actor
+    tpl.review_note = (note or "").strip()[:MAX_NOTE] or None
+    audit.record(session, "sms_template_approve" if approve else "sms_template_reject",
+                 target_type="sms_template", target_id=tpl.id,
+                 summary=f"{tpl}: {tpl.status}" + (f" ({tpl.review_note})" if tpl.review_note else ""))
 
 
 def sample_values(tpl, sample: dict | None = None) -> dict:

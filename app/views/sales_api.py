@@ -1,0 +1,273 @@
+"""/api/v1/opportunity/: the sales floor's REST API — scoped reads, the claimable pool, and every
+ownership or progress change as one POST answering 4xx JSON with a message when refused (nothing is
+written then). Times go out as ISO 8601 with the business time zone's offset (app.clock.isoformat)."""
+
+from __future__ import annotations
+
+from flask import request
+from flask_appbuilder.api import expose as api_expose
+from flask_appbuilder.api import protect, safe
+from flask_appbuilder.models.sqla.interface import SQLAInterface
+from sqlalchemy import select
+
+from app import clock
+from app.clock import utcnow
+from app.extensions import db
+from app.models.sales import Opportunity
+from app.security import policy
+from app.security.scope import current_viewer
+from app.services import metadata, opportunities, ownership, pools
+from app.services.errors import DomainError
+from app.views.base import CrmModelRestApi
+from app.views.sales import (
+    OPP_DICT_FIELDS,
+    current_actor,
+    current_employee,
+    parse_api_datetime,
+    require_visible,
+    visible_employee,
+)
+from app.views.uow import json_result
+
+
+class OpportunityApi(CrmModelRestApi):
+    """/api/v1/opportunity/: read (scoped) and the ownership changes, each a POST answering 4xx JSON
+    with a message when refused (nothing is written then)."""
+
+    datamodel = SQLAInterface(Opportunity)
+    resource_name = "opportunity"
+    class_permission_name = policy.OPPORTUNITY
+    # No _info: it would list related customers by name or phone; no post / put / delete: every change
+    # is one of the endpoints below, through the ownership service.
+    include_route_methods = {"get", "get_list", "pool", "claim", "give_back", "assign", "follow_up", "stage",
+                             "lock", "unlock", "transfer_all"}
+    method_permission_name = {**policy.METHOD_PERMISSIONS, "pool": "read", "claim": "claim",
+                              "give_back": "write", "follow_up": "write", "stage": "write",
+                              "assign": "assign", "lock": "assign", "unlock": "assign",
+                              "transfer_all": "assign"}
+    list_columns = ["id", "customer.id", "customer.name", "product_line.code", "stage.code",
+                    "intention_level.code", "status", "owner.id", "owner.name", "pool.id", "pool.name",
+                    "org_unit.id", "assigned_at", "claimed_at", "last_followup_at", "next_followup_at",
+                    "idle_since", "protected_until", "locked", "closed_at"]
+    show_columns = list_columns + ["source.code", "campaign", "region", "lost_reason.code", "is_recycled",
+                                   "recycle_count", "created_at", "updated_at"]
+    search_columns = ["status", "stage", "product_line", "intention_level", "owner", "pool", "locked",
+                      "next_followup_at", "idle_since"]
+    order_columns = ["id", "next_followup_at", "idle_since", "last_followup_at"]
+    base_order = ("id", "desc")
+    dict_fields = OPP_DICT_FIELDS
+
+    def _body(self) -> dict:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise DomainError("The body must be a JSON object", status=400)
+        return body
+
+    def _run(self, work):
+        """`work(body)` as one unit of work: its dict as a 200, or the refusal as 4xx JSON."""
+        return json_result(lambda: work(self._body()))
+
+    @staticmethod
+    def _one(body) -> int:
+        value = body.get("id")
+        if value is None:
+            raise DomainError("Give the opportunity id", field="id", status=400)
+        return require_visible([value])[0]
+
+    @api_expose("/pool", methods=["GET"])
+    @protect()
+    @safe
+    def pool(self):
+        """The pooled opportunities the caller may claim now (first 500).
+        ---
+        get:
+          responses:
+            200:
+              description: Claimable opportunities
+        """
+        viewer = current_viewer()
+        now = utcnow()
+        rows = db.session.execute(
+            select(Opportunity.id, Opportunity.pool_id, Opportunity.product_line_id, Opportunity.stage_id,
+                   Opportunity.intention_level_id)
+            .where(pools.claimable_clause(db.session, viewer.employee_id, viewer.org_path, now))
+            .order_by(Opportunity.id).limit(500)).all()
+        return self.response(200, result=[dict(r._mapping) for r in rows], count=len(rows))
+
+    @api_expose("/claim", methods=["POST"])
+    @protect()
+    @safe
+    def claim(self):
+        """Claim pooled opportunities: {"ids": [..]} — all of them, or none (409 with the reason).
+        ---
+        post:
+          responses:
+            200:
+              description: The claimed ids
+            409:
+              description: Refused (limit, capacity, cooling, not claimable); nothing claimed
+        """
+        def work(body):
+            result = ownership.claim(db.session, current_employee(), body.get("ids") or [], utcnow(),
+                                     current_actor())
+            return {"claimed": result.moved}
+        return self._run(work)
+
+    @api_expose("/give_back", methods=["POST"])
+    @protect()
+    @safe
+    def give_back(self):
+        """Give an owned opportunity back to the pool: {"id": n, "reason": "…"}.
+        ---
+        post:
+          responses:
+            200:
+              description: The pool it went to
+        """
+        def work(body):
+            pool = ownership.give_back(db.session, current_employee(), self._one(body), body.get("reason"),
+                                       utcnow(), current_actor())
+            return {"pool": {"id": pool.id, "name": pool.name}}
+        return self._run(work)
+
+    @api_expose("/assign", methods=["POST"])
+    @protect()
+    @safe
+    def assign(self):
+        """Manager assign / reassign: {"ids": [..], "employee_id": n, "note": "…"}.
+        ---
+        post:
+          responses:
+            200:
+              description: The ids moved, those already there, and notes (e.g. over capacity)
+        """
+        def work(body):
+            ids = require_visible(body.get("ids") or [], pools_too=True)
+            target = visible_employee(body.get("employee_id"), "employee_id")
+            if target is None:
+                raise DomainError("Give employee_id", field="employee_id", status=400)
+            result = ownership.assign(db.session, ids, target, utcnow(), current_actor(), body.get("note"))
+            return {"assigned": result.moved, "skipped": result.skipped, "notes": result.notes}
+        return self._run(work)
+
+    @api_expose("/transfer_all", methods=["POST"])
+    @protect()
+    @safe
+    def transfer_all(self):
+        """Move all open opportunities of an employee: {"from_employee_id": n, "to_employee_id": m|null}.
+        ---
+        post:
+          responses:
+            200:
+              description: How many moved
+        """
+        def work(body):
+            source = visible_employee(body.get("from_employee_id"), "from_employee_id", active=False)
+            if source is None:
+                raise DomainError("Give from_employee_id", field="from_employee_id", status=400)
+            target = visible_employee(body.get("to_employee_id"), "to_employee_id")
+            result = ownership.transfer_all(db.session, source, target, utcnow(), current_actor(),
+                                            body.get("note"))
+            return {"moved": result.count, "notes": result.notes}
+        return self._run(work)
+
+    @api_expose("/follow_up", methods=["POST"])
+    @protect()
+    @safe
+    def follow_up(self):
+        """Record a follow-up: {"id": n, "content": "…", "type": item id, "result": "…", "next_followup_at":
+        ISO 8601 (business time zone unless it has an offset), "stage": item id (optional)}.
+        ---
+        post:
+          responses:
+            200:
+              description: The follow-up id and the opportunity's new clocks
+        """
+        def work(body):
+            opp_id = self._one(body)
+            now = utcnow()
+            when = parse_api_datetime(body.get("next_followup_at"))
+            me = current_employee()
+            kind = _dict_id(body.get("type"), opportunities.FOLLOWUP_TYPE_DICT)
+            follow_up = opportunities.add_follow_up(db.session, opp_id, me, kind, body.get("content"),
+                                                    body.get("result"), when, now)
+            if body.get("stage"):
+                stage = _dict_id(body["stage"], opportunities.STAGE_DICT)
+                reason = _dict_id(body.get("lost_reason"), opportunities.LOST_REASON_DICT)
+                opportunities.set_stage(db.session, opp_id, stage, reason, now, current_actor())
+            opp = db.session.get(Opportunity, opp_id)
+            return {"id": follow_up.id, "opportunity": _clocks(opp)}
+        return self._run(work)
+
+    @api_expose("/stage", methods=["POST"])
+    @protect()
+    @safe
+    def stage(self):
+        """Move the stage: {"id": n, "stage": code or id, "lost_reason": code or id (for lost)}.
+        ---
+        post:
+          responses:
+            200:
+              description: The opportunity's status and stage
+        """
+        def work(body):
+            opp_id = self._one(body)
+            stage = _dict_id(body.get("stage"), opportunities.STAGE_DICT)
+            reason = _dict_id(body.get("lost_reason"), opportunities.LOST_REASON_DICT)
+            opp = opportunities.set_stage(db.session, opp_id, stage, reason, utcnow(), current_actor())
+            return {"opportunity": _clocks(opp)}
+        return self._run(work)
+
+    def _locking(self, locked: bool):
+        def work(body):
+            ids = require_visible(body.get("ids") or [])
+            result = ownership.set_locked(db.session, ids, locked, utcnow(), current_actor())
+            return {"changed": result.moved, "skipped": result.skipped}
+        return self._run(work)
+
+    @api_expose("/lock", methods=["POST"])
+    @protect()
+    @safe
+    def lock(self):
+        """Freeze opportunities: {"ids": [..]}.
+        ---
+        post:
+          responses:
+            200:
+              description: Changed and unchanged ids
+        """
+        return self._locking(True)
+
+    @api_expose("/unlock", methods=["POST"])
+    @protect()
+    @safe
+    def unlock(self):
+        """Unfreeze opportunities: {"ids": [..]}.
+        ---
+        post:
+          responses:
+            200:
+              description: Changed and unchanged ids
+        """
+        return self._locking(False)
+
+
+def _dict_id(value, type_code: str):
+    """A dictionary item given by id or by code (the API accepts both)."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        return int(value)
+    for item in metadata.dict_items(db.session, type_code, include_disabled=True):
+        if item.code == value:
+            return item.id
+    raise DomainError("Unknown %(kind)s option %(value)s", field=type_code, status=422, kind=type_code,
+                      value=repr(value))
+
+
+def _clocks(opp: Opportunity) -> dict:
+    iso = clock.isoformat
+    return {"id": opp.id, "status": opp.status, "stage_id": opp.stage_id, "owner_id": opp.owner_id,
+            "last_followup_at": iso(opp.last_followup_at), "next_followup_at": iso(opp.next_followup_at),
+            "idle_since": iso(opp.idle_since), "protected_until": iso(opp.protected_until),
+            "closed_at": iso(opp.closed_at)}

@@ -1,0 +1,231 @@
+"""SMS templates: the page and the API of the review workflow (draft → pending review → approved /
+rejected) and the preview. The rules and the audit live in app.services.sms.templates; approving and
+rejecting need ("can_approve", "SmsTemplate").
+"""
+
+from __future__ import annotations
+
+from flask import abort, flash, g, redirect, request
+from flask_appbuilder import expose
+from flask_appbuilder.actions import action
+from flask_appbuilder.api import protect, safe
+from flask_appbuilder.fieldwidgets import BS3TextAreaFieldWidget, Select2Widget
+from flask_appbuilder.models.sqla.interface import SQLAInterface
+from flask_appbuilder.security.decorators import has_access
+from flask_babel import lazy_gettext as _l
+from wtforms import SelectField, TextAreaField
+
+from app.extensions import db
+from app.models.sms import TEMPLATE_KINDS, SmsCampaign, SmsChannel, SmsMessage, SmsTemplate
+from app.security import policy
+from app.services.errors import DomainError
+from app.services.sms import templates
+from app.views.base import CrmModelRestApi, CrmModelView, refuse_delete_in_use
+from app.views.sms_admin import LABELS
+from app.views.uow import error_json, flash_error, json_result, run
+
+
+class TemplateRulesMixin:
+    """What the template page and its API share: the rules of app.services.sms.templates on save, no
+    delete of a template campaigns or messages used, and the permissions (submitting is writing,
+    approving and rejecting need can_approve)."""
+
+    method_permission_name = {
+        **policy.METHOD_PERMISSIONS,
+        "preview": "read",
+        "preview_draft": "read",
+        "submit": "write",
+        "approve": "approve",
+        "reject": "approve",
+    }
+
+    def check_item(self, item, creating):
+        templates.prepare_save(db.session, item, creating)
+
+    def check_delete(self, item):
+        refuse_delete_in_use(item, SmsCampaign.template_id, SmsMessage.template_id)
+
+
+def _actor() -> str | None:
+    user = getattr(g, "user", None)
+    return getattr(user, "username", None)
+
+
+def _each(items, work, done_message) -> int:
+    """Run `work(item)` on each selected template as its own unit of work: a refusal is flashed and
+    leaves the others done."""
+    done = 0
+    for item in items if isinstance(items, list) else [items]:
+        outcome = run(work, item)
+        if outcome.error is not None:
+            flash_error(outcome.error)
+        else:
+            done += 1
+    if done:
+        flash(str(done_message) % {"n": done}, "success")
+    return done
+
+
+def _status(tpl) -> dict:
+    return {"id": tpl.id, "status": tpl.status, "reviewed_by": tpl.reviewed_by,
+            "review_note": tpl.review_note}
+
+
+class SmsTemplateView(TemplateRulesMixin, CrmModelView):
+    datamodel = SQLAInterface(SmsTemplate)
+    class_permission_name = policy.SMS_TEMPLATE
+    list_title = show_title = _l("SMS Templates")
+    add_title, edit_title = _l("Add SMS Template"), _l("Edit SMS Template")
+    list_columns = ["name", "kind", "channel", "status", "event", "reviewed_by", "updated_at"]
+    add_columns = edit_columns = ["name", "kind", "channel", "body", "variables", "event"]
+    show_columns = [
+        "name",
+        "kind",
+        "channel",
+        "status",
+        "body",
+        "variables",
+        "event",
+        "review_note",
+        "reviewed_by",
+        "updated_at",
+    ]
+    search_columns = ["name", "kind", "channel", "status", "event"]
+    label_columns = LABELS
+    description_columns = {
+        "body": _l("Named variables as {name}. Marketing text ends with the channel's opt-out text."),
+        "variables": _l("The variables the text uses, comma separated, e.g. name, course"),
+    }
+    add_form_extra_fields = edit_form_extra_fields = {
+        "kind": SelectField(_l("Kind"), choices=[(k, k) for k in TEMPLATE_KINDS], widget=Select2Widget()),
+        "body": TextAreaField(_l("Text"), widget=BS3TextAreaFieldWidget()),
+    }
+    show_template = "sms/template_show.html"
+
+    @action("submit", _l("Submit for review"), None, "fa-paper-plane")
+    def submit(self, items):
+        _each(items, lambda t: templates.submit(db.session, t), _l("%(n)d template(s) submitted for review"))
+        return redirect(self.get_redirect())
+
+    @action("approve", _l("Approve"), _l("Approve the selected templates?"), "fa-check")
+    def approve(self, items):
+        _each(items, lambda t: templates.review(db.session, t, True, actor=_actor()),
+              _l("%(n)d template(s) approved"))
+        return redirect(self.get_redirect())
+
+    @action("reject", _l("Reject"), _l("Reject the selected templates?"), "fa-times")
+    def reject(self, items):
+        note = request.form.get("note") or None
+        _each(items, lambda t: templates.review(db.session, t, False, note, actor=_actor()),
+              _l("%(n)d template(s) rejected"))
+        return redirect(self.get_redirect())
+
+    @expose("/preview/<pk>", methods=["GET", "POST"])
+    @has_access
+    def preview(self, pk):
+        item = self._scoped_get(pk)
+        if item is None:
+            abort(404)
+        sample = {k: v for k, v in request.values.items() if k != "csrf_token"}
+        result = templates.preview(item, sample, session=db.session)
+        return self.render_template("sms/preview.html", item=item, result=result, sample=result.values)
+
+
+class SmsTemplateApi(TemplateRulesMixin, CrmModelRestApi):
+    datamodel = SQLAInterface(SmsTemplate)
+    resource_name = "sms_template"
+    class_permission_name = policy.SMS_TEMPLATE
+    list_columns = show_columns = [
+        "id",
+        "name",
+        "kind",
+        "channel.id",
+        "channel.name",
+        "body",
+        "variables",
+        "status",
+        "review_note",
+        "reviewed_by",
+        "event",
+        "updated_at",
+    ]
+    add_columns = edit_columns = ["name", "kind", "channel", "body", "variables", "event"]
+    search_columns = ["name", "kind", "status", "event"]
+    openapi_spec_tag = "SMS Templates"
+
+    def _item(self, pk):
+        """The template within the user's scope, for a command."""
+        item = self.datamodel.get(pk, self._base_filters)
+        if item is None:
+            raise DomainError("Not found", status=404)
+        return item
+
+    def _json(self) -> dict:
+        body = request.get_json(silent=True)
+        return body if isinstance(body, dict) else {}
+
+    def _transition(self, pk, work):
+        def command():
+            item = self._item(pk)
+            work(item)
+            return item
+
+        return json_result(command, body=_status)
+
+    @expose("/<int:pk>/preview", methods=["POST"])
+    @protect()
+    @safe
+    def preview(self, pk):
+        """Preview a template with sample data: {"sample": {"name": "…"}} → text, length, segments."""
+        item = self.datamodel.get(pk, self._base_filters)
+        if item is None:
+            return self.response(404, message="Not found")
+        sample = self._json().get("sample")
+        result = templates.preview(item, sample if isinstance(sample, dict) else None, session=db.session)
+        return self.response(200, **result.as_dict())
+
+    @expose("/preview", methods=["POST"])
+    @protect()
+    @safe
+    def preview_draft(self):
+        """Check and preview unsaved text: {"body", "kind", "variables", "channel_id", "sample"}."""
+        data = self._json()
+        channel = db.session.get(SmsChannel, data["channel_id"]) if data.get("channel_id") else None
+        item = SmsTemplate(
+            name="preview",
+            body=str(data.get("body") or ""),
+            kind=data.get("kind") or "",
+            variables=data.get("variables"),
+        )
+        try:
+            templates.check_template(item, channel, db.session)
+        except DomainError as exc:  # a check of unsaved text: nothing to roll back
+            return error_json(exc)
+        sample = data.get("sample")
+        result = templates.preview(item, sample if isinstance(sample, dict) else None, session=db.session,
+                                   channel=channel)
+        return self.response(200, **result.as_dict())
+
+    @expose("/<int:pk>/submit", methods=["POST"])
+    @protect()
+    @safe
+    def submit(self, pk):
+        """Send a draft or rejected template to review."""
+        return self._transition(pk, lambda t: templates.submit(db.session, t))
+
+    @expose("/<int:pk>/approve", methods=["POST"])
+    @protect()
+    @safe
+    def approve(self, pk):
+        """Approve a pending template ({"note": "…"} optional)."""
+        return self._transition(pk, lambda t: templates.review(db.session, t, True, self._json().get("note"),
+                                                               actor=_actor()))
+
+    @expose("/<int:pk>/reject", methods=["POST"])
+    @protect()
+    @safe
+    def reject(self, pk):
+        """Reject a pending template ({"note": "…"})."""
+        return self._transition(pk, lambda t: templates.review(db.session, t, False, self._json().get("note"),
+                                                               actor=_actor()))
+
