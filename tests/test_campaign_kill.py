@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -32,57 +29,16 @@ from app.models.sales import Customer
 from app.models.sms import SmsCampaign, SmsMessage
 from app.services import runner
 from app.services.sms import campaigns
-from tests.helpers import ROOT, child_env
 from tests.test_campaign_runs import run_of, sunk
 from tests.test_sms_campaigns import make_campaign, make_channel, make_template
+from tests.workers import kill_worker_and_horse, start_worker, stop
 
 N = int(os.environ.get("CAMPAIGN_KILL_N", "100000"))
 STALE = 4  # seconds without a heartbeat before the watchdog calls a run dead
 ATTEMPTS = 12
 KILLS = (0.2, 0.45, 0.7)  # kill when this share of the phase is done (preparation, then sending)
 DEADLINE = 600  # seconds: generous; the run itself takes a fraction of it
-WORKER = """
-import sys
-from redis import Redis
-from rq import Queue
-from app import create_app
-from app.jobs.worker import app_worker_class, dispose_connections
-from tests.conftest import make_config
-
-db_url, redis_url, name, stale, attempts = sys.argv[1:6]
-app = create_app(make_config(db_url, redis_url, CRM_JOB_STALE_SECONDS=float(stale),
-                             CRM_JOB_MAX_ATTEMPTS=int(attempts)))
-dispose_connections(app)  # the work horses are forked from this process
-redis = Redis.from_url(redis_url)
-worker = app_worker_class(app)([Queue("default", connection=redis)], connection=redis, name=name)
-worker.work(logging_level="WARNING")
-"""
-
-
-def start_worker(app, name: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", WORKER, app.config["SQLALCHEMY_DATABASE_URI"],
-                             app.config["REDIS_URL"], name, str(STALE), str(ATTEMPTS)], cwd=ROOT,
-                            env=child_env())
-
-
-def children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except FileNotFoundError:
-        return []
-
-
-def kill_worker(proc: subprocess.Popen) -> int:
-    """SIGKILL the worker's work horse(s) and the worker; returns how many processes were killed."""
-    horses = children(proc.pid)
-    for pid in [*horses, proc.pid]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
-    return len(horses) + 1
+SETTINGS = {"CRM_JOB_STALE_SECONDS": STALE, "CRM_JOB_MAX_ATTEMPTS": ATTEMPTS}
 
 
 def watch(session, until, what: str, timeout: float = DEADLINE):
@@ -127,7 +83,7 @@ def test_a_campaign_whose_workers_are_killed_completes_by_itself(pg_app):
         session.commit()
         workers, killed = [], {SMS_CAMPAIGN_PREPARE: 0, SMS_CAMPAIGN_SEND: 0}
         try:
-            workers.append(start_worker(pg_app, "kill-0"))
+            workers.append(start_worker(pg_app, "kill-0", settings=SETTINGS))
             for kind in (SMS_CAMPAIGN_PREPARE, SMS_CAMPAIGN_SEND):
                 for share in KILLS:
                     def busy(kind=kind, share=share):
@@ -137,9 +93,9 @@ def test_a_campaign_whose_workers_are_killed_completes_by_itself(pg_app):
 
                     run = watch(session, busy, f"{kind} at {share:.0%}")
                     assert run.done < run.total  # really in the middle of it
-                    kill_worker(workers[-1])
+                    kill_worker_and_horse(workers[-1])
                     killed[kind] += 1
-                    workers.append(start_worker(pg_app, f"kill-{len(workers)}"))
+                    workers.append(start_worker(pg_app, f"kill-{len(workers)}", settings=SETTINGS))
 
             def completed():
                 session.rollback()
@@ -148,15 +104,7 @@ def test_a_campaign_whose_workers_are_killed_completes_by_itself(pg_app):
 
             watch(session, completed, "the campaign to complete")
         finally:
-            for proc in workers:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in workers:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop(workers)
 
         # Each recipient messaged exactly once: one sent message and one sink row per phone.
         per_phone = sunk(session, campaign_id)

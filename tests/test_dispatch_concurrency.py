@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 
 from redis import Redis
@@ -39,57 +35,25 @@ from app.models.sales import (
     OwnerCooling,
     SalesProfile,
 )
-from tests.helpers import child_env
+from tests import helpers
 from tests.test_dispatch import make_rule, make_waiting, people, team
+from tests.workers import start_worker as start_rq_worker
+from tests.workers import stop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# One RQ SimpleWorker: its own process, its own app and engine (named, to be found in pg_stat_activity).
-WORKER = """
-import sys
-from redis import Redis
-from rq import Queue, SimpleWorker
-from app import create_app
-from app.jobs.worker import app_worker_class
-from tests.conftest import make_config
-
-db_url, redis_url, name, mode = sys.argv[1:5]
-options = {"pool_pre_ping": True, "connect_args": {"application_name": name}}
-app = create_app(make_config(db_url, redis_url, SQLALCHEMY_ENGINE_OPTIONS=options))
-redis = Redis.from_url(redis_url)
-worker_class = app_worker_class(app, SimpleWorker)
-worker = worker_class([Queue("default", connection=redis)], connection=redis, name=name)
-worker.work(burst=mode == "burst", logging_level="WARNING")
-"""
 TIMEOUT = 120
 
 
-def start_worker(app, name: str, burst: bool = False) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", WORKER, app.config["SQLALCHEMY_DATABASE_URI"], app.config["REDIS_URL"], name,
-         "burst" if burst else "wait"], cwd=ROOT, env=child_env())
-
-
 def wait_for(condition, what: str, timeout: float = TIMEOUT, every: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(every)
+    return helpers.wait_for(condition, what, timeout, every)
 
 
-def stop(procs) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def start_worker(app, name: str, burst: bool = False):
+    """One RQ SimpleWorker process, its engine named `name` (to be found in pg_stat_activity)."""
+    options = {"pool_pre_ping": True, "connect_args": {"application_name": name}}
+    return start_rq_worker(app, name, settings={"SQLALCHEMY_ENGINE_OPTIONS": options}, simple=True,
+                           burst=burst)
+
+
 
 
 def quiet(session) -> None:

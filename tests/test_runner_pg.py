@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 from sqlalchemy import select
 
@@ -24,84 +19,17 @@ from app.models.jobs import COMPLETED, LEAD_IMPORT, RUNNING, JobRun
 from app.models.sales import Lead, LeadImport
 from app.services import runner
 from app.services.lead_import import CHUNK
+from tests import helpers
 from tests.conftest import login
-from tests.helpers import child_env
+from tests.workers import children, kill_worker_and_horse, start_worker, stop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A production-like worker: RQ's forking Worker (each job in a work horse), with the app context worker
-# class of app/jobs/worker.py, on the test's database and Redis, with the test's settings.
-WORKER = """
-import json, sys
-from redis import Redis
-from rq import Queue, Worker
-from app import create_app
-from app.jobs.worker import app_worker_class, dispose_connections
-from tests.conftest import make_config
-
-db_url, redis_url, name, overrides = sys.argv[1:5]
-app = create_app(make_config(db_url, redis_url, **json.loads(overrides)))
-dispose_connections(app)
-redis = Redis.from_url(redis_url)
-worker = app_worker_class(app, Worker)([Queue("default", connection=redis)], connection=redis, name=name)
-worker.work(logging_level="WARNING")
-"""
 TIMEOUT = 240
 STALE = 3  # seconds without a heartbeat after which a running run is dead (CRM_JOB_STALE_SECONDS)
 ROWS = 8 * CHUNK
 
 
-def start_worker(app, name: str, overrides: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", WORKER, app.config["SQLALCHEMY_DATABASE_URI"], app.config["REDIS_URL"], name,
-         json.dumps(overrides)], cwd=ROOT, env=child_env())
-
-
-def children(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (the work horse of an RQ worker), from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid:
-            found.append(int(entry))
-    return found
-
-
 def wait_for(condition, what: str, timeout: float = TIMEOUT, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(every)
-
-
-def kill_worker_and_horse(worker: subprocess.Popen) -> None:
-    horses = wait_for(lambda: children(worker.pid), "the work horse")
-    os.kill(worker.pid, signal.SIGKILL)
-    for pid in horses:
-        os.kill(pid, signal.SIGKILL)
-    worker.wait(timeout=30)
-
-
-def stop(procs) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return helpers.wait_for(condition, what, timeout, every)
 
 
 def lead_file(n: int) -> bytes:
@@ -135,13 +63,13 @@ def test_pg_a_lead_import_killed_twice_mid_file_finishes_by_itself_each_line_onc
         try:
             killed_at = 0
             for attempt, until in enumerate((2 * CHUNK, 5 * CHUNK), start=1):
-                worker = start_worker(pg_app, f"runner-pg-{attempt}", overrides)
+                worker = start_worker(pg_app, f"runner-pg-{attempt}", settings=overrides)
                 procs.append(worker)
                 # Resumed from the saved position: never back below what the last worker committed.
                 goal = max(until, killed_at + CHUNK)
                 wait_for(lambda goal=goal: state().done >= goal and state().status == RUNNING,
                          f"attempt {attempt} to get past row {goal}")
-                kill_worker_and_horse(worker)
+                kill_worker_and_horse(worker, wait_for(lambda w=worker: children(w.pid), "the work horse"))
                 current = state()
                 assert current.done >= killed_at and current.done < ROWS  # killed mid-file
                 assert current.status == RUNNING and current.attempts == attempt
@@ -154,7 +82,7 @@ def test_pg_a_lead_import_killed_twice_mid_file_finishes_by_itself_each_line_onc
                 assert len(actions) == 1 and f"run {run.id}" in actions[0] and "heartbeat" in actions[0]
                 assert state().status == "queued" and "heartbeats" in state().last_error
 
-            procs.append(start_worker(pg_app, "runner-pg-3", overrides))
+            procs.append(start_worker(pg_app, "runner-pg-3", settings=overrides))
             wait_for(lambda: state().status == COMPLETED, "the import to complete")
         finally:
             stop(procs)
