@@ -2,6 +2,7 @@
 #   make run    migrate, sync roles and reference data, seed demo data, start web + worker + scheduler
 #               (+ embedded Redis)
 #   make test   ruff, then pytest on 2 processes (TEST_DATABASE_URL is passed through from the environment)
+#   make fuzz   schemathesis against the running app on a fresh PostgreSQL database (needs TEST_DATABASE_URL)
 
 PYTHON ?= python3
 VENV := .venv
@@ -10,10 +11,10 @@ STAMP := $(VENV)/.installed
 FLASK := $(BIN)/flask --app app:create_app
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint bench babel clean
+.PHONY: help venv run test lint bench babel clean fuzz
 
 help:
-	@echo "make venv | run | test | lint | bench | babel | clean"
+	@echo "make venv | run | test | lint | fuzz | bench | babel | clean"
 
 venv: $(STAMP)
 
@@ -34,6 +35,12 @@ run: venv
 test: venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2
+
+# Migrates, seeds and serves the app on a free loopback port, fuzzes it as a salesperson and as the
+# administrator (all checks, fixed seed, bounded examples), stops everything and drops its database.
+# Reports in instance/fuzz/. FUZZ_SEED, FUZZ_MAX_EXAMPLES, FUZZ_PHASES, FUZZ_USERS tune it.
+fuzz: venv
+	$(BIN)/python tests/fuzz/run_fuzz.py
 
 lint: venv
 	$(BIN)/ruff check .

@@ -51,6 +51,7 @@ class Config:
     FAB_CREATE_DB = False
     FAB_SECURITY_MANAGER_CLASS = "app.security.manager.CrmSecurityManager"
     FAB_INDEX_VIEW = "app.views.home.HomeView"
+    FAB_BASE_TEMPLATE = "crm/base.html"  # FAB's layout plus the inbox bell in the navbar
     APP_NAME = _env("APP_NAME", "CRM 管理后台")
     APP_THEME = ""
     # CSRF: WTF_CSRF_ENABLED is the setting that counts (CSRF_ENABLED does nothing).
@@ -73,6 +74,9 @@ class Config:
     FAB_API_KEY_ENABLED = True
     FAB_API_KEY_PREFIXES = ["crm_"]
     FAB_API_MAX_PAGE_SIZE = 500
+    # Any request body, chunked ones too (app/security/input_guards.py): the largest legitimate one is a
+    # lead import file (20 MB). Callbacks and receipts have their own 1 MB cap.
+    MAX_CONTENT_LENGTH = _env("MAX_CONTENT_LENGTH", 32 * 1024 * 1024)
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(minutes=_env("JWT_ACCESS_MINUTES", 30))
     # i18n: zh_CN by default, English on the language menu.
     BABEL_DEFAULT_LOCALE = _env("BABEL_DEFAULT_LOCALE", "zh_CN")
@@ -96,7 +100,7 @@ class Config:
     # The job runner (app.services.runner): attempts per run, and heartbeat age at which a run is dead.
     CRM_JOB_MAX_ATTEMPTS = _env("CRM_JOB_MAX_ATTEMPTS", 5)
     CRM_JOB_STALE_SECONDS = _env("CRM_JOB_STALE_SECONDS", 60)
-    CRM_LIST_MAX_PAGE_SIZE = 200
+    CRM_LIST_MAX_PAGE_SIZE = _env("CRM_LIST_MAX_PAGE_SIZE", 200)  # rows per page of an HTML list
 
 
 class TestConfig(Config):

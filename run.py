@@ -57,9 +57,26 @@ def web(host: str, port: int) -> None:
         "--graceful-timeout", str(int(HURRY_AFTER) - 1),
         "--access-logfile", "-",
         "--no-control-socket",  # gunicorn 27 puts one per user in ~/.gunicorn: two instances would clash
-        "app:create_app()",
+        "run:wsgi_app()",
     ]
     os.execv(sys.executable, argv)
+
+
+def wsgi_app():
+    """The app each gunicorn worker serves, its start-up objects frozen out of the garbage collector.
+
+    A worker holds some 300,000 objects once the app is built (FAB builds every view's forms). Unfrozen, the
+    collections at interpreter exit walk them all, which takes seconds on a busy machine: past gunicorn's
+    graceful timeout, so the arbiter SIGKILLed its workers at every Ctrl-C ("Worker was sent SIGKILL!
+    Perhaps out of memory?"). Frozen, a worker exits at once, and the collections while it serves skip
+    them too."""
+    import gc
+
+    from app import create_app
+
+    app = create_app()
+    gc.freeze()
+    return app
 
 
 # --- worker ---------------------------------------------------------------------------------------
@@ -147,11 +164,14 @@ def _start_child(name: str, args: argparse.Namespace, env: dict) -> subprocess.P
     return subprocess.Popen(argv, cwd=ROOT, env=env, process_group=0, preexec_fn=die_with_parent)
 
 
-def _stop_children(procs: dict[str, subprocess.Popen], sig: int, received: list[int]) -> None:
-    """Send `sig`, wait up to STOP_TIMEOUT s (hurrying them at HURRY_AFTER), then kill what is left."""
+def _stop_children(procs: dict[str, subprocess.Popen], received: list[int]) -> None:
+    """Ask each child to stop gracefully (SIGTERM: gunicorn's arbiter lets its workers finish their request
+    and exit, RQ's worker finishes its job), wait up to STOP_TIMEOUT s (hurrying them with SIGINT at
+    HURRY_AFTER: gunicorn's quick shutdown, RQ's cold one), then kill what is left (at once on a second
+    Ctrl-C)."""
     for proc in procs.values():
         if proc.poll() is None:
-            proc.send_signal(sig)
+            proc.send_signal(signal.SIGTERM)
     signals_seen = len(received)
     start = time.monotonic()
     hurried = False
@@ -217,10 +237,9 @@ def run_all(args: argparse.Namespace) -> int:
                 _print_banner(probe_host, args.port, answering=_answers(probe_host, args.port))
             time.sleep(0.2)
     finally:
-        sig = received[0] if received else signal.SIGTERM
         if received:
-            _say(f"got {signal.Signals(sig).name}: stopping web, worker and scheduler")
-        _stop_children(procs, sig, received)
+            _say(f"got {signal.Signals(received[0]).name}: stopping web, worker and scheduler")
+        _stop_children(procs, received)
         if embedded is not None:
             embedded.stop()
         _say("stopped")

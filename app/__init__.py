@@ -47,11 +47,13 @@ def _init_config_overrides(app: Flask) -> None:
 def _init_extensions(app: Flask) -> None:
     from app import models  # noqa: F401  (registers every table on Model.metadata)
     from app.extensions import csrf, db, migrate, rq
+    from app.security import csrf as csrf_api
     from app.services import audit, metadata
 
     db.init_app(app)
     # CSRF before AppBuilder, so that FAB's API blueprints get exempted.
     csrf.init_app(app)
+    csrf_api.install(app)  # ... and API writes by a browser session need the token all the same
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
     rq.init_app(app)
     audit.install(db)
@@ -103,10 +105,13 @@ def _init_locale(app: Flask) -> None:
 
 
 def _init_views(app: Flask) -> None:
-    from app.views import register_views, times
+    from app.security import input_guards
+    from app.views import openapi, register_views, times
 
     register_views(app)
     times.install(app)  # jsonify's datetimes, the `local_dt` Jinja filter, FAB's own views' times
+    input_guards.install(app)  # hostile input answers 4xx, never 500: ids, NUL, body caps, last resort
+    openapi.install(app)  # /api/v1/_openapi completed and valid; API errors as JSON
 
 
 def _init_cli(app: Flask) -> None:

@@ -12,6 +12,7 @@ from app.models.calls import (
     Seat,
 )
 from app.models.employee import HR_STATUSES, CrmUser, Employee
+from app.models.inbox import InboxNotification
 from app.models.jobs import JobRun
 from app.models.metadata import ConfigItem, DictItem, DictType
 from app.models.org import OrgUnit
@@ -83,6 +84,7 @@ __all__ = [
     "DictType",
     "Employee",
     "HR_STATUSES",
+    "InboxNotification",
     "JobRun",
     "OrgUnit",
     "RoleDataScope",

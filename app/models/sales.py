@@ -67,6 +67,11 @@ class Customer(TimestampMixin, ScopedMixin, Model):
     registered_user_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     region: Mapped[str | None] = mapped_column(String(64))
     marketing_consent: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    # Set when merged into another customer (app.services.customers.merge): lookups by phone or user id
+    # follow it; lists and choices leave such a customer out.
+    merged_into_id: Mapped[int | None] = mapped_column(
+        ForeignKey("customer.id", name="fk_customer_merged_into_id_customer"), index=True)
+    merged_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
     def __str__(self) -> str:
         # Never the phone: labels land in dropdowns, titles and logs that are not masked.

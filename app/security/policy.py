@@ -56,10 +56,18 @@ APPEAL = "can_appeal"  # ("can_appeal", "QaInspection"): the agent appeals an in
 APPROVE = "can_approve"  # ("can_approve", "SmsTemplate"): review templates (Admin only)
 CLAIM, ASSIGN = "can_claim", "can_assign"  # claim from a public pool; assign / transfer / freeze
 VIEW_FULL = "can_view_full"
+MERGE = "can_merge"  # ("can_merge", "Customer"): merge two customers (app.services.customers)
 JOB_RUN = "JobRun"  # the Jobs page: read (runs one started), write (cancel them)
 VIEW_ALL = "can_view_all"  # ("can_view_all", "JobRun"): every run, not only one's own (Admin only)
 #: Everyone who signs in sees (and may cancel) the job runs they started.
 OWN_JOBS = {(READ, JOB_RUN), (WRITE, JOB_RUN)}
+INBOX = "Inbox"  # the notification centre (the bell): read and mark read one's own notifications
+#: Everyone who signs in has an inbox of their own.
+OWN_INBOX = {(READ, INBOX), (WRITE, INBOX)}
+#: FAB's own pages of the signed-in user: "Profile" in the user menu (the security manager's user view is
+#: app.security.manager.CrmUserDBModelView) and "Reset my password" on it.
+OWN_PROFILE = {("can_userinfo", "CrmUserDBModelView"), ("resetmypassword", "CrmUserDBModelView"),
+               ("can_this_form_get", "ResetMyPasswordView"), ("can_this_form_post", "ResetMyPasswordView")}
 
 # How ModelView and ModelRestApi methods map onto read / write / export.
 METHOD_PERMISSIONS = {
@@ -96,36 +104,37 @@ ROLES = {
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA)
         | _rw(DISPATCH_RULE, CIRCULATION_RULE, POOL, SALES_PROFILE, DISPATCH_CONSOLE)
         | _r(LEAD, CUSTOMER)
-        | {(EXPORT, EMPLOYEE), (EXPORT, LEAD), (VIEW_FULL, PHONE)}
+        | {(EXPORT, EMPLOYEE), (EXPORT, LEAD), (VIEW_FULL, PHONE), (MERGE, CUSTOMER)}
         | _r(SMS_REPORT)
-        | SALES_FLOOR | SALES_MANAGEMENT | CALLING | CALL_OVERSIGHT | OWN_JOBS,
+        | SALES_FLOOR | SALES_MANAGEMENT | CALLING | CALL_OVERSIGHT | OWN_JOBS | OWN_INBOX,
     },
     "Sales Manager": {
         "scope": SCOPE_TEAM,
         # Not the dispatch console: its queue figures are company-wide.
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, DISPATCH_RULE, CIRCULATION_RULE, POOL, LEAD, CUSTOMER)
         | _rw(SALES_PROFILE) | {(EXPORT, EMPLOYEE)} | SALES_FLOOR | SALES_MANAGEMENT
-        | CALLING | CALL_OVERSIGHT | OWN_JOBS,
+        | CALLING | CALL_OVERSIGHT | OWN_JOBS | OWN_INBOX,
     },
     "Salesperson": {
         "scope": SCOPE_OWN,
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, POOL, LEAD, CUSTOMER) | SALES_FLOOR
-        | {(CLAIM, OPPORTUNITY)} | CALLING | OWN_JOBS,
+        | {(CLAIM, OPPORTUNITY)} | CALLING | OWN_JOBS | OWN_INBOX,
     },
     # Inspectors work across the sales organisation: they see every call, not only their own unit's.
     "QA Inspector": {
         "scope": SCOPE_ALL,
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, CALL_RECORD, CALL_REPORT, QA_REPORT)
-        | _rw(QA_SCORECARD, QA_PLAN, QA_INSPECTION) | OWN_JOBS,
+        | _rw(QA_SCORECARD, QA_PLAN, QA_INSPECTION) | OWN_JOBS | OWN_INBOX,
     },
     "Back Office": {
         "scope": SCOPE_SUBORDINATES,
-        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, CUSTOMER) | _rw(LEAD, LEAD_IMPORT) | OWN_JOBS,
+        "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, CUSTOMER) | _rw(LEAD, LEAD_IMPORT)
+        | OWN_JOBS | OWN_INBOX,
     },
     "Marketing": {
         "scope": SCOPE_ALL,
         "permissions": _r(ORG_UNIT, METADATA, SMS_CHANNEL, SENSITIVE_WORD, SMS_REPORT)
-        | _rw(SMS_TEMPLATE, SMS_CAMPAIGN, SMS_BLACKLIST) | OWN_JOBS,
+        | _rw(SMS_TEMPLATE, SMS_CAMPAIGN, SMS_BLACKLIST) | OWN_JOBS | OWN_INBOX,
     },
     # The HR system's account for POST /api/v1/hr/sync (an API key belongs to it).
     "HR Integration": {
@@ -143,3 +152,8 @@ ROLES = {
         "permissions": {(WRITE, SMS_NOTIFICATION)},
     },
 }
+
+#: The roles of people (not of other systems' accounts): each sees its own profile. Admin has everything.
+HUMAN_ROLES = ("Sales Director", "Sales Manager", "Salesperson", "QA Inspector", "Back Office", "Marketing")
+for _role in HUMAN_ROLES:
+    ROLES[_role]["permissions"] = ROLES[_role]["permissions"] | OWN_PROFILE

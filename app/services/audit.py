@@ -1,7 +1,14 @@
-"""Audit log: explicit events (logins, exports, full-phone views) and automatic change capture.
+"""Audit log: explicit events (logins, exports, full-phone views, reviews) and automatic change capture.
 
-Changes to the audited models are captured by one session listener, whatever wrote them (a form, the
-REST API, HR sync, the CLI), and inserted in the same transaction as the change itself.
+What steers ownership, messaging and access — people and roles, org units, dictionaries and config items,
+dispatch and circulation rules, pools, sales profiles, SMS channels, templates and words, the outbound-call
+configuration — is declared once in `AUDITED` below. One session listener captures every create, update and
+delete of those rows, whatever wrote them (a form, the REST API, HR sync, the CLI, a job), and inserts the
+audit rows in the same transaction as the change: who, when, from which IP, before and after. Secrets
+(encrypted columns, passwords, key hashes, config items named like a secret) never reach the log: left out
+of a created or deleted row, "***" in a change.
+Views and commands do not call the audit for plain row changes; they record only domain events that are not
+one (a login, an export, a full-number view, a claim, a template review).
 """
 
 from __future__ import annotations
@@ -9,8 +16,10 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import json
+import re
+from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import g, has_request_context, request
 from flask_appbuilder.security.sqla.models import ApiKey, Role
@@ -18,46 +27,88 @@ from sqlalchemy import event, inspect
 
 from app.clock import utcnow
 from app.models.audit import AuditLog
+from app.models.calls import CallLine, CallNumber, OutboundInterface, Seat
 from app.models.employee import CrmUser, Employee
 from app.models.metadata import ConfigItem, DictItem, DictType
 from app.models.org import OrgUnit
+from app.models.sales import CirculationRule, DispatchRule, Pool, SalesProfile
 from app.models.security import RoleDataScope
+from app.models.sms import SensitiveWord, SmsChannel, SmsTemplate
 
 REDACTED = "***"
+REPLACED = "*** (replaced)"  # a secret changed from one value to another
+#: Column names that hold a secret: their values never reach the log (an env var's *name* is no secret).
+SECRET_COLUMN = re.compile(r"^encrypted_|password|_hash$|^secret$|api_key|token")
+#: Config items whose key names a secret: their value is redacted.
+SECRET_KEY = re.compile(r"secret|password|token|api_key|access_key", re.I)
+#: Bookkeeping columns, never audited.
+BOOKKEEPING = frozenset({"created_at", "updated_at", "created_on", "changed_on"})
 
 
 @dataclass(frozen=True)
 class Tracked:
+    """How one model is audited: its target type in the log, the columns compared, the collections whose
+    membership changes are logged as `collections[name]` actions, the redacted columns, and optionally
+    `secret_columns(obj)`: more columns redacted for that row (the value of a config item holding a
+    password)."""
+
     target_type: str
     fields: tuple[str, ...]
-    collections: dict  # collection attribute → audit action
+    collections: dict = field(default_factory=dict)
     action: str = "update"
     redact: tuple[str, ...] = ()
+    secret_columns: Callable | None = None
 
 
-TRACKED = {
-    Employee: Tracked(
-        "employee",
-        ("employee_no", "name", "phone", "email", "org_unit_id", "position", "level_id",
-         "manager_id", "hired_on", "left_on", "hr_status", "user_id"),
-        {},
-    ),
-    CrmUser: Tracked(
-        "user",
-        ("username", "first_name", "last_name", "email", "active", "password"),
-        {"roles": "role_change"},
-        redact=("password",),
-    ),
-    Role: Tracked("role", ("name",), {"permissions": "permission_change"}),
-    RoleDataScope: Tracked("role", ("scope",), {}, action="scope_change"),
-    OrgUnit: Tracked("org_unit", ("name", "code", "kind", "parent_id", "sort"), {}),
-    DictType: Tracked("dict_type", ("code", "name_zh", "name_en", "description"), {}),
-    DictItem: Tracked(
-        "dict_item", ("dict_type_id", "code", "label_zh", "label_en", "sort", "enabled"), {}
-    ),
-    ConfigItem: Tracked("config_item", ("key", "value_type", "value", "description"), {}),
-    ApiKey: Tracked("api_key", ("name", "user_id", "key_prefix", "expires_on", "revoked_on"), {}),
-}
+def audited(model, target_type: str, *, fields=None, exclude=(), collections=None, action="update",
+            redact=(), secret_columns=None) -> tuple[type, Tracked]:
+    """Declare `model` audited. By default every column but its primary key, the bookkeeping timestamps
+    and `exclude` (counters and engine state that are not configuration); columns named like a secret
+    are redacted without being listed."""
+    mapper = inspect(model)
+    keys = {c.key for c in mapper.primary_key}
+    columns = [p.key for p in mapper.column_attrs]
+    chosen = tuple(fields or (c for c in columns if c not in keys | BOOKKEEPING | set(exclude)))
+    secret = tuple(redact) + tuple(c for c in chosen if SECRET_COLUMN.search(c) and c not in redact)
+    return model, Tracked(target_type, chosen, dict(collections or {}), action, secret, secret_columns)
+
+
+def _secret_config(item) -> tuple[str, ...]:
+    return ("value",) if SECRET_KEY.search(item.key or "") else ()
+
+
+AUDITED = dict([
+    # people and access
+    audited(Employee, "employee", fields=(
+        "employee_no", "name", "phone", "email", "org_unit_id", "position", "level_id", "manager_id",
+        "hired_on", "left_on", "hr_status", "user_id")),
+    audited(CrmUser, "user", fields=("username", "first_name", "last_name", "email", "active", "password"),
+            collections={"roles": "role_change"}),
+    audited(Role, "role", fields=("name",), collections={"permissions": "permission_change"}),
+    audited(RoleDataScope, "role", fields=("scope",), action="scope_change"),
+    audited(ApiKey, "api_key", fields=("name", "user_id", "key_prefix", "expires_on", "revoked_on")),
+    # organisation and metadata
+    audited(OrgUnit, "org_unit", fields=("name", "code", "kind", "parent_id", "sort")),
+    audited(DictType, "dict_type", fields=("code", "name_zh", "name_en", "description")),
+    audited(DictItem, "dict_item",
+            fields=("dict_type_id", "code", "label_zh", "label_en", "sort", "enabled")),
+    audited(ConfigItem, "config_item", fields=("key", "value_type", "value", "description"),
+            secret_columns=_secret_config),
+    # ownership: who receives, keeps and loses opportunities
+    audited(DispatchRule, "dispatch_rule", exclude=("state",)),  # state: the strategy's counters
+    audited(CirculationRule, "circulation_rule"),
+    audited(Pool, "pool"),
+    audited(SalesProfile, "sales_profile", fields=("paused", "weight", "daily_quota", "capacity")),
+    # messaging (a template's review moves are audited as review events)
+    audited(SmsChannel, "sms_channel"),
+    audited(SmsTemplate, "sms_template", exclude=("status", "reviewed_by", "review_note")),
+    audited(SensitiveWord, "sensitive_word"),
+    # outbound calling
+    audited(OutboundInterface, "call_interface"),
+    audited(CallLine, "call_line"),
+    audited(CallNumber, "call_number"),
+    audited(Seat, "seat"),
+])
 
 _actor: contextvars.ContextVar[tuple[int | None, str] | None] = contextvars.ContextVar(
     "audit_actor", default=None
@@ -130,6 +181,14 @@ def _collection_names(values) -> list[str]:
     return sorted(str(v) for v in values)
 
 
+def _shown(spec: Tracked, obj, name: str, value):
+    """`value` of column `name` as the log keeps it: "***" for a set secret."""
+    secret = name in spec.redact or (spec.secret_columns is not None and name in spec.secret_columns(obj))
+    if secret:
+        return REDACTED if value not in (None, "") else value
+    return _plain(value)
+
+
 def _changes(obj, spec: Tracked, state) -> tuple[dict, dict, list]:
     before, after, collection_rows = {}, {}, []
     for name in spec.fields:
@@ -140,9 +199,9 @@ def _changes(obj, spec: Tracked, state) -> tuple[dict, dict, list]:
         new = hist.added[0] if hist.added else None
         if old == new:
             continue
-        if name in spec.redact:
-            old, new = (REDACTED if old else None), REDACTED
-        before[name], after[name] = _plain(old), _plain(new)
+        before[name], after[name] = _shown(spec, obj, name, old), _shown(spec, obj, name, new)
+        if before[name] == after[name] == REDACTED:
+            after[name] = REPLACED
     for name, action in spec.collections.items():
         hist = state.attrs[name].history
         if hist.added or hist.deleted:
@@ -152,9 +211,11 @@ def _changes(obj, spec: Tracked, state) -> tuple[dict, dict, list]:
     return before, after, collection_rows
 
 
-def _values(state, spec: Tracked) -> dict:
-    """Loaded values only: reading an unloaded attribute of a deleted row would query for it."""
-    return {n: _plain(state.dict.get(n)) for n in spec.fields if n not in spec.redact}
+def _values(obj, state, spec: Tracked) -> dict:
+    """The row as created or deleted, secrets left out. Loaded values only: reading an unloaded attribute
+    of a deleted row would query for it."""
+    secret = set(spec.redact) | set(spec.secret_columns(obj) if spec.secret_columns else ())
+    return {n: _plain(state.dict.get(n)) for n in spec.fields if n in state.dict and n not in secret}
 
 
 def _target_id(obj):
@@ -168,15 +229,15 @@ def _target_id(obj):
 def _collect(session) -> list[dict]:
     rows = []
     for obj in list(session.new):
-        spec = TRACKED.get(type(obj))
+        spec = AUDITED.get(type(obj))
         if spec:
             state = inspect(obj)
-            values = _values(state, spec)
+            values = _values(obj, state, spec)
             rows.append(entry("create", spec.target_type, _target_id(obj), str(obj), None, values))
             for action, old, new in _changes(obj, spec, state)[2]:
                 rows.append(entry(action, spec.target_type, _target_id(obj), str(obj), old, new))
     for obj in list(session.dirty):
-        spec = TRACKED.get(type(obj))
+        spec = AUDITED.get(type(obj))
         if not spec:
             continue
         before, after, collection_rows = _changes(obj, spec, inspect(obj))
@@ -185,9 +246,9 @@ def _collect(session) -> list[dict]:
         for action, old, new in collection_rows:
             rows.append(entry(action, spec.target_type, _target_id(obj), str(obj), old, new))
     for obj in list(session.deleted):
-        spec = TRACKED.get(type(obj))
+        spec = AUDITED.get(type(obj))
         if spec:
-            values = _values(inspect(obj), spec)
+            values = _values(obj, inspect(obj), spec)
             rows.append(entry("delete", spec.target_type, _target_id(obj), str(obj), values, None))
     return rows
 

@@ -32,6 +32,7 @@ from sqlalchemy import (
     update,
 )
 
+from app import clock
 from app.clock import utcnow
 from app.models.metadata import DictItem, DictType
 from app.models.org import OrgUnit
@@ -48,6 +49,7 @@ from app.models.sales import (
     SalesProfile,
 )
 from app.security.scope import subtree_unit_ids
+from app.services import inbox
 from app.services.org import ancestor_ids, unit_path
 from app.services.sql import id_in, upsert_from_select
 
@@ -61,7 +63,7 @@ class ScanResult:
     recycled: int = 0
     reminded: int = 0
     by_rule: Counter = field(default_factory=Counter)
-    reminders: list[dict] = field(default_factory=list)  # (employee, opportunity, due) for notification
+    reminders: list[dict] = field(default_factory=list)  # {employee_id, opportunity_id, due}: told
 
 
 def _stage_ids(session) -> dict[str, tuple[int, int]]:
@@ -194,12 +196,17 @@ def _due(rule: CirculationRule, now: dt.datetime, stages: dict, lead_time: dt.ti
     if rule.no_deal_days:
         reasons.append(Opportunity.assigned_at < at - dt.timedelta(days=rule.no_deal_days))
     if rule.stage_deadline_days and rule.target_stage_id:
-        target_sort = next((s for i, s in stages.values() if i == rule.target_stage_id), None)
-        before = [i for i, s in stages.values() if target_sort is not None and s < target_sort]
+        before = _stages_before(rule, stages)
         if before:
             reasons.append(and_(Opportunity.stage_id.in_(before),
                                 Opportunity.assigned_at < at - dt.timedelta(days=rule.stage_deadline_days)))
     return or_(*reasons) if reasons else false()
+
+
+def _stages_before(rule: CirculationRule, stages: dict) -> list[int]:
+    """The stage ids before the rule's target stage (what "stage not reached in time" counts)."""
+    target_sort = next((s for i, s in stages.values() if i == rule.target_stage_id), None)
+    return [i for i, s in stages.values() if target_sort is not None and s < target_sort]
 
 
 def _exempt(rule: CirculationRule, at: dt.datetime, stages: dict):
@@ -287,18 +294,47 @@ def scan(session, now: dt.datetime | None = None, chunk: int = CHUNK) -> ScanRes
 
 
 def _remind(session, rule, path, more_specific, now, stages, result: ScanResult) -> int:
-    """Mark (once) the opportunities that will be recycled within the rule's reminder window."""
-    soon = _candidates(rule, path, more_specific, now, stages, dt.timedelta(hours=rule.remind_hours)).where(
-        Opportunity.recycle_reminded_at.is_(None))
+    """Mark (once) the opportunities that will be recycled within the rule's reminder window, and tell
+    their owners in the same transaction: "N of your opportunities will be recycled on <date>", one
+    notification a day per owner (app.services.inbox)."""
+    window = dt.timedelta(hours=rule.remind_hours)
+    soon = _candidates(rule, path, more_specific, now, stages, window).where(
+        Opportunity.recycle_reminded_at.is_(None)).add_columns(
+        Opportunity.assigned_at, Opportunity.protected_until, Opportunity.stage_id)
     rows = session.execute(soon.limit(CHUNK)).all()
     if not rows:
         session.rollback()
         return 0
     session.execute(update(Opportunity).where(Opportunity.id.in_([r.id for r in rows]))
                     .values(recycle_reminded_at=now).execution_options(synchronize_session=False))
+    before = _stages_before(rule, stages) if rule.stage_deadline_days and rule.target_stage_id else []
+    owners: dict[int, tuple[int, dt.date]] = {}
+    for r in rows:
+        due = _recycled_at(rule, r, now, now + window, before)
+        result.reminders.append({"employee_id": r.owner_id, "opportunity_id": r.id, "due": due})
+        count, date = owners.get(r.owner_id, (0, None))
+        day = clock.local_date(due)
+        owners[r.owner_id] = (count + 1, min(date, day) if date else day)
+    inbox.remind_recycling(session, owners, now)
     session.commit()
-    result.reminders.extend({"employee_id": r.owner_id, "opportunity_id": r.id} for r in rows)
     return len(rows)
+
+
+def _recycled_at(rule: CirculationRule, row, now: dt.datetime, at: dt.datetime, before: list[int]
+                 ) -> dt.datetime:
+    """When the scan will recycle this reminded row: the first of the rule's reasons that falls due
+    within the window, not before its protection ends (nor before now)."""
+    reasons = []
+    if rule.idle_days and row.idle_since is not None:
+        reasons.append(row.idle_since + dt.timedelta(days=rule.idle_days))
+    if rule.no_deal_days and row.assigned_at is not None:
+        reasons.append(row.assigned_at + dt.timedelta(days=rule.no_deal_days))
+    if before and row.stage_id in before and row.assigned_at is not None:
+        reasons.append(row.assigned_at + dt.timedelta(days=rule.stage_deadline_days))
+    due = min((t for t in reasons if t <= at), default=at)
+    if row.protected_until is not None:
+        due = max(due, row.protected_until)
+    return max(due, now)
 
 
 def due_within(session, now: dt.datetime, lead_time: dt.timedelta | None = None):

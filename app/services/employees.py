@@ -1,7 +1,9 @@
 """Employees: validation of the HR record, and the bulk HR sync the HR system pushes.
 
 HR sync policy: each row stands on its own. Bad rows are reported by index with a message per field
-and change nothing; the good rows of the same batch are kept. Re-sending a batch changes nothing.
+and change nothing; the good rows of the same batch are kept. Re-sending a batch changes nothing. A field
+of the wrong type (an object where a string belongs) or longer than its column makes its row bad; it is
+never cut to fit.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from app import clock
 from app.models.employee import HR_ACTIVE, HR_RESIGNED, HR_STATUSES, Employee
 from app.models.metadata import DictItem, DictType
 from app.models.org import OrgUnit
-from app.services import audit
+from app.services import audit, inputs
 from app.services.errors import DomainError
 from app.services.phones import normalise_phone
 
@@ -26,6 +28,11 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 SYNC_FIELDS = ("name", "phone", "email", "org_unit_id", "position", "level_id", "hired_on",
                "left_on", "hr_status")
 MAX_BATCH = 5000
+# Field lengths of an HR row: the columns' own, so that nothing is cut to fit.
+LIMITS = {name: Employee.__table__.c[name].type.length
+          for name in ("employee_no", "name", "email", "position")}
+CODE_MAX = 64  # an org unit, level or HR status code
+PHONE_MAX = 32  # as typed, before it is normalised
 Manager = aliased(Employee)
 
 
@@ -75,58 +82,56 @@ class SyncResult:
                 "failed": len(self.errors), "errors": self.errors}
 
 
-def _date(value, name: str, problems: dict):
-    if value in (None, ""):
+def _date(problems: dict, name: str, value):
+    text = inputs.text(problems, name, value, 10)
+    if text is None:
         return None
     try:
-        return dt.date.fromisoformat(str(value))
+        return dt.date.fromisoformat(text)
     except ValueError:
-        problems[name] = f"{value!r} is not a date (YYYY-MM-DD)"
+        problems[name] = f"{inputs.quote(text)} is not a date (YYYY-MM-DD)"
         return None
 
 
 def _parse_row(row, units: dict, levels: dict, region: str) -> tuple[dict, dict]:
-    """Field values of one HR row, and its problems by field."""
+    """Field values of one HR row, and its problems by field: a field of the wrong type or too long for
+    its column is a problem of that row, never cut to fit."""
     problems: dict[str, str] = {}
     if not isinstance(row, dict):
         return {}, {"row": "Each row must be a JSON object"}
     values: dict = {}
-    no = str(row.get("employee_no") or "").strip()
-    if not no:
-        problems["employee_no"] = "required"
-    elif len(no) > 32:
-        problems["employee_no"] = "at most 32 characters"
-    values["employee_no"] = no
-    name = str(row.get("name") or "").strip()
-    if not name:
-        problems["name"] = "required"
-    values["name"] = name[:64]
-    unit_code = row.get("org_unit_code")
-    if unit_code not in units:
-        problems["org_unit_code"] = f"unknown org unit {unit_code!r}"
+    no = inputs.text(problems, "employee_no", row.get("employee_no"), LIMITS["employee_no"], required=True,
+                     numbers=True)
+    values["employee_no"] = no or ""
+    values["name"] = inputs.text(problems, "name", row.get("name"), LIMITS["name"], required=True)
+    unit_code = inputs.text(problems, "org_unit_code", row.get("org_unit_code"), CODE_MAX, required=True)
+    if unit_code is not None and unit_code not in units:
+        problems["org_unit_code"] = f"unknown org unit {inputs.quote(unit_code)}"
     values["org_unit_id"] = units.get(unit_code)
+    raw_phone = inputs.text(problems, "phone", row.get("phone"), PHONE_MAX, numbers=True)
     try:
-        values["phone"] = normalise_phone(row.get("phone"), region)
+        values["phone"] = normalise_phone(raw_phone, region)
     except DomainError as exc:
         problems["phone"] = exc.message
-    email = (row.get("email") or "").strip() or None
+    email = inputs.text(problems, "email", row.get("email"), LIMITS["email"])
     if email and not EMAIL.match(email):
-        problems["email"] = f"{email!r} is not an e-mail address"
+        problems["email"] = f"{inputs.quote(email)} is not an e-mail address"
     values["email"] = email
-    values["position"] = (str(row.get("position") or "").strip() or None)
-    level_code = row.get("level_code")
-    if level_code not in (None, "") and level_code not in levels:
-        problems["level_code"] = f"unknown level {level_code!r}"
+    values["position"] = inputs.text(problems, "position", row.get("position"), LIMITS["position"])
+    level_code = inputs.text(problems, "level_code", row.get("level_code"), CODE_MAX)
+    if level_code is not None and level_code not in levels:
+        problems["level_code"] = f"unknown level {inputs.quote(level_code)}"
     values["level_id"] = levels.get(level_code)
-    status = row.get("hr_status") or "active"
-    if status not in HR_STATUSES:
+    status = inputs.text(problems, "hr_status", row.get("hr_status"), CODE_MAX) or HR_ACTIVE
+    if status not in HR_STATUSES and "hr_status" not in problems:
         problems["hr_status"] = f"must be one of {', '.join(HR_STATUSES)}"
     values["hr_status"] = status
-    values["hired_on"] = _date(row.get("hired_on"), "hired_on", problems)
-    values["left_on"] = _date(row.get("left_on"), "left_on", problems)
+    values["hired_on"] = _date(problems, "hired_on", row.get("hired_on"))
+    values["left_on"] = _date(problems, "left_on", row.get("left_on"))
     if values["hired_on"] and values["left_on"] and values["left_on"] < values["hired_on"]:
         problems["left_on"] = "before hired_on"
-    values["manager_no"] = str(row.get("manager_no") or "").strip() or None
+    values["manager_no"] = inputs.text(problems, "manager_no", row.get("manager_no"), LIMITS["employee_no"],
+                                       numbers=True)
     if values["manager_no"] and values["manager_no"] == no:
         problems["manager_no"] = "an employee cannot be their own manager"
     return values, problems

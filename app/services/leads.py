@@ -25,13 +25,14 @@ from app.models.sales import (
     Lead,
     Opportunity,
 )
-from app.services import metadata
+from app.services import customers, inputs, metadata
 from app.services.errors import DomainError
 from app.services.phones import normalise_phone
 
 SOURCE, PRODUCT_LINE, INTENTION, STAGE = "lead_source", "product_line", "intention_level", "opportunity_stage"
 FIELDS = ("name", "phone", "source", "campaign", "product_line", "region", "intention_level",
           "consult_note", "client_key")
+PHONE_MAX = 32  # as typed, before it is normalised
 
 
 @dataclass
@@ -89,10 +90,14 @@ def parse(row: dict, vocab: Vocabulary, region: str = "CN") -> tuple[LeadInput |
         return value or None
 
     phone = None
+    raw_phone = row.get("phone")
     try:
-        phone = normalise_phone(row.get("phone"), region)
-        if phone is None:
-            problems["phone"] = "required"
+        if raw_phone is not None and len(str(raw_phone)) > PHONE_MAX:
+            problems["phone"] = f"at most {PHONE_MAX} characters"
+        else:
+            phone = normalise_phone(raw_phone, region)
+            if phone is None:
+                problems["phone"] = "required"
     except DomainError as exc:
         problems["phone"] = exc.message
 
@@ -104,7 +109,7 @@ def parse(row: dict, vocab: Vocabulary, region: str = "CN") -> tuple[LeadInput |
                 problems[name] = "required"
             return None
         if value not in table:
-            problems[name] = f"unknown or disabled option {value!r}"
+            problems[name] = f"unknown or disabled option {inputs.quote(value)}"
             return None
         return table[value]
 
@@ -124,7 +129,7 @@ def parse(row: dict, vocab: Vocabulary, region: str = "CN") -> tuple[LeadInput |
 
 
 def _customer(session, values: LeadInput) -> Customer:
-    customer = session.scalar(select(Customer).where(Customer.phone == values.phone))
+    customer = customers.by_phone(session, values.phone)  # a merged customer's phone: the survivor
     if customer is None:
         try:
             with session.begin_nested():
@@ -194,33 +199,3 @@ def _intake(session, values: LeadInput, channel: str, actor: str, import_id: int
     session.add(lead)
     session.flush()
     return IntakeResult(lead, opportunity, created_opportunity=created, sticky=sticky)
-
-
-# --- customers ------------------------------------------------------------------------------------
-def register_user(session, registered_user_id: str, phone: str, name: str | None = None,
-                  region: str = "CN") -> Customer:
-    """A registered user of the learning/e-commerce side: merge with the customer of the same phone."""
-    phone = normalise_phone(phone, region)
-    by_user = session.scalar(select(Customer).where(Customer.registered_user_id == registered_user_id))
-    by_phone = session.scalar(select(Customer).where(Customer.phone == phone))
-    if by_user is None and by_phone is None:
-        customer = Customer(phone=phone, name=name, registered_user_id=registered_user_id)
-        session.add(customer)
-    elif by_user is None:
-        if by_phone.registered_user_id:  # the phone's customer is another registered user
-            raise DomainError(
-                "Phone %(phone)s belongs to registered user %(user)s "
-                "(customer #%(customer)s), not %(other)s", field="phone", status=409, phone=phone,
-                user=by_phone.registered_user_id, customer=by_phone.id, other=registered_user_id)
-        by_phone.registered_user_id = registered_user_id
-        by_phone.name = by_phone.name or name
-        customer = by_phone
-    elif by_phone is None or by_phone.id == by_user.id:
-        customer = by_user
-    else:
-        raise DomainError(
-            "Phone %(phone)s belongs to another customer (#%(customer)s) than user %(user)s "
-            "(#%(other)s): merge them first", field="phone", status=409, phone=phone, customer=by_phone.id,
-            user=registered_user_id, other=by_user.id)
-    session.flush()
-    return customer

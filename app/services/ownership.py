@@ -86,7 +86,7 @@ class Moved:
 # --- locking helpers --------------------------------------------------------------------------------
 def lock_opportunities(session, ids) -> list[Opportunity]:
     """The opportunities with these ids, locked FOR UPDATE in id order and read afresh."""
-    ids = sorted({int(i) for i in ids})
+    ids = sorted({n for n in map(int, ids) if 0 < n < 2**31})  # no row has an id beyond 32 bits
     if not ids:
         return []
     query = (select(Opportunity).where(Opportunity.id.in_(ids)).order_by(Opportunity.id)

@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app.clock import utcnow
 from app.models.jobs import ACTIVE, CANCELLED, COMPLETED, FAILED, FINISHED, QUEUED, RUNNING, JobRun
+from app.services import inbox
 from app.services.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -298,6 +299,7 @@ def execute(session, run_id: int, rq_job_id: str | None = None):
     if fn is None:
         run.status, run.finished_at = FAILED, now
         run.last_error = f"No handler is registered for jobs of kind {run.kind!r}"
+        inbox.job_ended(session, run)
         session.commit()
         return None
     claimed = session.execute(
@@ -348,9 +350,11 @@ def _as_text(summary) -> str | None:
 def _end(session, run_id: int, job_id: str | None, status: str, **values) -> None:
     """Record how a running run ended (unless it was cancelled or taken over meanwhile)."""
     now = utcnow()
-    session.execute(_owned(update(JobRun), run_id, job_id).where(JobRun.status == RUNNING)
-                    .values(status=status, finished_at=now, heartbeat_at=now, **values)
-                    .execution_options(synchronize_session=False))
+    ended = session.execute(_owned(update(JobRun), run_id, job_id).where(JobRun.status == RUNNING)
+                            .values(status=status, finished_at=now, heartbeat_at=now, **values)
+                            .execution_options(synchronize_session=False))
+    if ended.rowcount:  # the starter's inbox hears how it ended, in the same transaction
+        inbox.job_ended(session, session.get(JobRun, run_id, populate_existing=True))
     session.commit()
 
 
@@ -367,6 +371,7 @@ def _retry_or_fail(session, run_id: int, job_id: str | None, reason: str) -> Non
         run.status, run.finished_at = FAILED, utcnow()
         run.last_error = (f"The job failed {run.attempts} times (at most {limit} attempts); "
                           f"the last time: {reason}")
+        inbox.job_ended(session, run)
     session.commit()
 
 
@@ -449,6 +454,7 @@ def watchdog(session, now: dt.datetime | None = None) -> list[str]:
             run.last_error = (f"The worker stopped {run.attempts} times while running this job; it is not "
                               f"retried again (at most {limit} attempts). The last time {reason}.")
             message = f"run {run.id} ({run.kind}): failed after {run.attempts} attempts: {reason}"
+            inbox.job_ended(session, run)
         else:
             run.status, run.heartbeat_at = QUEUED, now
             run.last_error = f"Attempt {run.attempts}: {reason}; re-enqueued by the watchdog."

@@ -13,11 +13,17 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import re
 import secrets
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from app import clock
+
+# Unix seconds in ASCII digits (10 of them until the year 2286): anything longer is no time of ours, and
+# int() of a 400-digit string would overflow once compared with a float clock.
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
+TIME_RANGE = (dt.datetime(1970, 1, 1), dt.datetime(9000, 1, 1))  # a callback time outside: unreadable
 
 
 class Headers(NamedTuple):
@@ -28,7 +34,12 @@ class Headers(NamedTuple):
 
 
 class BadSignature(Exception):
-    """The callback is not signed by the provider (bad or missing signature, stale timestamp)."""
+    """The callback is not signed by the provider (bad or missing signature, stale timestamp); `field`
+    names the header at fault."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class BadBody(Exception):
@@ -82,16 +93,18 @@ def verify_callback(names: Headers, secret: str | None, body: bytes, headers, wi
         raise BadSignature("No callback secret is configured")
     timestamp, nonce = header(headers, names.timestamp), header(headers, names.nonce)
     signature = header(headers, names.signature)
-    if not (timestamp and nonce and signature):
-        raise BadSignature("Missing signature headers")
-    try:
-        age = abs((clock.timestamp() if now is None else now) - int(timestamp))
-    except ValueError:
-        raise BadSignature("Bad timestamp") from None
-    if age > window:
-        raise BadSignature("Timestamp outside the accepted window")
-    if not hmac.compare_digest(sign_callback(secret, timestamp, nonce, body), signature.strip().lower()):
-        raise BadSignature("Bad signature")
+    given = zip(names[1:], (timestamp, nonce, signature), strict=True)
+    missing = [name for name, value in given if not value]
+    if missing:
+        raise BadSignature(f"Missing signature headers: {', '.join(missing)}", field=missing[0])
+    if not TIMESTAMP.fullmatch(timestamp):
+        raise BadSignature(f"{names.timestamp}: not a Unix time in seconds", field=names.timestamp)
+    if abs((clock.timestamp() if now is None else now) - int(timestamp)) > window:
+        raise BadSignature(f"{names.timestamp}: outside the accepted window of {window} seconds",
+                           field=names.timestamp)
+    expected = sign_callback(secret, timestamp, nonce, body).encode()
+    if not hmac.compare_digest(expected, signature.strip().lower().encode("utf-8", "replace")):
+        raise BadSignature(f"{names.signature}: bad signature", field=names.signature)
     try:
         data = json.loads(body)
     except ValueError:
@@ -123,13 +136,19 @@ def check_base_url(base_url: str | None) -> str:
 
 
 def parse_time(value) -> dt.datetime | None:
-    """A callback time (epoch seconds or ISO 8601) as naive UTC; None when absent or unreadable."""
+    """A callback time (epoch seconds or ISO 8601) as naive UTC; None when absent or unreadable (of another
+    type, or outside TIME_RANGE: so that adding a call's length to it cannot overflow)."""
     if value in (None, ""):
         return None
     try:
-        if isinstance(value, (int, float)):
-            return dt.datetime.fromtimestamp(value, dt.UTC).replace(tzinfo=None)
-        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        if isinstance(value, bool) or not isinstance(value, int | float | str) or len(str(value)) > 40:
+            return None
+        if isinstance(value, int | float):
+            parsed = dt.datetime.fromtimestamp(value, dt.UTC)
+        else:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo:
+            parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
     except (ValueError, OverflowError, OSError):
         return None
-    return parsed.astimezone(dt.UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+    return parsed if TIME_RANGE[0] <= parsed < TIME_RANGE[1] else None

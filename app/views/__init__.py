@@ -93,3 +93,9 @@ def register_views(app) -> None:
     calls.register(appbuilder)  # outbound interface, lines, numbers, seats, do-not-call, call records
     qa.register(appbuilder)  # scorecards, sampling plans, the QA workbench
     call_reports.register(appbuilder)  # call and QA reports
+    from app.views import inbox
+
+    inbox.register(appbuilder)  # the notification centre: the bell on every page, /inbox/, /api/v1/inbox/
+    from app.views import layout
+
+    layout.register(app)  # refusals (403, 404) as pages of the console; the language menu's current language

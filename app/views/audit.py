@@ -1,12 +1,20 @@
-"""The audit log, read-only, for administrators."""
+"""The audit log, read-only, for administrators. Phone numbers inside its summaries and before/after
+values show masked, like everywhere else; the full numbers of one entry are shown on request, audited."""
 
 from __future__ import annotations
 
+from flask import abort, flash, redirect, url_for
+from flask_appbuilder import expose
 from flask_appbuilder.models.sqla.interface import SQLAInterface
+from flask_appbuilder.security.decorators import has_access
 from flask_babel import lazy_gettext as _l
 
+from app.extensions import db
 from app.models.audit import AuditLog
 from app.security import policy
+from app.security.masking import can_view_full_phone, mask_phones_in_text, phones_in_text
+from app.security.scope import current_viewer
+from app.services import audit
 from app.views.base import CrmModelRestApi, CrmModelView
 
 ACTION_LABELS = {
@@ -20,7 +28,15 @@ TARGET_LABELS = {
     "user": _l("User"), "employee": _l("Employee"), "role": _l("Role"), "org_unit": _l("Org unit"),
     "dict_type": _l("Dictionary"), "dict_item": _l("Dictionary item"), "config_item": _l("Config item"),
     "Employee": _l("Employee"), "OrgUnit": _l("Org unit"), "AuditLog": _l("Audit log"),
+    "audit_log": _l("Audit log"), "api_key": _l("API key"),
+    "dispatch_rule": _l("Dispatch rule"), "circulation_rule": _l("Circulation rule"), "pool": _l("Pool"),
+    "sales_profile": _l("Sales profile"), "sms_channel": _l("SMS channel"),
+    "sms_template": _l("SMS template"), "sensitive_word": _l("Sensitive word"),
+    "call_interface": _l("Outbound interface"),
+    "call_line": _l("Call line"), "call_number": _l("Caller-ID number"), "seat": _l("Seat"),
 }
+#: Free-text columns that may carry phone numbers (an employee's phone before and after a change …).
+TEXT_COLUMNS = ("summary", "before", "after")
 
 
 class AuditLogView(CrmModelView):
@@ -35,12 +51,34 @@ class AuditLogView(CrmModelView):
     base_order = ("created_at", "desc")
     page_size = 50
     formatters_columns = {"action": lambda v: ACTION_LABELS.get(v, v),
-                          "target_type": lambda v: TARGET_LABELS.get(v, v)}
+                          "target_type": lambda v: TARGET_LABELS.get(v, v),
+                          **dict.fromkeys(TEXT_COLUMNS, mask_phones_in_text)}
     label_columns = {
         "created_at": _l("Time"), "actor_name": _l("Actor"), "action": _l("Action"),
         "target_type": _l("Target type"), "target_id": _l("Target id"), "summary": _l("Summary"),
         "before": _l("Before"), "after": _l("After"), "ip": _l("IP address"),
     }
+    #: crm/show.html offers the "show full phone number" button (numbers are inside the text columns).
+    reveals_phones = True
+
+    @expose("/phone/<pk>", methods=["POST"])
+    @has_access
+    def reveal_phone(self, pk):
+        """The full numbers written in one entry, on request, audited (like every other reveal)."""
+        if not can_view_full_phone(current_viewer()):
+            abort(403)
+        item = self._scoped_get(pk)
+        if item is None:
+            abort(404)
+        numbers = phones_in_text(" ".join(getattr(item, c) or "" for c in TEXT_COLUMNS))
+        audit.record(db.session, "phone_view", target_type="audit_log", target_id=item.id,
+                     summary=f"{item}: {len(numbers)}")
+        db.session.commit()
+        for number in numbers:
+            flash(f"{_l('Phone')}: {number}", "info")
+        if not numbers:
+            flash(str(_l("No phone number in this entry.")), "info")
+        return redirect(url_for("AuditLogView.show", pk=item.id))
 
 
 class AuditLogApi(CrmModelRestApi):
@@ -53,3 +91,8 @@ class AuditLogApi(CrmModelRestApi):
     search_columns = ["created_at", "actor_name", "action", "target_type", "target_id"]
     order_columns = ["created_at", "action"]
     base_order = ("created_at", "desc")
+
+    def _mask(self, row: dict) -> None:
+        for col in TEXT_COLUMNS:
+            if row.get(col):
+                row[col] = mask_phones_in_text(row[col])

@@ -7,16 +7,15 @@ exports and the REST API; domain rules give field errors in forms and 4xx JSON i
 
 from __future__ import annotations
 
-import csv
-import io
-
-from flask import Response, abort, current_app, flash, redirect, request, stream_with_context, url_for
+from flask import abort, current_app, flash, redirect, request, url_for
 from flask_appbuilder import ModelRestApi, ModelView
 from flask_appbuilder.api import safe
+from flask_appbuilder.const import API_URI_RIS_KEY
+from flask_appbuilder.hooks import before_request
 from flask_appbuilder.models.filters import BaseFilter
-from flask_appbuilder.security.decorators import has_access, permission_name
-from flask_appbuilder.urltools import get_filter_args
+from flask_appbuilder.security.decorators import has_access
 from flask_appbuilder.views import expose
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from markupsafe import escape
 from sqlalchemy import func, select
@@ -27,15 +26,16 @@ from wtforms.fields.core import UnboundField
 from app.extensions import db
 from app.models.base import ScopedMixin
 from app.models.metadata import DictItem, DictType
-from app.security import policy
+from app.security import input_guards, policy
 from app.security.masking import can_view_full_phone, mask_phone
 from app.security.scope import DataScopeFilter, current_viewer, restrict, scope_filter
 from app.services import audit
 from app.services.errors import DomainError
 from app.services.metadata import check_dict_choice
-from app.views import times
+from app.views import list_args, times
+from app.views.export import CsvExportMixin
 
-MAX_PAGE_SIZE = 200
+MAX_PAGE_SIZE = 200  # the default of CRM_LIST_MAX_PAGE_SIZE
 
 
 class EnabledDictItemFilter(BaseFilter):
@@ -67,16 +67,6 @@ def _plain_value(formatter):
 
 def masked_phone_formatter(value):
     return mask_phone(value)
-
-
-def _session_closed_after(stream, session):
-    """A streamed body reads its rows after the request's teardown closed `session`, which reopens a
-    transaction: close it again when the stream ends, or PostgreSQL keeps that connection "idle in
-    transaction" (holding a snapshot and locks) for good."""
-    try:
-        yield from stream
-    finally:
-        session.close()
 
 
 class CrmViewMixin:
@@ -121,6 +111,8 @@ class CrmViewMixin:
             chosen = hist.added[0]
             if chosen is None:
                 continue
+            if sa_inspect(chosen).key is None:  # the API's schema makes up a row for an id that has none
+                raise DomainError("No record has this id", field=key, status=400)
             if key in self.dict_fields:
                 previous = hist.deleted[0].id if hist.deleted and hist.deleted[0] is not None else None
                 check_dict_choice(chosen, self.dict_fields[key], previous, field=key)
@@ -190,13 +182,15 @@ def _optional_checkboxes(form_cls):
     return type(form_cls.__name__, (form_cls,), loosened) if loosened else form_cls
 
 
-class CrmModelView(CrmViewMixin, ModelView):
+class CrmModelView(CsvExportMixin, CrmViewMixin, ModelView):
     """ModelView with data scope everywhere, domain checks as form errors, and a CSV export."""
 
     page_size = 25
     export_columns: list[str] | None = None
     show_template = "crm/show.html"
     list_template = "crm/list.html"
+    #: these forms refuse unstorable text (NUL…) as a field error (app/security/input_guards.py).
+    text_checked_forms = ("add", "edit")
 
     def __init__(self, *args, **kwargs):
         model = self.datamodel.obj
@@ -232,6 +226,8 @@ class CrmModelView(CrmViewMixin, ModelView):
 
         class CheckedForm(form_cls):
             def validate(self, extra_validators=None):
+                if input_guards.refuse_unstorable_text(self):  # before validators that query with it
+                    return False
                 view._offer_current_choices(self, getattr(self, "_id", None))
                 if not super().validate(extra_validators=extra_validators):
                     return False
@@ -288,11 +284,26 @@ class CrmModelView(CrmViewMixin, ModelView):
                 if pk is not None:  # reloaded, so that the real save sees what it changes (history)
                     db.session.refresh(item)
 
-    # --- list page size cap ----------------------------------------------------------------------
+    # --- list arguments: checked, and the page size capped ----------------------------------------
+    @before_request
+    def _check_list_args(self):
+        """FAB orders by any `_oc_` column it is given: 400 for one the list cannot be ordered by (its
+        `page_*` / `psize_*` arguments are checked for every page by app/security/input_guards.py)."""
+        reason = list_args.html_list_error(type(self).__name__, self.order_columns)
+        if reason:
+            abort(400, description=reason)
+
     def _get_list_widget(self, filters, *args, page_size=None, **kwargs):
         if page_size is not None:
-            page_size = max(1, min(int(page_size), MAX_PAGE_SIZE))
+            cap = current_app.config.get("CRM_LIST_MAX_PAGE_SIZE", MAX_PAGE_SIZE)
+            page_size = max(1, min(int(page_size), cap))
         return super()._get_list_widget(filters, *args, page_size=page_size, **kwargs)
+
+    @expose("/download/<string:filename>")
+    @has_access
+    def download(self, filename):
+        """FAB's file-column download: no CRM model has file columns (and no UPLOAD_FOLDER is set)."""
+        abort(404)
 
     # --- actions: FAB fetches their rows without base filters; we do not --------------------------
     def _scoped_get(self, pk):
@@ -351,54 +362,6 @@ class CrmModelView(CrmViewMixin, ModelView):
             flash(f"{self.label_columns.get(col, col)}: {number}", "info")
         return redirect(url_for(f"{self.__class__.__name__}.show", pk=pk))
 
-    # --- export: streaming CSV of exactly what the user may list ---------------------------------
-    @expose("/export/")
-    @has_access
-    @permission_name("export")
-    def export(self):
-        get_filter_args(self._filters, disallow_if_not_in_search=False)
-        joined = self._filters.get_joined_filters(self._base_filters)
-        columns = self.export_columns or self.list_columns
-        query = self.datamodel.apply_all(db.session.query(self.datamodel.obj), joined)
-        count = query.order_by(None).count()
-        limit = current_app.config["CRM_EXPORT_MAX_ROWS"]
-        full_phone = can_view_full_phone(current_viewer())
-        audit.record(db.session, "export", target_type=self.class_permission_name,
-                     summary=f"{min(count, limit)} rows; columns {','.join(columns)}; "
-                             f"full phones: {full_phone}")
-        db.session.commit()
-        labels = [str(self.label_columns.get(c, c)) for c in columns]
-        phones = set(self.phone_columns)
-
-        def rows():
-            buffer = io.StringIO()
-            writer = csv.writer(buffer)
-            buffer.write("\ufeff")  # Excel opens UTF-8 CSV correctly with a BOM
-            writer.writerow(labels)
-            for n, item in enumerate(query.yield_per(1000)):
-                if limit and n >= limit:
-                    break
-                values = []
-                for col in columns:
-                    value = getattr(item, col, "")
-                    value = value() if callable(value) else value
-                    if col in phones and not full_phone:
-                        value = mask_phone(value)
-                    values.append(str(times.local_dt(value)))  # times as people read them
-                writer.writerow(values)
-                if buffer.tell() > 64_000:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
-            yield buffer.getvalue()
-
-        filename = f"{self.class_permission_name.lower()}.csv"
-        return Response(
-            stream_with_context(_session_closed_after(rows(), query.session)),
-            mimetype="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f"attachment; filename={filename}"},
-        )
-
 
 class CrmModelRestApi(CrmViewMixin, ModelRestApi):
     """ModelRestApi with the data scope, domain checks as 4xx JSON, and masked phones."""
@@ -417,6 +380,37 @@ class CrmModelRestApi(CrmViewMixin, ModelRestApi):
         self.edit_query_rel_fields = {**rel, **(self.edit_query_rel_fields or {})}
         super().__init__(*args, **kwargs)
 
+    @before_request
+    def _check_list_args(self):
+        """A `q` FAB's parser would fail on with 500 (`(((`, `!`) and a negative or non-numeric page or
+        page size answer 400 naming the argument; a page size over FAB_API_MAX_PAGE_SIZE is capped."""
+        raw = request.args.get(API_URI_RIS_KEY)
+        if not raw:
+            return None
+        try:
+            found = list_args.rison_page_error(list_args.parse_rison(raw))
+        except ValueError:
+            found = API_URI_RIS_KEY, _("Not a valid Rison or JSON argument")
+        return self.response(400, field=found[0], message=found[1]) if found else None
+
+    # --- _info: gettext("") is the catalog's header ("Project-Id-Version: …"), not "" ----------------
+    @staticmethod
+    def _translated(text) -> str:
+        return str(_(text)) if text else ""
+
+    def _get_field_info(self, field, *args, **kwargs):
+        info = super()._get_field_info(field, *args, **kwargs)
+        info["label"] = self._translated(self.label_columns.get(field.name, ""))
+        info["description"] = self._translated(self.description_columns.get(field.name, ""))
+        return info
+
+    def _description_columns_json(self, cols=None):
+        return {k: self._translated(v) for k, v in self.description_columns.items() if k in (cols or [])}
+
+    def _label_columns_json(self, cols=None):
+        cols = cols or []
+        return {k: self._translated(v) for k, v in self.label_columns.items() if k in cols}
+
     def _domain_response(self, call, *args):
         try:
             return call(*args)
@@ -424,11 +418,25 @@ class CrmModelRestApi(CrmViewMixin, ModelRestApi):
             db.session.rollback()
             return self.response(exc.status, **exc.as_dict())
 
+    def _check_relation_ids(self) -> None:
+        """Related ids in the body that no row can have (beyond 32 bits): refused naming the field before
+        the schema looks them up (PostgreSQL: "integer out of range")."""
+        body = request.get_json(silent=True)
+        for key in _relations(self.datamodel.obj) if isinstance(body, dict) else ():
+            values = body.get(key) if isinstance(body.get(key), list) else [body.get(key)]
+            for value in values:
+                if isinstance(value, int | str) and value != "" and not input_guards.storable_id(value):
+                    raise DomainError("No record has this id", field=key, status=400)
+
+    def _checked_write(self, call, *args):
+        self._check_relation_ids()
+        return call(*args)
+
     def post_headless(self):
-        return self._domain_response(super().post_headless)
+        return self._domain_response(self._checked_write, super().post_headless)
 
     def put_headless(self, pk):
-        return self._domain_response(super().put_headless, pk)
+        return self._domain_response(self._checked_write, super().put_headless, pk)
 
     def delete_headless(self, pk):
         return self._domain_response(super().delete_headless, pk)

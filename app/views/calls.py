@@ -44,11 +44,12 @@ from app.views.call_config import (
     OutboundInterfaceView,
     SeatView,
 )
+from app.views.request_body import read_capped
 from app.views.sales import PageShowMixin
 from app.views.uow import run
 
 log = logging.getLogger(__name__)
-MAX_CALLBACK_BODY = 1024 * 1024
+MAX_CALLBACK_BODY = 1024 * 1024  # chunked bodies too (read_capped)
 REFUSAL_MESSAGES = {
     "no_seat": _l("You have no active seat: ask an administrator for one."),
     "line_disabled": _l("Your seat's line is disabled."),
@@ -282,13 +283,16 @@ class CallApi(BaseApi):
               description: Bad or missing signature, or a stale timestamp
             404:
               description: No such interface
+            413:
+              description: The body is over 1 MB
         """
         interface = db.session.get(OutboundInterface, interface_id)
         if interface is None:
             return self.response(404, message="No such interface")
-        if request.content_length is not None and request.content_length > MAX_CALLBACK_BODY:
-            return self.response(413, message="Body too large")
-        body = request.get_data(cache=False)
+        body = read_capped(MAX_CALLBACK_BODY)
+        if body is None:
+            log.warning("call callback refused (interface %s, 413): body too large", interface_id)
+            return self.response(413, message="Body too large", field="body")
         try:
             outcome = callbacks.receive(db.session, interface, body, request.headers)
         except CallbackError as exc:
@@ -296,7 +300,7 @@ class CallApi(BaseApi):
             status = 401 if isinstance(exc, SignatureError) else 400
             log.warning("call callback refused (interface %s, %s): %s; body %r", interface_id, status, exc,
                         body[:500])
-            return self.response(status, message=str(exc))
+            return self.response(status, message=str(exc), **({"field": exc.field} if exc.field else {}))
         except ProviderError as exc:
             db.session.rollback()
             log.warning("call callback: interface %s misconfigured: %s", interface_id, exc)

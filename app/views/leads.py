@@ -30,7 +30,7 @@ from app.jobs.leads import request_dispatch
 from app.models.sales import OWNED, POOLED, WAITING, Customer, Lead
 from app.security import policy
 from app.security.scope import current_viewer
-from app.services import metadata
+from app.services import customers, inputs, metadata
 from app.services.errors import DomainError
 from app.services.leads import (
     INTENTION,
@@ -40,16 +40,16 @@ from app.services.leads import (
     Vocabulary,
     intake,
     parse,
-    register_user,
 )
-from app.services.phones import normalise_phone
 from app.views import uow
 from app.views.base import CrmModelRestApi, CrmModelView
+from app.views.customer_merge import NotMergedFilter
 
 #: Mapped to routes a view does not offer: no role holds a permission of that name, so FAB hides
 #: the buttons (its templates would otherwise link to the missing route).
 NOT_OFFERED = "not_offered"
 API_KEY_MAX = 100
+LEAD_BODY_MAX = 64 * 1024
 CHANNEL_LABELS = {"form": _l("Back-office form"), "import": _l("File import"), "api": _l("API")}
 LEAD_LABELS = {
     "name": _l("Name"), "phone": _l("Phone"), "source": _l("Lead source"), "campaign": _l("Campaign"),
@@ -193,6 +193,7 @@ class CustomerView(CrmModelView):
 
     datamodel = SQLAInterface(Customer)
     class_permission_name = policy.CUSTOMER
+    base_filters = [["id", NotMergedFilter, lambda: []]]  # merged customers leave the list
     list_title = show_title = _l("Customers")
     edit_title = _l("Edit Customer")
     list_columns = ["name", "phone", "registered_user_id", "region", "created_at"]
@@ -252,25 +253,37 @@ class LeadApi(CrmModelRestApi):
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             return self.response_400(message="The body must be a JSON object")
+        if len(request.get_data()) > LEAD_BODY_MAX:  # kept whole as the lead's raw payload
+            return self.response(413, message=f"A lead is at most {LEAD_BODY_MAX} bytes of JSON",
+                                 field="body")
         header_key = (request.headers.get("Idempotency-Key") or "").strip()
-        body_key = str(body.get("client_key") or "").strip()
+        problems: dict[str, str] = {}
+        body_key = inputs.text(problems, "client_key", body.get("client_key"), API_KEY_MAX,
+                               numbers=True) or ""
         key = header_key or body_key
-        problem = None
-        if not key:
-            problem = "required: send an Idempotency-Key header or a client_key field"
-        elif header_key and body_key and header_key != body_key:
-            problem = "differs from the Idempotency-Key header"
-        elif len(key) > API_KEY_MAX:
-            problem = f"at most {API_KEY_MAX} characters"
-        if problem:
-            return self.response(422, message="Invalid lead", errors={"client_key": problem})
+        if not problems:
+            if not key:
+                problems["client_key"] = "required: send an Idempotency-Key header or a client_key field"
+            elif header_key and body_key and header_key != body_key:
+                problems["client_key"] = "differs from the Idempotency-Key header"
+            elif len(key) > API_KEY_MAX:
+                problems["client_key"] = f"at most {API_KEY_MAX} characters"
+        if problems:
+            return self.response(422, message="Invalid lead", errors=problems)
         client_key = f"api:{g.user.id}:{key}"
         replay = self._replay(client_key)
         if replay is not None:
             return replay
         row = {name: body.get(name) for name in ("name", "phone", "source", "campaign", "product_line",
                                                  "region", "intention_level", "consult_note")}
-        values, problems = parse(row, Vocabulary(db.session), _region())
+        # Other systems send JSON strings (a phone may come as a number); parse, which file imports share,
+        # reads any cell as text.
+        problems = {name: "must be a string" for name, value in row.items()
+                    if value is not None and not isinstance(value, str)
+                    and not (name == "phone" and isinstance(value, int) and not isinstance(value, bool))}
+        values, more = parse({k: v for k, v in row.items() if k not in problems}, Vocabulary(db.session),
+                             _region())
+        problems = {**more, **problems}
         if problems:
             return self.response(422, message="Invalid lead", errors=problems)
         values.client_key, values.raw_payload = client_key, body
@@ -340,25 +353,14 @@ class CustomerRegisterApi(BaseApi):
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             return self.response_400(message="The body must be a JSON object")
-        user_id = str(body.get("registered_user_id") or "").strip()
-        name = str(body.get("name") or "").strip()[:64] or None
-        problems = {}
-        if not user_id:
-            problems["registered_user_id"] = "required"
-        elif len(user_id) > 64:
-            problems["registered_user_id"] = "at most 64 characters"
-        try:
-            phone = normalise_phone(body.get("phone"), _region())
-            if phone is None:
-                problems["phone"] = "required"
-        except DomainError as exc:
-            problems["phone"] = exc.message
+        values, problems = customers.parse_registration(body, _region())
         if problems:
             return self.response(422, message="Invalid registration", errors=problems)
         known = db.session.scalar(select(Customer.id).where(
-            (Customer.phone == phone) | (Customer.registered_user_id == user_id)).limit(1))
+            (Customer.phone == values.phone) | (Customer.registered_user_id == values.registered_user_id))
+            .limit(1))
         try:
-            customer, exc = uow.run(register_user, db.session, user_id, phone, name=name, region=_region())
+            customer, exc = uow.run(customers.register, db.session, values)
         except IntegrityError:  # the same registration sent twice at once
             db.session.rollback()
             return self.response(409, message="Registered concurrently: send it again")

@@ -22,6 +22,7 @@ from app import clock
 from app.extensions import db
 from app.models.employee import HR_RESIGNED, Employee
 from app.models.sales import OPEN_STATUSES, Opportunity, Pool
+from app.security.input_guards import storable_id
 from app.security.masking import mask_phone
 from app.security.scope import current_viewer, restrict, scope_clause
 from app.services import circulation, opportunities, ownership, pools
@@ -126,7 +127,7 @@ def visible_opportunities(ids, pools_too: bool = False) -> set[int]:
     """Which of `ids` the current user may act on: their data scope (or, with `pools_too`, also the
     pools their org unit may claim from)."""
     viewer = current_viewer()
-    query = select(Opportunity.id).where(Opportunity.id.in_(ids))
+    query = select(Opportunity.id).where(Opportunity.id.in_([i for i in ids if storable_id(i)]))  # 32-bit
     clause = scope_clause(Opportunity, viewer)
     if clause is not None:
         pool = pools.pooled_over(viewer.org_path) if pools_too else None
@@ -159,7 +160,7 @@ def visible_employee(emp_id, field: str, active: bool = True) -> Employee | None
     except (TypeError, ValueError):
         raise DomainError("Unknown employee", field=field, status=400) from None
     employee = db.session.scalar(restrict(select(Employee).where(Employee.id == emp_id), Employee,
-                                          current_viewer()))
+                                          current_viewer())) if storable_id(emp_id) else None
     if employee is None:
         raise DomainError("Unknown employee or outside your data scope", field=field, status=404)
     if active and employee.hr_status == HR_RESIGNED:
@@ -223,7 +224,7 @@ def register(appbuilder) -> None:
     """Menu entries and APIs of the sales domain (called from app.views.register_views)."""
     from app.views.opportunities import OpportunityView
     from app.views.pool import PoolOpportunityView
-    from app.views.sales_api import OpportunityApi
+    from app.views.sales_api import CustomerMergeApi, OpportunityApi
     from app.views.sales_records import AssignmentLogView, CustomerPageView, FollowUpView
     from app.views.workbench import WorkbenchView
 
@@ -239,3 +240,4 @@ def register(appbuilder) -> None:
     appbuilder.add_view(AssignmentLogView, "Assignment Log", icon="fa-exchange", label=_l("Assignment Log"),
                         category=cat)
     appbuilder.add_api(OpportunityApi)
+    appbuilder.add_api(CustomerMergeApi)

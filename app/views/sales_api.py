@@ -5,8 +5,8 @@ written then). Times go out as ISO 8601 with the business time zone's offset (ap
 from __future__ import annotations
 
 from flask import request
+from flask_appbuilder.api import BaseApi, protect, safe
 from flask_appbuilder.api import expose as api_expose
-from flask_appbuilder.api import protect, safe
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from sqlalchemy import select
 
@@ -16,7 +16,7 @@ from app.extensions import db
 from app.models.sales import Opportunity
 from app.security import policy
 from app.security.scope import current_viewer
-from app.services import metadata, opportunities, ownership, pools
+from app.services import customers, metadata, opportunities, ownership, pools
 from app.services.errors import DomainError
 from app.views.base import CrmModelRestApi
 from app.views.sales import (
@@ -27,7 +27,7 @@ from app.views.sales import (
     require_visible,
     visible_employee,
 )
-from app.views.uow import json_result
+from app.views.uow import error_json, json_result
 
 
 class OpportunityApi(CrmModelRestApi):
@@ -271,3 +271,69 @@ def _clocks(opp: Opportunity) -> dict:
             "last_followup_at": iso(opp.last_followup_at), "next_followup_at": iso(opp.next_followup_at),
             "idle_since": iso(opp.idle_since), "protected_until": iso(opp.protected_until),
             "closed_at": iso(opp.closed_at)}
+
+
+class CustomerMergeApi(BaseApi):
+    """POST /api/v1/customer/merge: merge one customer into another (app.services.customers)."""
+
+    resource_name = "customer"
+    class_permission_name = policy.CUSTOMER
+    method_permission_name = {"merge": "merge"}
+    allow_browser_login = True
+    openapi_spec_tag = "Customers"
+
+    @api_expose("/merge", methods=["POST"])
+    @protect()
+    @safe
+    def merge(self):
+        """Merge customer `merged_id` into `survivor_id`; `dry_run` only checks and tells what would move.
+        ---
+        post:
+          requestBody:
+            required: true
+            content:
+              application/json:
+                schema:
+                  type: object
+                  required: [survivor_id, merged_id]
+                  properties:
+                    survivor_id:
+                      type: integer
+                    merged_id:
+                      type: integer
+                    owner_id:
+                      type: integer
+                      description: Who keeps the open opportunities when their owners differ
+                    dry_run:
+                      type: boolean
+          responses:
+            200:
+              description: What moved (or, with dry_run, what would move)
+            400:
+              description: The body is not a JSON object
+            403:
+              description: Not allowed, or opportunities outside the caller's data scope
+            404:
+              description: No such customer in the caller's data scope
+            409:
+              description: Refused with the reason (already merged, owners differ, same product line)
+            422:
+              description: A bad field, named
+        """
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return error_json(DomainError("The body must be a JSON object", status=400))
+        args = (db.session, current_viewer(), body.get("survivor_id"), body.get("merged_id"),
+                body.get("owner_id"))
+        if body.get("dry_run") is True:
+            return json_result(lambda: _merge_body(customers.check_merge(*args, require_owner=False)))
+        return json_result(lambda: customers.merge(*args, actor=current_actor()),
+                           body=lambda r: {**_merge_body(r.plan), "moved": r.moved,
+                                           "reassigned": r.reassigned})
+
+
+def _merge_body(plan: customers.MergePlan) -> dict:
+    return {"survivor_id": plan.survivor.id, "merged_id": plan.merged.id, "counts": plan.counts,
+            "owners": [{"id": e.id, "name": e.name} for e in plan.owners],
+            "owner_id": plan.owner.id if plan.owner else None,
+            "owner_required": plan.owner is None and len(plan.owners) > 1}

@@ -1,5 +1,6 @@
 """The sales floor's records, read only: follow-ups, the assignment log, and the customer page (the person
-behind leads, with what the viewer may see of their opportunities and history)."""
+behind leads, with what the viewer may see of their opportunities and history; merging a duplicate into it
+is app.views.customer_merge's)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from sqlalchemy import select
 from app.extensions import db
 from app.models.sales import AssignmentLog, Customer, FollowUp, Lead, Opportunity
 from app.security import policy
-from app.security.masking import shown_phone
+from app.security.masking import mask_phone
 from app.security.scope import current_viewer, restrict
 from app.services import opportunities
 from app.views.base import CrmModelView
+from app.views.customer_merge import CustomerMergeMixin, NotMergedFilter
 from app.views.sales import (
     REASON_LABELS,
     STATUS_LABELS,
@@ -47,15 +49,18 @@ class FollowUpView(CrmModelView):
                      "next_followup_at": _l("Next follow-up")}
 
 
-class CustomerPageView(PageShowMixin, CrmModelView):
+class CustomerPageView(CustomerMergeMixin, PageShowMixin, CrmModelView):
     """The customer page: the person behind leads, with their leads, opportunities, follow-ups and
-    assignment history (what the viewer may see of them). The customer list and its edit form are
-    app.views.leads.CustomerView's; this view adds no menu entry."""
+    assignment history (what the viewer may see of them), and the merge of a duplicate into it
+    (app.views.customer_merge). The customer list and its edit form are app.views.leads.CustomerView's;
+    this view adds no menu entry."""
 
     route_base = "/customer"
     datamodel = SQLAInterface(Customer)
     class_permission_name = policy.CUSTOMER
-    base_permissions = ["can_read", "can_export"]
+    base_permissions = ["can_read", "can_export", policy.MERGE]
+    method_permission_name = {**policy.METHOD_PERMISSIONS, "merge": "merge"}
+    base_filters = [["id", NotMergedFilter, lambda: []]]  # merged customers leave lists
     list_title = show_title = _l("Customers")
     show_template = "crm/customer_show.html"
     list_columns = ["id", "name", "phone", "region", "registered_user_id", "created_at"]
@@ -92,7 +97,7 @@ def customer_page(customer: Customer) -> dict:
                    + [x for log in logs for x in (log.from_owner_id, log.to_owner_id)])
     remember_names("pool", [x for log in logs for x in (log.from_pool_id, log.to_pool_id)])
     return {"opportunities": opps, "leads": leads, "follow_ups": follow_ups, "logs": logs,
-            "lead_phone": lambda p: shown_phone(p, viewer), "employee_name": employee_name,
+            "lead_phone": mask_phone, "employee_name": employee_name,
             "pool_name": pool_name, "reason_label": lambda r: REASON_LABELS.get(r, r),
             "status_label": lambda s: STATUS_LABELS.get(s, s)}
 

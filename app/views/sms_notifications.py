@@ -18,6 +18,7 @@ from app.jobs.sms_notifications import notify_event
 from app.models.sales import Customer
 from app.security import policy
 from app.security.scope import current_viewer, restrict
+from app.services import inputs
 from app.services.errors import DomainError
 from app.services.phones import normalise_phone
 from app.services.sms.notifications import EVENTS, EXTERNAL_EVENTS
@@ -25,6 +26,8 @@ from app.views.uow import error_json, run
 
 MAX_KEY = 100
 MAX_VALUE = 200
+MAX_EVENT = 40
+MAX_PHONE = 32  # as typed, before it is normalised
 
 
 def parse_event(session, body, region: str, viewer=None) -> tuple[dict, dict]:
@@ -32,26 +35,22 @@ def parse_event(session, body, region: str, viewer=None) -> tuple[dict, dict]:
     problems: dict[str, str] = {}
     if not isinstance(body, dict):
         return {}, {"body": "must be a JSON object"}
-    event = body.get("event")
-    if not isinstance(event, str) or not event:
-        problems["event"] = "required"
-    elif event not in EXTERNAL_EVENTS:
+    event = inputs.text(problems, "event", body.get("event"), MAX_EVENT, required=True)
+    if event is not None and event not in EXTERNAL_EVENTS:
         problems["event"] = f"must be one of {', '.join(EXTERNAL_EVENTS)}"
-    key = body.get("key")
-    if isinstance(key, bool) or not isinstance(key, str | int) or not str(key).strip():
+        event = None
+    key = inputs.text(problems, "key", body.get("key"), MAX_KEY, numbers=True)
+    if key is None and "key" not in problems:
         problems["key"] = "required (a string or number unique per event, e.g. the order number)"
-    elif len(str(key)) > MAX_KEY:
-        problems["key"] = f"at most {MAX_KEY} characters"
     variables = body.get("variables", {})
     if not isinstance(variables, dict):
         problems["variables"] = "must be a JSON object"
         variables = {}
     else:
-        bad = [k for k, v in variables.items()
-               if isinstance(v, dict | list | bool) or v is None or len(str(v)) > MAX_VALUE]
+        bad = [k for k, v in variables.items() if not inputs.scalar(v, MAX_VALUE)]
         if bad:
             problems["variables"] = f"values must be strings or numbers of at most {MAX_VALUE} characters: " \
-                                    f"{', '.join(sorted(bad))}"
+                                    f"{inputs.quote(', '.join(sorted(bad)), 200)}"
         elif event in EVENTS:
             missing = [n for n in EVENTS[event] if n != "name" and n not in variables]
             if missing:
@@ -60,14 +59,14 @@ def parse_event(session, body, region: str, viewer=None) -> tuple[dict, dict]:
     if phone in (None, "") and customer_id in (None, ""):
         problems["phone"] = "give the phone or the customer_id"
     elif phone not in (None, ""):
+        raw = inputs.text(problems, "phone", phone, MAX_PHONE, numbers=True)
         try:
-            phone = normalise_phone(str(phone), region)
+            phone = normalise_phone(raw, region) if raw is not None else None
         except DomainError as exc:
             problems["phone"] = exc.message
     else:
-        if isinstance(customer_id, bool) or not isinstance(customer_id, int):
-            problems["customer_id"] = "must be a whole number"
-        else:
+        customer_id = inputs.whole_number(problems, "customer_id", customer_id)
+        if customer_id is not None:
             q = select(Customer.phone, Customer.name).where(Customer.id == customer_id)
             if viewer is not None:
                 q = restrict(q, Customer, viewer)
@@ -83,7 +82,7 @@ def parse_event(session, body, region: str, viewer=None) -> tuple[dict, dict]:
     values = {str(k): str(v) for k, v in variables.items()}
     if name and "name" not in values:
         values["name"] = name
-    return {"event": event, "key": str(key).strip(), "phone": phone, "variables": values,
+    return {"event": event, "key": key, "phone": phone, "variables": values,
             "customer_id": customer_id if isinstance(customer_id, int) else None}, {}
 
 

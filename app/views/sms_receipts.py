@@ -3,7 +3,8 @@
 POST /api/v1/sms/receipts/<channel_id> and POST /api/v1/sms/inbound/<channel_id>. No login and no JWT:
 the provider authenticates by signing the request with the channel's callback secret (checked by the
 channel's adapter). CSRF-exempt (an API) and rate-limited per client address (CRM_SMS_CALLBACK_LIMIT).
-A refused request answers 4xx JSON and is kept as an SmsReceipt row with status "rejected".
+A refused request answers 4xx JSON ({"message", "field"} when a field is at fault) and is kept as an
+SmsReceipt row with status "rejected", the reason and its body.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from app.models.sms import SmsChannel
 from app.services.sms import receipts
 from app.services.sms.http import SignatureError
 from app.services.sms.providers import ProviderError, ReceiptError, provider_for
+from app.views.request_body import read_capped
 
 DEFAULT_LIMIT = "600 per minute"
-MAX_BODY = 1024 * 1024  # a batch of receipts is small; refuse anything bigger unread
+MAX_BODY = 1024 * 1024  # a batch of receipts is small; refuse anything bigger (chunked too)
 
 
 def _limit() -> str:
@@ -32,16 +34,19 @@ class SmsCallbackApi(BaseApi):
     resource_name = "sms"
     openapi_spec_tag = "SMS callbacks"
     limits = [Limit(_limit, key_func=get_remote_address, methods=("POST",))]
+    # Text the database cannot store is refused here, not by the central guard (input_guards), so that
+    # the refused body is kept like any other.
+    text_checked_body = True
 
     def _handle(self, channel_id: int, kind: str):
         channel = db.session.get(SmsChannel, channel_id)
         if channel is None:
             return self.response(404, message="No such channel")
-        if request.content_length is not None and request.content_length > MAX_BODY:
+        body = read_capped(MAX_BODY)
+        if body is None:
             receipts.record_rejected(db.session, channel.id, kind, "Body too large", b"")
             db.session.commit()
-            return self.response(413, message="Body too large")
-        body = request.get_data(cache=False)
+            return self.response(413, message="Body too large", field="body")
         try:
             adapter = provider_for(channel)
             if kind == receipts.RECEIPT:
@@ -55,7 +60,7 @@ class SmsCallbackApi(BaseApi):
             receipts.record_rejected(db.session, channel.id, kind, str(exc), body)
             db.session.commit()
             status = 401 if isinstance(exc, SignatureError) else 400
-            return self.response(status, message=str(exc))
+            return self.response(status, message=str(exc), **({"field": exc.field} if exc.field else {}))
         except ProviderError as exc:  # the channel is misconfigured (no credentials, unknown provider)
             db.session.rollback()
             receipts.record_rejected(db.session, channel.id, kind, str(exc), body)
@@ -85,6 +90,8 @@ class SmsCallbackApi(BaseApi):
               description: Bad or missing signature, or a stale timestamp
             404:
               description: No such channel
+            413:
+              description: The body is over 1 MB (kept as a rejected request)
         """
         return self._handle(channel_id, receipts.RECEIPT)
 
@@ -109,5 +116,7 @@ class SmsCallbackApi(BaseApi):
               description: Bad or missing signature, or a stale timestamp
             404:
               description: No such channel
+            413:
+              description: The body is over 1 MB (kept as a rejected request)
         """
         return self._handle(channel_id, receipts.INBOUND)

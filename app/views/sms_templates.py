@@ -18,6 +18,7 @@ from wtforms import SelectField, TextAreaField
 from app.extensions import db
 from app.models.sms import TEMPLATE_KINDS, SmsCampaign, SmsChannel, SmsMessage, SmsTemplate
 from app.security import policy
+from app.services import inputs
 from app.services.errors import DomainError
 from app.services.sms import templates
 from app.views.base import CrmModelRestApi, CrmModelView, refuse_delete_in_use
@@ -64,6 +65,27 @@ def _each(items, work, done_message) -> int:
     if done:
         flash(str(done_message) % {"n": done}, "success")
     return done
+
+
+# A draft longer than the longest text a template may have is refused unread (check_template says why
+# a shorter one is too long); a sample value longer than a template's text is no sample.
+LONGEST_TEXT = 10 * templates.MAX_BODY
+VARIABLES_MAX = SmsTemplate.__table__.c.variables.type.length
+
+
+def _sample(data: dict) -> tuple[dict | None, dict]:
+    """(the preview's sample values, {field: problem}) from the body's "sample"."""
+    sample = data.get("sample")
+    if sample is None:
+        return None, {}
+    if not isinstance(sample, dict):
+        return None, {"sample": "must be a JSON object of variable values"}
+    bad = [name for name, value in sample.items()
+           if value is not None and not inputs.scalar(value, templates.MAX_BODY)]
+    if bad:
+        return None, {"sample": f"values must be strings or numbers of at most {templates.MAX_BODY} "
+                                f"characters: {inputs.quote(', '.join(sorted(bad)), 200)}"}
+    return sample, {}
 
 
 def _status(tpl) -> dict:
@@ -164,6 +186,13 @@ class SmsTemplateApi(TemplateRulesMixin, CrmModelRestApi):
         body = request.get_json(silent=True)
         return body if isinstance(body, dict) else {}
 
+    def _note(self) -> str | None:
+        """The review note of the body: a string, or DomainError (400) naming it."""
+        note = self._json().get("note")
+        if note is not None and not isinstance(note, str):
+            raise DomainError("The note must be a string", field="note", status=400)
+        return note
+
     def _transition(self, pk, work):
         def command():
             item = self._item(pk)
@@ -180,8 +209,10 @@ class SmsTemplateApi(TemplateRulesMixin, CrmModelRestApi):
         item = self.datamodel.get(pk, self._base_filters)
         if item is None:
             return self.response(404, message="Not found")
-        sample = self._json().get("sample")
-        result = templates.preview(item, sample if isinstance(sample, dict) else None, session=db.session)
+        sample, problems = _sample(self._json())
+        if problems:
+            return self.response(400, message="Invalid preview", errors=problems)
+        result = templates.preview(item, sample, session=db.session)
         return self.response(200, **result.as_dict())
 
     @expose("/preview", methods=["POST"])
@@ -190,20 +221,24 @@ class SmsTemplateApi(TemplateRulesMixin, CrmModelRestApi):
     def preview_draft(self):
         """Check and preview unsaved text: {"body", "kind", "variables", "channel_id", "sample"}."""
         data = self._json()
-        channel = db.session.get(SmsChannel, data["channel_id"]) if data.get("channel_id") else None
+        sample, problems = _sample(data)
         item = SmsTemplate(
             name="preview",
-            body=str(data.get("body") or ""),
-            kind=data.get("kind") or "",
-            variables=data.get("variables"),
+            body=inputs.text(problems, "body", data.get("body"), LONGEST_TEXT) or "",
+            kind=inputs.text(problems, "kind", data.get("kind"), 20) or "",
+            variables=inputs.text(problems, "variables", data.get("variables"), VARIABLES_MAX),
         )
+        channel_id = inputs.whole_number(problems, "channel_id", data.get("channel_id") or None)
+        channel = db.session.get(SmsChannel, channel_id) if channel_id is not None else None
+        if channel_id is not None and channel is None:
+            problems["channel_id"] = "no such channel"
+        if problems:
+            return self.response(400, message="Invalid preview", errors=problems)
         try:
             templates.check_template(item, channel, db.session)
         except DomainError as exc:  # a check of unsaved text: nothing to roll back
             return error_json(exc)
-        sample = data.get("sample")
-        result = templates.preview(item, sample if isinstance(sample, dict) else None, session=db.session,
-                                   channel=channel)
+        result = templates.preview(item, sample, session=db.session, channel=channel)
         return self.response(200, **result.as_dict())
 
     @expose("/<int:pk>/submit", methods=["POST"])
@@ -218,7 +253,7 @@ class SmsTemplateApi(TemplateRulesMixin, CrmModelRestApi):
     @safe
     def approve(self, pk):
         """Approve a pending template ({"note": "…"} optional)."""
-        return self._transition(pk, lambda t: templates.review(db.session, t, True, self._json().get("note"),
+        return self._transition(pk, lambda t: templates.review(db.session, t, True, self._note(),
                                                                actor=_actor()))
 
     @expose("/<int:pk>/reject", methods=["POST"])
@@ -226,6 +261,6 @@ class SmsTemplateApi(TemplateRulesMixin, CrmModelRestApi):
     @safe
     def reject(self, pk):
         """Reject a pending template ({"note": "…"})."""
-        return self._transition(pk, lambda t: templates.review(db.session, t, False, self._json().get("note"),
+        return self._transition(pk, lambda t: templates.review(db.session, t, False, self._note(),
                                                                actor=_actor()))
 

@@ -32,7 +32,7 @@ from app.models.calls import (
 )
 from app.models.employee import Employee
 from app.services import opportunities
-from app.services.calls.providers import CallStatusEvent, parse_time, provider_for
+from app.services.calls.providers import MAX_DURATION, CallStatusEvent, parse_time, provider_for
 from app.services.errors import DomainError
 from app.services.metadata import dict_items
 from app.services.sql import dialect_insert
@@ -68,7 +68,7 @@ def apply_events(session, interface_id: int, events: list[CallStatusEvent],
         stmt = dialect_insert(session, CallEvent).values(
             interface_id=interface_id, event_key=ev.event_key, correlation=correlation, status=ev.status,
             occurred_at=ev.at, received_at=now, applied=False,
-            payload=json.dumps(ev.raw, ensure_ascii=False, default=str)[:20000],
+            payload=json.dumps(ev.raw, ensure_ascii=False, default=str),  # whole: read back as JSON
         ).on_conflict_do_nothing(index_elements=[CallEvent.interface_id, CallEvent.event_key]
                                  ).returning(CallEvent.id)
         event_id = session.execute(stmt).scalar()
@@ -173,13 +173,29 @@ def match_unmatched(session, call: CallRecord, now: dt.datetime | None = None) -
                            .order_by(CallEvent.occurred_at, CallEvent.id)).all()
     now = now or utcnow()
     for row in rows:
-        raw = json.loads(row.payload or "{}")
-        ev = CallStatusEvent(event_key=row.event_key, status=row.status, correlation=row.correlation,
-                             at=row.occurred_at or parse_time(raw.get("time")), duration=raw.get("duration"),
-                             result=str(raw["result"])[:32] if raw.get("result") else None,
-                             recording_url=raw.get("recording_url"), transcript=raw.get("transcript"))
-        row.call_id, row.applied = call.id, apply_to_call(session, call, ev, now)
+        row.call_id, row.applied = call.id, apply_to_call(session, call, _kept_event(row), now)
     return len(rows)
+
+
+def _kept_event(row: CallEvent) -> CallStatusEvent:
+    """A kept event as parse_events read it. Its payload is the event as received (checked then); rows
+    kept before the checks, or cut short by an older version, are read as far as they make sense."""
+    try:
+        raw = json.loads(row.payload or "{}")
+    except ValueError:
+        raw = {}
+    if not isinstance(raw, dict):
+        raw = {}
+    duration, transcript, url = raw.get("duration"), raw.get("transcript"), raw.get("recording_url")
+    if isinstance(duration, bool) or not isinstance(duration, int | float) \
+            or not 0 <= duration <= MAX_DURATION:
+        duration = None
+    return CallStatusEvent(event_key=row.event_key, status=row.status, correlation=row.correlation,
+                           at=row.occurred_at or parse_time(raw.get("time")),
+                           duration=int(duration) if duration is not None else None,
+                           result=str(raw["result"])[:32] if raw.get("result") else None,
+                           recording_url=url if isinstance(url, str) else None,
+                           transcript=transcript if isinstance(transcript, list) else None)
 
 
 SWEEP_WINDOW = dt.timedelta(days=1)  # an event older than this whose call never appeared is left kept

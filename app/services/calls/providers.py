@@ -45,6 +45,8 @@ STATUS_ALIASES = {"ring": CALL_RINGING, "alerting": CALL_RINGING, "connected": C
                   "answer": CALL_ANSWERED, "hangup": CALL_ENDED, "completed": CALL_ENDED,
                   "noanswer": CALL_NO_ANSWER, "no-answer": CALL_NO_ANSWER, "error": CALL_FAILED}
 MAX_EVENTS = 100
+MAX_DURATION = 86_400  # seconds: a call longer than a day is no call
+ID_MAX, EVENT_KEY_MAX, URL_MAX = 64, 128, 500  # as CallEvent and CallRecord keep them
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,11 @@ class ProviderError(Exception):
 
 
 class CallbackError(Exception):
-    """A callback that is not acceptable (payload): answer 400."""
+    """A callback that is not acceptable (payload): answer 400; `field` names what is at fault."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class SignatureError(CallbackError):
@@ -132,9 +138,9 @@ def verify_callback(secret: str | None, body: bytes, headers, now: float | None 
     try:
         return signing.verify_callback(HEADERS, secret, body, headers, CALLBACK_WINDOW, now)
     except signing.BadSignature as exc:
-        raise SignatureError(str(exc)) from None
+        raise SignatureError(str(exc), exc.field) from None
     except signing.BadBody as exc:
-        raise CallbackError(str(exc)) from None
+        raise CallbackError(str(exc), "body") from None
 
 
 def _status(value) -> str | None:
@@ -143,35 +149,59 @@ def _status(value) -> str | None:
     return text if text in EVENT_STATUSES else None
 
 
+def _key(row: dict, name: str, n: int, limit: int) -> str | None:
+    """An id field of an event: a string or whole number of at most `limit` characters, or None."""
+    value = row.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int) or len(str(value)) > limit:
+        raise CallbackError(f"events[{n}].{name} must be a string of at most {limit} characters",
+                            f"events[{n}].{name}")
+    return str(value)
+
+
 def parse_events(data: dict) -> list[CallStatusEvent]:
-    """The events of a verified callback body (see the module docstring); CallbackError when malformed."""
+    """The events of a verified callback body (see the module docstring); CallbackError naming the first
+    field at fault: a signed body is trusted to come from the provider, not to be well formed."""
     rows = data.get("events")
     if not isinstance(rows, list) or not rows:
-        raise CallbackError("'events' must be a non-empty list")
+        raise CallbackError("'events' must be a non-empty list", "events")
     if len(rows) > MAX_EVENTS:
-        raise CallbackError(f"At most {MAX_EVENTS} events per request")
+        raise CallbackError(f"At most {MAX_EVENTS} events per request", "events")
     events = []
     for n, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise CallbackError(f"events[{n}] is not an object")
+            raise CallbackError(f"events[{n}] is not an object", f"events[{n}]")
         status = _status(row.get("status"))
-        correlation = str(row["correlation"])[:64] if row.get("correlation") else None
-        call_id = str(row["call_id"])[:64] if row.get("call_id") else None
+        correlation = _key(row, "correlation", n, ID_MAX)
+        call_id = _key(row, "call_id", n, ID_MAX)
         if status is None or not (correlation or call_id):
-            raise CallbackError(f"events[{n}] needs a known status and a call_id or correlation")
+            raise CallbackError(f"events[{n}] needs a known status and a call_id or correlation",
+                                f"events[{n}].status" if status is None else f"events[{n}].call_id")
         duration = row.get("duration")
-        if duration is not None and (not isinstance(duration, (int, float)) or duration < 0):
-            raise CallbackError(f"events[{n}].duration must be a number of seconds")
+        if duration is not None and (isinstance(duration, bool) or not isinstance(duration, int | float)
+                                     or not 0 <= duration <= MAX_DURATION):  # NaN compares false
+            raise CallbackError(f"events[{n}].duration must be a number of seconds from 0 to {MAX_DURATION}",
+                                f"events[{n}].duration")
         transcript = row.get("transcript")
-        if transcript is not None and not isinstance(transcript, list):
-            raise CallbackError(f"events[{n}].transcript must be a list")
-        key = row.get("event_id") or f"{call_id or correlation}:{status}"
+        if transcript is not None and (not isinstance(transcript, list)
+                                       or not all(isinstance(part, dict) for part in transcript)):
+            raise CallbackError(f"events[{n}].transcript must be a list of objects",
+                                f"events[{n}].transcript")
+        result = row.get("result")
+        if result is not None and (isinstance(result, bool) or not isinstance(result, str | int)):
+            raise CallbackError(f"events[{n}].result must be a string", f"events[{n}].result")
+        url = row.get("recording_url")
+        if url not in (None, "") and (not isinstance(url, str) or len(url) > URL_MAX
+                                      or not url.lower().startswith(("https://", "http://"))):
+            raise CallbackError(f"events[{n}].recording_url must be an http(s) URL of at most {URL_MAX} "
+                                "characters", f"events[{n}].recording_url")
+        key = _key(row, "event_id", n, EVENT_KEY_MAX) or f"{call_id or correlation}:{status}"
         events.append(CallStatusEvent(
-            event_key=str(key)[:128], status=status, correlation=correlation, call_id=call_id,
+            event_key=key, status=status, correlation=correlation, call_id=call_id,
             at=parse_time(row.get("time")), duration=int(duration) if duration is not None else None,
-            result=str(row["result"])[:32] if row.get("result") else None,
-            recording_url=str(row["recording_url"])[:500] if row.get("recording_url") else None,
-            transcript=transcript, raw=row))
+            result=str(result)[:32] if result else None,
+            recording_url=url or None, transcript=transcript, raw=row))
     return events
 
 

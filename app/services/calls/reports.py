@@ -103,7 +103,7 @@ def int_param(value, field: str) -> int | None:
         number = int(str(value).strip())
     except ValueError:
         raise DomainError("Give a whole number", field=field, status=400) from None
-    if number <= 0:
+    if not 0 < number < 2**31:  # beyond 32 bits no row has it (PostgreSQL: "integer out of range")
         raise DomainError("Give a whole number", field=field, status=400)
     return number
 

@@ -1,5 +1,6 @@
 """The CRM's own notification triggers: assignments (the dispatch engine's and managers') notify the new
-owner, and follow-ups falling due remind the owning salesperson.
+owner, and follow-ups falling due remind the owning salesperson — in their inbox (app.services.inbox,
+the bell) always, and by SMS where an administrator bound an approved template to the event.
 
 Both scan forward from a watermark kept in Redis and never touch the code that made the rows. When Redis
 has lost the assignment watermark it is recovered from the newest assignment notification in the
@@ -20,6 +21,7 @@ from app.clock import utcnow
 from app.models.employee import Employee
 from app.models.sales import ASSIGN, DISPATCH, TRANSFER, AssignmentLog, Customer, Opportunity
 from app.models.sms import MSG_PENDING, SmsMessage
+from app.services import inbox
 from app.services.errors import DomainError
 from app.services.sms.notifications import ASSIGNED, FOLLOW_UP_DUE, event_key, notify, template_for
 
@@ -67,7 +69,7 @@ def notify_followups_due(session, redis=None, now: dt.datetime | None = None, li
     scan = FollowUpScan(watermark=mark)
     rows = session.execute(
         select(Opportunity.id, Opportunity.next_followup_at, Employee.name.label("employee"), Employee.phone,
-               Customer.name.label("customer"), Customer.id.label("customer_id"))
+               Employee.user_id, Customer.name.label("customer"), Customer.id.label("customer_id"))
         .join(Employee, Employee.id == Opportunity.owner_id)
         .join(Customer, Customer.id == Opportunity.customer_id)
         .where(Opportunity.status == OWNED, Opportunity.next_followup_at > start,
@@ -76,12 +78,17 @@ def notify_followups_due(session, redis=None, now: dt.datetime | None = None, li
     tpl = template_for(session, FOLLOW_UP_DUE) if rows else None
     for row in rows:
         scan.scanned += 1
+        due = clock.to_local(row.next_followup_at).strftime("%m-%d %H:%M")  # short: it goes in a text
+        key = f"{row.id}:{row.next_followup_at:%Y%m%d%H%M}"
+        customer = row.customer or f"#{row.customer_id}"
+        when = clock.format_datetime(row.next_followup_at, seconds=False)
+        inbox.notify(session, row.user_id, inbox.FOLLOW_UP_DUE, inbox.TITLES[inbox.FOLLOW_UP_DUE],
+                     {"customer": customer, "due": when}, subject=("opportunity", row.id), dedupe_key=key,
+                     now=now)
         if tpl is None or not row.phone:
             continue
-        due = clock.to_local(row.next_followup_at).strftime("%m-%d %H:%M")  # short: it goes in a text
-        variables = {"name": row.employee, "customer": row.customer or f"#{row.customer_id}", "due": due}
+        variables = {"name": row.employee, "customer": customer, "due": due}
         try:
-            key = f"{row.id}:{row.next_followup_at:%Y%m%d%H%M}"
             notified = notify(session, FOLLOW_UP_DUE, key, row.phone, variables, now=now)
         except DomainError as exc:
             log.warning("sms notifications: follow-up of opportunity %s not notified: %s", row.id,
@@ -108,7 +115,8 @@ class AssignmentScan:
 
 
 def _watermark(session, redis) -> tuple[int, bool]:
-    """(the last log id looked at, whether one was stored: False on the very first run)."""
+    """(the last log id looked at, whether one was stored: False on the very first run). Without Redis's
+    watermark: the newest assignment told by SMS or in an inbox."""
     raw = None
     if redis is not None:
         try:
@@ -119,8 +127,9 @@ def _watermark(session, redis) -> tuple[int, bool]:
         return int(raw), True
     newest = session.scalar(select(SmsMessage.event_key).where(SmsMessage.event == ASSIGNED)
                             .order_by(SmsMessage.id.desc()).limit(1))
-    if newest:
-        return int(newest.rsplit(":", 1)[1]), True
+    told = inbox.newest_assignment_log_id(session)  # the inbox remembers it too (no SMS template needed)
+    if newest or told:
+        return max(int(newest.rsplit(":", 1)[1]) if newest else 0, told or 0), True
     # First run: start from now; the history before the feature existed is not notified.
     return session.scalar(select(AssignmentLog.id).order_by(AssignmentLog.id.desc()).limit(1)) or 0, False
 
@@ -151,8 +160,8 @@ def notify_assignments(session, redis=None, limit: int = 1000, now: dt.datetime 
               if stored else false())
     rows = session.execute(
         select(AssignmentLog.id, AssignmentLog.created_at, AssignmentLog.opportunity_id,
-               Employee.name.label("employee"), Employee.phone, Customer.name.label("customer"),
-               Customer.id.label("customer_id"), Opportunity.product_line_id)
+               Employee.name.label("employee"), Employee.phone, Employee.user_id,
+               Customer.name.label("customer"), Customer.id.label("customer_id"), Opportunity.product_line_id)
         .join(Employee, Employee.id == AssignmentLog.to_owner_id)
         .join(Opportunity, Opportunity.id == AssignmentLog.opportunity_id)
         .join(Customer, Customer.id == Opportunity.customer_id)
@@ -166,10 +175,15 @@ def notify_assignments(session, redis=None, limit: int = 1000, now: dt.datetime 
         SmsMessage.event_key.in_([event_key(ASSIGNED, r.id) for r in rows if r.id <= start]))))
     for row in rows:
         scan.scanned += 1
-        if (tpl is None or not row.phone or row.created_at < now - STALE_AFTER
-                or event_key(ASSIGNED, row.id) in done):
+        if row.created_at < now - STALE_AFTER:
             continue
-        variables = {"name": row.employee, "customer": row.customer or f"#{row.customer_id}",
+        customer = row.customer or f"#{row.customer_id}"
+        inbox.notify(session, row.user_id, inbox.NEW_ASSIGNMENT, inbox.TITLES[inbox.NEW_ASSIGNMENT],
+                     {"customer": customer, "opportunity": row.opportunity_id},
+                     subject=("opportunity", row.opportunity_id), dedupe_key=str(row.id), now=now)
+        if tpl is None or not row.phone or event_key(ASSIGNED, row.id) in done:
+            continue
+        variables = {"name": row.employee, "customer": customer,
                      "opportunity": row.opportunity_id, "product": _product(session, row.product_line_id)}
         try:
             notified = notify(session, ASSIGNED, row.id, row.phone, variables, now=now)

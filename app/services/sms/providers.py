@@ -52,7 +52,12 @@ class ProviderError(Exception):
 
 
 class ReceiptError(Exception):
-    """A receipt / inbound request that is not acceptable (bad signature or payload): answer 4xx."""
+    """A receipt / inbound request that is not acceptable (bad signature or payload): answer 4xx;
+    `field` names what is at fault (`receipts[0].id`), when one field is."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class Provider(Protocol):

@@ -8,8 +8,9 @@ nothing, and delivered / failed / cancelled are final.
 Every receipt is kept as an SmsReceipt row (the log of what the provider told us). One whose message is
 not known yet (the receipt overtook our own "sent" commit, or names a provider id we have not stored) is
 kept with matched = false; `match_unmatched` applies it once the message appears (the sender calls it
-after a batch, and the periodic job sweeps). A request that is refused (bad signature or payload) is
-kept too, with status "rejected" and the reason, so that it can be looked at.
+after a batch, and the periodic job sweeps). A request that is refused (bad signature or payload,
+text the database cannot store) is kept too, with status "rejected", the reason and its body, so that it
+can be looked at.
 
 An inbound reply that is an opt-out keyword puts the number on the blacklist (source "inbound"), clears
 the customer's marketing consent and cancels the marketing messages still waiting for that number.
@@ -39,10 +40,11 @@ from app.models.sms import (
     SmsMessage,
     SmsReceipt,
 )
+from app.security.input_guards import unstorable_text
 from app.services.errors import DomainError
 from app.services.phones import normalise_phone
 from app.services.sms import blacklist
-from app.services.sms.providers import Inbound, Receipt
+from app.services.sms.providers import Inbound, Receipt, ReceiptError
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +109,20 @@ def _find(session, correlations: Iterable[str]) -> dict[str, int]:
     return found
 
 
+def _check_storable(where: str, items: list, fields: dict[str, str]) -> None:
+    """ReceiptError naming the first field (`receipts[0].id`) whose text the database cannot store (a
+    NUL, an unpaired surrogate), whichever adapter parsed it: a refusal that is kept, not a failed write."""
+    for n, item in enumerate(items):
+        for attr, name in fields.items():
+            value = getattr(item, attr)
+            if isinstance(value, str) and unstorable_text(value):
+                field = f"{where}[{n}].{name}"
+                raise ReceiptError(f"{field}: contains a character that cannot be stored", field)
+
+
 def apply_receipts(session, channel_id: int | None, receipts: list[Receipt]) -> ReceiptOutcome:
     """Apply a batch of parsed receipts and keep each as an SmsReceipt row. The caller commits."""
+    _check_storable("receipts", receipts, {"correlation": "id", "phone": "phone", "error_code": "code"})
     now, outcome = utcnow(), ReceiptOutcome()
     found = _find(session, (r.correlation for r in receipts))
     rows = []
@@ -170,6 +184,7 @@ def _stored_time(raw: str | None) -> dt.datetime | None:
 def record_inbound(session, channel_id: int | None, replies: list[Inbound]) -> InboundOutcome:
     """Keep each reply; an opt-out keyword puts the number on the blacklist, clears the customer's
     marketing consent and cancels marketing still waiting for it. The caller commits."""
+    _check_storable("replies", replies, {"phone": "phone", "text": "text"})
     now, outcome = utcnow(), InboundOutcome()
     rows = []
     for reply in replies:
@@ -199,8 +214,11 @@ def record_inbound(session, channel_id: int | None, replies: list[Inbound]) -> I
 
 
 def record_rejected(session, channel_id: int | None, kind: str, reason: str, body: bytes) -> None:
-    """Keep a refused request (bad signature or payload) for inspection. The caller commits."""
+    """Keep a refused request (bad signature or payload) for inspection: the reason and the first
+    PAYLOAD_KEEP bytes of its body, as text (bytes that are not UTF-8, and NULs, which PostgreSQL's text
+    cannot hold, become U+FFFD). The caller commits."""
+    payload = body[:PAYLOAD_KEEP].decode("utf-8", "replace").replace("\x00", "\ufffd")
     session.execute(insert(SmsReceipt).values(
-        channel_id=channel_id, kind=kind, status=REJECTED, text=reason[:500], matched=False,
-        payload=body[:PAYLOAD_KEEP].decode("utf-8", "replace"), received_at=utcnow()))
+        channel_id=channel_id, kind=kind, status=REJECTED, text=reason[:500].replace("\x00", "\ufffd"),
+        matched=False, payload=payload, received_at=utcnow()))
     log.warning("sms %s refused (channel %s): %s", kind, channel_id, reason)

@@ -10,6 +10,10 @@ Misbehaviour, from the channel's `options` JSON (for the demo and the tests):
      "fail_rate": 0.1,                    # this share is refused (SINK_RANDOM), decided by the uid's hash
      "delay_ms": 5,                       # each batch takes this long
      "timeout": true}                     # each batch times out (ProviderError, nothing accepted)
+
+Receipts and replies posted to a sink channel carry no signature (nothing signs for a local stand-in), but
+their fields are checked as strictly as any provider's: types, and lengths as the receipt log keeps them
+(an id cut to fit would match no message). A field at fault raises PayloadError naming it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app.clock import utcnow
-from app.models.sms import SinkMessage
+from app.models.sms import SinkMessage, SmsReceipt
 from app.services.sms.providers import (
     Inbound,
     OutboundSms,
@@ -31,6 +35,13 @@ from app.services.sms.providers import (
     ReceiptError,
     SendResult,
 )
+
+RECEIPT_STATUSES = ("delivered", "failed", "sent")
+# As long as the receipt log keeps them: an id cut to fit would match no message.
+ID_MAX = SmsReceipt.__table__.c.correlation.type.length
+PHONE_MAX = SmsReceipt.__table__.c.phone.type.length
+CODE_MAX = 64  # an operator's error code, as the HTTP adapter keeps it
+RAW_PHONE_MAX = 32  # a reply's number as the operator wrote it, before it is normalised
 
 
 def _options(raw) -> dict:
@@ -105,36 +116,64 @@ class SinkProvider:
         return found
 
     def parse_receipts(self, body: bytes, headers: dict) -> list[Receipt]:
-        data = _json(body)
-        items = data.get("receipts")
-        if not isinstance(items, list):
-            raise ReceiptError("receipts: a list is required")
+        """{"receipts": [{"id", "status": delivered|failed|sent, "phone"?, "code"?}]}; PayloadError naming
+        the first field at fault (types and lengths as the receipt log stores them)."""
         out = []
-        for item in items:
-            if not isinstance(item, dict) or not item.get("id") or item.get("status") not in (
-                    "delivered", "failed", "sent"):
-                raise ReceiptError(f"bad receipt: {item!r}")
-            out.append(Receipt(str(item["id"]), item["status"], item.get("phone"), item.get("code")))
+        for n, item in enumerate(_items(body, "receipts")):
+            where = f"receipts[{n}]"
+            status = item.get("status")
+            if not isinstance(status, str) or status not in RECEIPT_STATUSES:
+                raise PayloadError(f"{where}.status", f"must be one of {', '.join(RECEIPT_STATUSES)}")
+            out.append(Receipt(_text(item, "id", where, ID_MAX, required=True), status,
+                               _text(item, "phone", where, PHONE_MAX), _text(item, "code", where, CODE_MAX)))
         return out
 
     def parse_inbound(self, body: bytes, headers: dict) -> list[Inbound]:
-        data = _json(body)
-        items = data.get("replies")
-        if not isinstance(items, list):
-            raise ReceiptError("replies: a list is required")
+        """{"replies": [{"phone", "text"}]}; PayloadError naming the first field at fault."""
         out = []
-        for item in items:
-            if not isinstance(item, dict) or not item.get("phone") or not isinstance(item.get("text"), str):
-                raise ReceiptError(f"bad reply: {item!r}")
-            out.append(Inbound(str(item["phone"]), item["text"]))
+        for n, item in enumerate(_items(body, "replies")):
+            where = f"replies[{n}]"
+            phone = _text(item, "phone", where, RAW_PHONE_MAX, required=True)
+            if not isinstance(item.get("text"), str):
+                raise PayloadError(f"{where}.text", "must be a string")
+            out.append(Inbound(phone, item["text"]))
         return out
 
 
-def _json(body: bytes) -> dict:
+class PayloadError(ReceiptError):
+    """A field that is missing, of the wrong type or too long: 400 naming it."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}", field)
+
+
+def _items(body: bytes, key: str) -> list[dict]:
+    """The list of objects under `key` in a JSON object body."""
     try:
         data = json.loads(body or b"")
     except ValueError:
-        raise ReceiptError("body is not JSON") from None
+        raise PayloadError("body", "is not JSON") from None
     if not isinstance(data, dict):
-        raise ReceiptError("body must be a JSON object")
-    return data
+        raise PayloadError("body", "must be a JSON object")
+    items = data.get(key)
+    if not isinstance(items, list):
+        raise PayloadError(key, "a list is required")
+    for n, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise PayloadError(f"{key}[{n}]", "must be an object")
+    return items
+
+
+def _text(item: dict, key: str, where: str, limit: int, required: bool = False) -> str | None:
+    """A string (or whole number) field of at most `limit` characters."""
+    value = item.get(key)
+    if value is None or value == "":
+        if required:
+            raise PayloadError(f"{where}.{key}", "required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise PayloadError(f"{where}.{key}", "must be a string")
+    value = str(value)
+    if len(value) > limit:
+        raise PayloadError(f"{where}.{key}", f"at most {limit} characters")
+    return value
