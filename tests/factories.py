@@ -38,6 +38,7 @@ from app.models.calls import (
     Seat,
 )
 from app.models.employee import CrmUser, Employee
+from app.models.inbox import JOB_FINISHED, InboxNotification
 from app.models.jobs import QUEUED, JobRun
 from app.models.metadata import ConfigItem, DictItem, DictType
 from app.models.org import OrgUnit
@@ -174,6 +175,9 @@ ROLE_DATA_SCOPE = ModelFactory(RoleDataScope, role_id=_new(ROLE), scope=SCOPE_OW
 AUDIT_LOG = ModelFactory(AuditLog, created_at=_now(), actor_name="test", action="update",
                          target_type="employee", target_id=Sequence("{}"), summary="changed by a test")
 JOB_RUN = ModelFactory(JobRun, kind=DISPATCH, status=QUEUED, created_at=_now())
+INBOX_NOTIFICATION = ModelFactory(InboxNotification, recipient_id=_new(USER), kind=JOB_FINISHED,
+                                  msgid="Your job %(job)s has finished", params=json.dumps({"job": "#1"}),
+                                  created_at=_now())
 
 
 # --- sales --------------------------------------------------------------------------------------------
