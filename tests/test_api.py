@@ -40,7 +40,8 @@ def test_jwt_login_returns_tokens_that_work(client):
                        json={"username": "director", "password": "Wrong-Pass-2026", "provider": "db"})
     assert resp.status_code == 401
     assert client.get(ORG_UNITS).status_code == 401
-    assert client.get(ORG_UNITS, headers=bearer("not.a.jwt")).status_code == 422  # a malformed token
+    malformed = client.get(ORG_UNITS, headers=bearer("not.a.jwt"))
+    assert malformed.status_code == 401 and malformed.get_json()["message"]
 
 
 # --- OpenAPI and Swagger UI -------------------------------------------------------------------------

@@ -422,7 +422,7 @@ PREVIEW_CASES = [
     ({"channel_id": "abc"}, "channel_id"),
     ({"channel_id": HUGE_ID}, "channel_id"),
     ({"channel_id": 1.5}, "channel_id"),
-    ({"channel_id": 987654}, "channel_id"),
+    ({"channel_id": 0}, "channel_id"),
     ({"variables": {"name": 1}}, "variables"),
     ({"body": ["x"]}, "body"),
     ({"kind": {"a": 1}}, "kind"),
@@ -431,11 +431,19 @@ PREVIEW_CASES = [
 ]
 
 
-def check_preview(client, token, draft, field):
+def check_preview(client, token, draft, field, status=400):
     good = {"body": "{name}您好，课程已开始", "kind": "notification", "variables": "name"}
     resp = client.post("/api/v1/sms_template/preview", json={**good, **draft},
                        headers={"Authorization": f"Bearer {token}"})
-    refused(resp, 400, field)
+    refused(resp, status, field)
+
+
+def test_a_preview_on_a_channel_that_does_not_exist_is_422_as_documented(client):
+    """Well-formed, but naming nothing: the status the document declares for it, not 400."""
+    check_preview(client, api_token(client, "admin"), {"channel_id": 987654}, "channel_id", 422)
+    spec = client.get("/api/v1/_openapi", headers={"Authorization": f"Bearer {api_token(client, 'admin')}"})
+    answers = spec.get_json()["paths"]["/api/v1/sms_template/preview"]["post"]["responses"]
+    assert "422" in answers and "400" in answers
 
 
 @pytest.mark.parametrize("draft,field", PREVIEW_CASES)
@@ -506,3 +514,136 @@ def test_lead_intake_on_postgresql(crm, client, sess):
     auth = integration_key(crm, "Lead Integration")
     for change, field in LEAD_CASES:
         check_lead(client, sess, auth, change, field)
+
+
+# --- the sales floor's API and the phone lists: every field's type, the required ones -----------------------
+SALES_CASES = [
+    ("follow_up", {"id": 1, "content": [None, None]}, "content"),
+    ("follow_up", {"id": 1, "content": "called", "result": {"a": 1}}, "result"),
+    ("follow_up", {"id": 1, "content": "called", "type": [1]}, "type"),
+    ("follow_up", {"id": 1, "content": "called", "stage": {"a": 1}}, "stage"),
+    ("follow_up", {"id": 1, "content": "called", "next_followup_at": ["2099-01-01"]}, "next_followup_at"),
+    ("follow_up", {"id": 1, "content": "called", "next_followup_at": "0001-01-01T00:00:00+14:00"},
+     "next_followup_at"),
+    ("follow_up", {"id": "1", "content": "called"}, "id"),
+    ("follow_up", {"content": "called"}, "id"),
+    ("give_back", {"id": 1, "reason": [None]}, "reason"),
+    ("give_back", {"id": 1, "reason": "r" * 256}, "reason"),
+    ("give_back", {"id": True, "reason": "x"}, "id"),
+    ("assign", {"employee_id": 1}, "ids"),
+    ("assign", {"ids": "12", "employee_id": 1}, "ids"),
+    ("assign", {"ids": [1], "employee_id": 1, "note": {}}, "note"),
+    ("assign", {"ids": [1]}, "employee_id"),
+    ("claim", {}, "ids"),
+    ("claim", {"ids": {"1": 1}}, "ids"),
+    ("claim", {"ids": [1.5]}, "ids"),
+    ("claim", {"ids": []}, "ids"),
+    ("lock", {"ids": [None]}, "ids"),
+    ("unlock", {"ids": ["x"]}, "ids"),
+    ("stage", {"id": 1, "stage": [1]}, "stage"),
+    ("stage", {"id": 1, "stage": "won", "lost_reason": {"a": 1}}, "lost_reason"),
+    ("transfer_all", {"to_employee_id": 1}, "from_employee_id"),
+    ("transfer_all", {"from_employee_id": 1, "to_employee_id": "2"}, "to_employee_id"),
+    ("transfer_all", {"from_employee_id": 1, "note": ["x"]}, "note"),
+]
+
+
+def sales_state(sess) -> tuple:
+    from app.models.sales import AssignmentLog, FollowUp, Opportunity
+
+    sess.expire_all()
+    owners = tuple(sess.execute(select(Opportunity.id, Opportunity.owner_id, Opportunity.status,
+                                       Opportunity.locked).order_by(Opportunity.id)).all())
+    return owners, count(sess, FollowUp), count(sess, AssignmentLog)
+
+
+def check_sales(client, sess, headers, endpoint, body, field):
+    before = sales_state(sess)
+    resp = client.post(f"/api/v1/opportunity/{endpoint}", json=body, headers=headers)
+    answer = refused(resp, 422, field)
+    assert answer["field"] == field and field in answer["errors"], answer
+    assert sales_state(sess) == before
+
+
+@pytest.mark.parametrize("endpoint,body,field", SALES_CASES)
+def test_the_sales_floor_api_names_a_field_of_the_wrong_type_or_missing(client, sess, endpoint, body, field):
+    """A text sent as a list was a 500; ids as strings or objects, a missing `ids`, were taken as none."""
+    headers = {"Authorization": f"Bearer {api_token(client, 'admin')}"}
+    check_sales(client, sess, headers, endpoint, body, field)
+
+
+@on_postgresql
+def test_the_sales_floor_api_on_postgresql(client, sess):
+    headers = {"Authorization": f"Bearer {api_token(client, 'admin')}"}
+    for endpoint, body, field in SALES_CASES:
+        check_sales(client, sess, headers, endpoint, body, field)
+
+
+MERGE_CASES = [
+    ({"merged_id": 2}, "survivor_id"),
+    ({"survivor_id": 1, "merged_id": [2]}, "merged_id"),
+    ({"survivor_id": 1, "merged_id": 2, "owner_id": "x"}, "owner_id"),
+    ({"survivor_id": 1, "merged_id": 2, "dry_run": "yes"}, "dry_run"),
+]
+
+
+@pytest.mark.parametrize("body,field", MERGE_CASES)
+def test_customer_merge_names_a_field_of_the_wrong_type(client, sess, body, field):
+    """`dry_run: "yes"` was a real merge."""
+    before = count(sess, Customer, Customer.merged_into_id.is_not(None))
+    resp = client.post("/api/v1/customer/merge", json=body,
+                       headers={"Authorization": f"Bearer {api_token(client, 'admin')}"})
+    refused(resp, 422, field)
+    assert count(sess, Customer, Customer.merged_into_id.is_not(None)) == before
+
+
+PHONE_LIST_CASES = [
+    ("/api/v1/sms_blacklist/import", {"reason": "x"}, "phones"),
+    ("/api/v1/sms_blacklist/import", {"phones": "13812345678"}, "phones"),
+    ("/api/v1/sms_blacklist/import", {"phones": [13812345678]}, "phones"),
+    ("/api/v1/sms_blacklist/import", {"phones": ["1" * 33]}, "phones"),
+    ("/api/v1/sms_blacklist/import", {"phones": ["13812345678"], "reason": ["x"]}, "reason"),
+    ("/api/v1/sms_blacklist/import", {"phones": ["13812345678"], "reason": "r" * 256}, "reason"),
+    ("/api/v1/sms_blacklist/import", {"phones": ["13812345678"] * 1001}, "phones"),
+    ("/api/v1/do_not_call/import", {}, "phones"),
+    ("/api/v1/do_not_call/import", {"phones": [None]}, "phones"),
+    ("/api/v1/do_not_call/import", {"phones": ["13812345678"], "reason": 5}, "reason"),
+    ("/api/v1/sms_blacklist/lookup", {}, "phones"),
+    ("/api/v1/sms_blacklist/lookup", {"phones": [{"a": 1}]}, "phones"),
+]
+
+
+@pytest.mark.parametrize("url,body,field", PHONE_LIST_CASES)
+def test_phone_list_imports_and_lookup_refuse_a_missing_or_wrong_list(client, sess, url, body, field):
+    """A body without `phones` was answered as an empty success."""
+    from app.models.calls import DoNotCall
+
+    before = (count(sess, BlacklistEntry), count(sess, DoNotCall))
+    resp = client.post(url, json=body, headers={"Authorization": f"Bearer {api_token(client, 'admin')}"})
+    refused(resp, 422, field)
+    assert (count(sess, BlacklistEntry), count(sess, DoNotCall)) == before
+
+
+def test_the_blacklist_text_import_refuses_an_empty_body_and_reads_any_line_ending(client, sess):
+    headers = {"Authorization": f"Bearer {api_token(client, 'admin')}"}
+    refused(client.post("/api/v1/sms_blacklist/import", headers=headers), 422, "phones")
+    resp = client.post("/api/v1/sms_blacklist/import", data="13812345671\r13812345672\r\n\"1381234",
+                       headers={**headers, "Content-Type": "text/plain"})
+    assert resp.status_code == 200 and resp.get_json()["added"] == 2, resp.get_json()
+    phones = ["1381234567,3", "x\ny", "13812345674"]  # a comma or line break stays in its number
+    resp = client.post("/api/v1/sms_blacklist/import", json={"phones": phones}, headers=headers)
+    assert resp.status_code == 200 and [e["line"] for e in resp.get_json()["errors"]] == [1, 2]
+    assert count(sess, BlacklistEntry) == 3
+
+
+def test_the_document_declares_what_events_and_hr_sync_require(client):
+    spec = client.get("/api/v1/_openapi", headers={"Authorization": f"Bearer {api_token(client, 'admin')}"})
+    paths = spec.get_json()["paths"]
+    body = lambda path: paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]  # noqa: E731
+    event = body("/api/v1/notifications/event")
+    assert event["required"] == ["event", "key"] and event["properties"]["customer_id"]["minimum"] == 1
+    assert {"required": ["order", "amount"]}.items() <= event["oneOf"][0]["properties"]["variables"].items()
+    hr = body("/api/v1/hr/sync")
+    assert hr["oneOf"][0]["required"] == ["employees"]
+    assert hr["oneOf"][1]["items"]["required"] == ["employee_no", "name", "org_unit_code"]
+    assert body("/api/v1/opportunity/give_back")["required"] == ["id", "reason"]

@@ -13,8 +13,10 @@ import prison
 import pytest
 from sqlalchemy import func, select
 
+from app.models.audit import AuditLog
+from app.models.metadata import DictType
 from app.models.org import OrgUnit
-from app.models.sms import SmsChannel, SmsReceipt
+from app.models.sms import SmsChannel, SmsReceipt, SmsTemplate
 from app.services.seed import ADMIN_PASSWORD
 from tests import factories as f
 from tests.conftest import api_token, login
@@ -273,3 +275,181 @@ def test_info_descriptions_are_not_the_catalogs_header(client, language):
     fields = resp.get_json()["add_columns"]
     assert fields and all(isinstance(c["description"], str) for c in fields)
     assert any(c["label"] for c in fields)
+
+
+# --- model writes: related fields, bodies that are not objects, unique values ----------------------------
+def related_bodies(session) -> list[tuple[str, dict, str]]:
+    """(resource, a body valid but for one related field, that field) of FAB model writes."""
+    unit = session.scalar(select(OrgUnit.id).limit(1))
+    return [
+        ("employee", {"employee_no": "E-REL", "name": "Rel", "org_unit": unit}, "org_unit"),
+        ("data_scope", {"role": 1, "scope": "own"}, "role"),
+        ("sales_profile", {"employee": 1}, "employee"),
+        ("dict_item", {"dict_type": 1, "code": "rel", "label_zh": "关", "label_en": "Rel"}, "dict_type"),
+        ("dispatch_rule", {"name": "Rel", "target_pool": None}, "target_pool"),
+        ("dispatch_rule", {"name": "Rel", "match_intention_level": None}, "match_intention_level"),
+    ]
+
+
+@pytest.mark.parametrize("bad", [{"x": None}, {"id": 1}, [None, None], [1], "abc", "", True, 1.5])
+def test_a_related_field_that_is_not_an_id_is_a_400_naming_it(client, session, bad):
+    headers = bearer(client)
+    audit_rows = session.scalar(select(func.count()).select_from(AuditLog))
+    for resource, body, field in related_bodies(session):
+        resp = client.post(f"/api/v1/{resource}/", headers=headers, json={**body, field: bad})
+        answer(resp, 400, field)
+    resp = client.put("/api/v1/employee/1", headers=headers, json={"org_unit": {"x": None}})
+    answer(resp, 400, "org_unit")
+    session.expire_all()
+    assert session.scalar(select(func.count()).select_from(AuditLog)) == audit_rows  # nothing written
+
+
+def test_a_to_many_related_field_takes_a_list_of_ids_only(client):
+    headers = bearer(client)
+    for bad in ({"x": None}, 3, [{"x": None}], ["abc"]):
+        resp = client.post("/api/v1/dict_type/", headers=headers,
+                           json={"code": "many", "name_zh": "多", "name_en": "Many", "items": bad})
+        assert resp.status_code in (400, 422), resp.get_data(as_text=True)[:300]
+        assert resp.status_code != 500
+
+
+@pytest.mark.parametrize("body", [[None, None], [], 3, "text", None])
+def test_a_write_whose_body_is_not_an_object_is_a_400(client, session, body):
+    template = session.scalar(select(SmsTemplate.id).limit(1))
+    headers = bearer(client)
+    for method, url in (("PUT", f"/api/v1/sms_template/{template}"), ("POST", "/api/v1/org_unit/"),
+                        ("PUT", "/api/v1/employee/1"), ("POST", "/api/v1/opportunity/claim")):
+        resp = client.open(url, method=method, headers=headers, data=json.dumps(body),
+                           content_type="application/json")
+        answer(resp, 400, "body")
+    resp = client.post("/api/v1/org_unit/", headers=headers, data="{not json",
+                       content_type="application/json")
+    answer(resp, 400, "body")
+    # A view may take a list too (`json_array_bodies`): HR sync's rows alone.
+    resp = client.post("/api/v1/hr/sync", headers=headers, json=[{"employee_no": "E-LIST", "name": "List"}])
+    assert resp.get_json().get("field") != "body", resp.get_data(as_text=True)[:300]
+
+
+def dict_types(session) -> int:
+    session.expire_all()
+    return session.scalar(select(func.count()).select_from(DictType))
+
+
+def check_taken_code(client, session) -> None:
+    headers = bearer(client)
+    before = dict_types(session)
+    body = {"code": "lead_source", "name_zh": "重复", "name_en": "Again"}
+    resp = client.post("/api/v1/dict_type/", headers=headers, json=body)
+    assert "code" in answer(resp, 409, "code")["message"]
+    assert dict_types(session) == before
+    created = client.post("/api/v1/dict_type/", headers=headers,
+                          json={"code": "fresh_one", "name_zh": "新", "name_en": "Fresh"})
+    assert created.status_code == 201, created.get_data(as_text=True)[:300]
+    resp = client.put(f"/api/v1/dict_type/{created.get_json()['id']}", headers=headers,
+                      json={"code": "lead_source"})
+    answer(resp, 409, "code")
+    session.expire_all()
+    assert session.get(DictType, created.get_json()["id"]).code == "fresh_one"  # rolled back
+    assert client.get("/api/v1/dict_type/", headers=headers).status_code == 200  # the session is usable
+
+
+def test_a_unique_value_already_taken_is_a_409_naming_the_column(client, session):
+    check_taken_code(client, session)
+
+
+def test_pg_a_unique_value_already_taken_is_a_409_naming_the_column(pg_app):
+    from app.extensions import db
+
+    client = pg_app.test_client()
+    client.get("/lang/en")
+    with pg_app.app_context():
+        check_taken_code(client, db.session)
+
+
+# --- login, JWT -------------------------------------------------------------------------------------------
+def test_a_login_without_provider_is_a_400_naming_it(client):
+    resp = client.post("/api/v1/security/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    answer(resp, 400, "provider")
+    resp = client.post("/api/v1/security/login", json=[None, None])
+    assert resp.status_code == 400
+
+
+@pytest.mark.parametrize("token", ["not.a.jwt", "abc", "eyJhbGciOiJIUzI1NiJ9.e30.x"])
+def test_a_malformed_or_missing_jwt_is_a_401(client, token):
+    answer(client.get("/api/v1/org_unit/", headers={"Authorization": f"Bearer {token}"}), 401)
+    answer(client.post("/api/v1/inbox/read_all", headers={"Authorization": f"Bearer {token}"}), 401)
+    answer(client.get("/api/v1/org_unit/"), 401)
+
+
+@pytest.mark.instant("2026-12-02T02:00:00+00:00")
+def test_an_expired_jwt_is_a_401(client, traveller):
+    token = api_token(client, "admin", ADMIN_PASSWORD)
+    traveller.move_to("2026-12-03T02:00:00+00:00")
+    answer(client.get("/api/v1/org_unit/", headers={"Authorization": f"Bearer {token}"}), 401)
+
+
+def test_the_document_promises_401_not_422_for_a_bad_jwt(client):
+    spec = client.get("/api/v1/_openapi", headers=bearer(client)).get_json()
+    assert "JWT" in spec["components"]["responses"]["401"]["description"]
+    assert "JWT" not in spec["components"]["responses"]["422"]["description"]
+
+
+# --- methods a path has not ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("url,allowed", [
+    ("/api/v1/org_unit/_info", {"GET"}), ("/api/v1/do_not_call/import", {"POST"}),
+    ("/api/v1/sms_blacklist/lookup", {"POST"}), ("/api/v1/sms_template/preview", {"POST"}),
+])
+def test_a_method_another_rule_of_the_path_serves_is_a_405_with_allow(client, url, allowed):
+    headers = bearer(client)
+    for method in ("PUT", "DELETE"):
+        resp = client.open(url, method=method, headers=headers, json={})
+        assert resp.status_code == 405, (method, url, resp.status_code)
+        assert resp.is_json and resp.get_json()["message"]
+        assert allowed <= set(resp.headers["Allow"].replace(" ", "").split(",")), resp.headers["Allow"]
+    # A non-numeric id no other rule serves stays not found.
+    answer(client.put("/api/v1/org_unit/abc", headers=headers, json={}), 404)
+    # OPTIONS lists the methods that serve the path, not those of `PUT|DELETE /<pk>` matching it.
+    resp = client.options(url, headers=headers)
+    assert set(resp.headers["Allow"].replace(" ", "").split(",")) - {"HEAD", "OPTIONS"} == allowed
+
+
+@pytest.mark.parametrize("resource,body,field", [
+    ("dict_item", {"dict_type": 1, "code": "strict", "label_zh": "严", "label_en": "Strict"}, "sort"),
+    ("org_unit", {"name": "Strict", "code": "STRICT", "kind": "team"}, "sort"),
+])
+@pytest.mark.parametrize("bad", [2.5890419884777833e-42, 7.5, "7"])
+def test_an_integer_column_takes_only_an_integer(client, session, resource, body, field, bad):
+    before = org_units(session)
+    resp = client.post(f"/api/v1/{resource}/", headers=bearer(client), json={**body, field: bad})
+    assert resp.status_code == 422, resp.get_data(as_text=True)[:300]
+    assert field in resp.get_json()["message"]
+    assert org_units(session) == before
+    resp = client.post(f"/api/v1/{resource}/", headers=bearer(client), json={**body, field: 7})
+    assert resp.status_code == 201, resp.get_data(as_text=True)[:300]
+
+
+@pytest.mark.parametrize("bad", [0, 1, "true", "yes", None])
+def test_a_boolean_column_takes_only_true_or_false(client, session, bad):
+    body = {"dict_type": 1, "code": "flag", "label_zh": "旗", "label_en": "Flag"}
+    resp = client.post("/api/v1/dict_item/", headers=bearer(client), json={**body, "enabled": bad})
+    assert resp.status_code == 422, resp.get_data(as_text=True)[:300]
+    assert "enabled" in resp.get_json()["message"]
+    resp = client.post("/api/v1/dict_item/", headers=bearer(client), json={**body, "enabled": False})
+    assert resp.status_code == 201, resp.get_data(as_text=True)[:300]
+
+
+# --- times of related objects -------------------------------------------------------------------------------
+ISO_WITH_OFFSET = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d")
+
+
+def test_times_of_a_related_object_in_an_answer_carry_the_offset(client):
+    headers = bearer(client)
+    listed = client.get("/api/v1/circulation_rule/", headers=headers).get_json()
+    rules = listed["result"]
+    nested = [r["org_unit"]["created_at"] for r in rules if isinstance(r.get("org_unit"), dict)
+              and "created_at" in r["org_unit"]]
+    assert nested, rules[:1]
+    assert all(ISO_WITH_OFFSET.fullmatch(t) for t in nested), nested
+    pk = listed["ids"][0]
+    one = client.get(f"/api/v1/circulation_rule/{pk}", headers=headers).get_json()["result"]
+    assert ISO_WITH_OFFSET.fullmatch(one["org_unit"]["created_at"]), one["org_unit"]

@@ -65,7 +65,7 @@ def test_every_request_body_is_declared(spec):
     assert missing == []
     follow_up = spec["paths"]["/api/v1/opportunity/follow_up"]["post"]["requestBody"]
     schema = follow_up["content"]["application/json"]["schema"]
-    assert schema["required"] == ["id"]
+    assert schema["required"] == ["id", "content"]  # a follow-up says what happened
     assert schema["properties"]["next_followup_at"]["format"] == "date-time"
 
 

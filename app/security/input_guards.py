@@ -11,9 +11,16 @@ Fixed once for every endpoint rather than per view (README "Security defaults"):
 - `MAX_CONTENT_LENGTH` caps every body, chunked ones too (413, JSON in the API): Werkzeug only cuts a
   chunked body at the cap, silently, so one byte more is read to tell. Endpoints with a smaller cap read
   their body with `app.views.request_body.read_capped(limit)`.
+- A JSON body of a write under /api/ that is not an object (`[null, null]`, `3`) answers 400 naming
+  `body`.
+- An id in the URL that no row can have, on a path another rule serves with other methods
+  (`PUT /api/v1/<resource>/_info`), answers 405 with an `Allow` header, not 404; OPTIONS lists only
+  the methods that serve the path.
 - Last resort: a database `DataError` (a value out of range, or that the column cannot take) or an
-  `OverflowError` rolls the transaction back and answers 400. FAB's `@safe` turns every exception of an
-  API into "500 Fatal error" before Flask's error handlers see it, so its `response_500` is routed here too.
+  `OverflowError` rolls the transaction back and answers 400; an `IntegrityError` (a unique value taken,
+  a required value missing, a related row missing or in use) answers 409 / 400 naming the column. FAB's
+  `@safe` turns every exception of an API into "500 Fatal error" before Flask's error
+  handlers see it, so its `response_500` is routed here too.
 
 Ids in JSON bodies and query arguments go through `storable_id()` where the views parse them; related ids
 of the REST API are checked in `CrmModelRestApi`, list arguments in app/views/list_args.py.
@@ -30,8 +37,15 @@ from flask import abort, current_app, jsonify, request
 from flask_appbuilder.api import BaseApi
 from flask_appbuilder.exceptions import ApplyFilterException
 from flask_babel import gettext as _
-from sqlalchemy.exc import DataError
-from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge, default_exceptions
+from sqlalchemy.exc import DataError, IntegrityError
+from werkzeug.exceptions import (
+    HTTPException,
+    MethodNotAllowed,
+    NotFound,
+    RequestEntityTooLarge,
+    default_exceptions,
+)
+from werkzeug.routing import RequestRedirect
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +62,9 @@ FORM_CHECKED = "text_checked_forms"
 #: a view attribute: True when the view refuses unstorable text in its body itself (e.g. to keep the
 #: refused body, as SMS receipts do); query arguments and headers are still checked here.
 BODY_CHECKED = "text_checked_body"
+#: a view attribute: its methods (endpoint names) that take a JSON array as their body too (HR sync's rows)
+#: and check the shape of their body themselves.
+ARRAY_BODIES = "json_array_bodies"
 
 
 def storable_id(value) -> bool:
@@ -103,24 +120,78 @@ def wants_json() -> bool:
         request.accept_mimetypes.best == "application/json")
 
 
-def refuse(status: int, message: str, field: str | None = None):
-    """A 4xx: JSON `{"message", "field"}` for the API, the app's error page for a browser."""
+def refuse(status: int, message: str, field: str | None = None, errors: bool = False):
+    """A 4xx: JSON `{"message", "field"}` for the API (with `errors: {field: message}` too when the
+    endpoints it stands in for answer that way), the app's error page for a browser."""
     if not wants_json():
         abort(status, description=message)
     body = {"message": message}
     if field:
         body["field"] = field
+        if errors:
+            body["errors"] = {field: message}
     return jsonify(body), status
 
 
 # --- before every request -------------------------------------------------------------------------------
-def _check_view_args():
-    for name, value in (request.view_args or {}).items():
+def _bad_view_args(args: dict) -> bool:
+    for name, value in (args or {}).items():
         if isinstance(value, str) and unstorable_text(value):
-            return refuse(404, _("Not found"))
+            return True
         if ID_ARGUMENT.fullmatch(name) and not storable_id(value):
-            return refuse(404, _("Not found"))
-    return None
+            return True
+    return False
+
+
+def _served_methods(but: str | None = None) -> set[str]:
+    """The methods the rules matching this path serve it with, their own ids storable: FAB's `PUT /<pk>`
+    matches `/_info` (which only `GET /_info` serves)."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    served = set()
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        if method == but:
+            continue
+        try:
+            _endpoint, args = adapter.match(method=method)
+        except (HTTPException, RequestRedirect):
+            continue
+        if not _bad_view_args(args):
+            served |= {method, "HEAD"} if method == "GET" else {method}
+    return served
+
+
+def true_allow(response):
+    """after_request: Flask's automatic OPTIONS answer lists the methods of every rule matching the path,
+    `PUT /<pk>` for `/_info` too: list those that serve it."""
+    if request.method == "OPTIONS" and "Allow" in response.headers:
+        served = _served_methods()
+        if served:
+            response.headers["Allow"] = ", ".join(sorted(served | {"OPTIONS"}))
+    return response
+
+
+def _check_view_args():
+    if not _bad_view_args(request.view_args):
+        return None
+    allowed = _served_methods(but=request.method)
+    if allowed:
+        raise MethodNotAllowed(valid_methods=sorted(allowed | {"OPTIONS"}))
+    return refuse(404, _("Not found"))
+
+
+def _check_json_object():
+    """FAB and our views read a write's JSON body as an object (`body.keys()`, `body.get()`)."""
+    if request.method not in ("POST", "PUT", "PATCH") or not request.path.startswith("/api/") or (
+            not request.is_json or _body_checked_by_view()):
+        return None
+    body = request.get_json(silent=True)
+    if isinstance(body, dict) or body is None and not request.get_data(cache=True).strip():
+        return None
+    view, method = _views_by_blueprint().get(request.blueprint), (request.endpoint or "").rpartition(".")[2]
+    if method in getattr(view, ARRAY_BODIES, ()):  # it takes a list too, and refuses other shapes itself
+        return None
+    # null, a list, a number, not JSON; `errors` as the endpoints' own field checks answer
+    return refuse(400, _("The body must be a JSON object"), "body", errors=True)
 
 
 def _first_unstorable(value, path: str) -> str | None:
@@ -231,29 +302,79 @@ def _check_page_args():
 
 def guard_request():
     """The before_request hook: the body's size, ids in the URL, unstorable text anywhere, page numbers."""
-    return _check_size() or _check_view_args() or _check_text() or _check_page_args()
+    return (_check_size() or _check_view_args() or _check_text() or _check_json_object()
+            or _check_page_args())
 
 
 # --- last resort ------------------------------------------------------------------------------------------
+_INTEGRITY_COLUMN = (
+    re.compile(r"Key \((?:lower\()?\"?([\w]+)"),  # PostgreSQL's detail: Key (code)=(x) already exists.
+    re.compile(r"constraint failed: \w+\.(\w+)"),  # SQLite: UNIQUE constraint failed: dict_type.code
+    re.compile(r'null value in column "(\w+)"'),  # PostgreSQL's NOT NULL
+)
+
+
+def _constraint_columns(name: str | None) -> list[str]:
+    """The columns of the unique constraint or index called `name` in the models' metadata."""
+    from flask_appbuilder.models.sqla import Model
+    from sqlalchemy import Index, UniqueConstraint
+
+    for table in Model.metadata.tables.values() if name else ():
+        for item in (*table.constraints, *table.indexes):
+            if isinstance(item, UniqueConstraint | Index) and item.name == name:
+                return [c.name for c in item.columns]
+    return []
+
+
+def integrity_answer(exc: IntegrityError) -> tuple[int, str, str | None]:
+    """(status, message, column) for a violated constraint: 409 for a value taken (unique) or a related
+    row missing / still in use (foreign key), 400 for a required value missing (not null)."""
+    orig = exc.orig
+    diag = getattr(orig, "diag", None)
+    text = " ".join(filter(None, (str(orig), getattr(diag, "message_detail", None))))
+    columns = [getattr(diag, "column_name", None)] if getattr(diag, "column_name", None) else []
+    columns = columns or _constraint_columns(getattr(diag, "constraint_name", None))
+    if not columns:
+        columns = [m.group(1) for pattern in _INTEGRITY_COLUMN for m in [pattern.search(text)] if m][:1]
+    field = columns[-1] if columns else None
+    lowered = text.lower()
+    if "not null" in lowered or "null value" in lowered:
+        return 400, _("%(field)s is required", field=field or _("A value")), field
+    if "foreign key" in lowered:
+        return 409, _("A related row does not exist or is still in use"), field
+    if field:
+        return 409, _("%(field)s: this value is already taken", field=field), field
+    return 409, _("Refused by the current data (a value is already taken)"), None
+
+
 def _last_resort(exc: BaseException):
-    """(status, message) for an exception hostile input can cause, else None. FAB wraps some (a filter's
-    DataError in ApplyFilterException): the chain of causes counts."""
+    """(status, message, field) for an exception hostile input can cause, else None. FAB wraps some (a
+    filter's DataError in ApplyFilterException, a write's in DatabaseException): the chain of causes
+    counts."""
+    hostile = DataError | OverflowError | IntegrityError
     cause, depth = exc, 0
-    while cause is not None and not isinstance(cause, DataError | OverflowError) and depth < 5:
+    while cause is not None and not isinstance(cause, hostile) and depth < 5:
         cause, depth = cause.__cause__ or cause.__context__, depth + 1
-    if cause is not None and isinstance(cause, DataError | OverflowError):
+    if cause is not None and isinstance(cause, hostile):
         exc = cause
+    if isinstance(exc, IntegrityError):
+        from app.extensions import db
+
+        db.session.rollback()
+        log.warning("refused a write the constraints forbid: %s %s: %s", request.method, request.path,
+                    str(exc.orig).splitlines()[0][:300])
+        return integrity_answer(exc)
     if isinstance(exc, DataError | OverflowError):
         from app.extensions import db
 
         db.session.rollback()
         log.warning("refused a value the database cannot take: %s %s: %s", request.method, request.path,
                     str(exc).splitlines()[0][:300])
-        return 400, _("A value is out of range or cannot be stored")
+        return 400, _("A value is out of range or cannot be stored"), None
     if isinstance(exc, RequestEntityTooLarge):
-        return 413, _("The request body is too large")
+        return 413, _("The request body is too large"), "body"
     if isinstance(exc, HTTPException) and exc.code and exc.code < 500:
-        return exc.code, _("Not found") if isinstance(exc, NotFound) else exc.description
+        return exc.code, _("Not found") if isinstance(exc, NotFound) else exc.description, None
     return None
 
 
@@ -261,9 +382,9 @@ def _handle(exc):
     answer = _last_resort(exc)
     if answer is None:
         raise exc  # not hostile input: a 500, as it should be
-    status, message = answer
+    status, message, field = answer
     if wants_json():
-        return jsonify(message=message, **({"field": "body"} if status == 413 else {})), status
+        return jsonify(message=message, **({"field": field} if field else {})), status
     if isinstance(exc, HTTPException):
         return exc  # Flask's page for it (a handler registered here would call this one again)
     # The app's page for that status (a handler of the app's for 400, if there is one).
@@ -279,13 +400,14 @@ def _response_500(self, message=None):
     exc = sys.exc_info()[1]
     answer = _last_resort(exc) if exc is not None else None
     if answer is not None:
-        return self.response(answer[0], message=answer[1])
+        return self.response(answer[0], message=answer[1], **({"field": answer[2]} if answer[2] else {}))
     return _fab_response_500(self, message)
 
 
 def install(app) -> None:
     """Register the guards on `app` (create_app calls this once the views exist)."""
     app.before_request(guard_request)
-    for exc in (DataError, OverflowError, RequestEntityTooLarge, ApplyFilterException):
+    app.after_request(true_allow)
+    for exc in (DataError, OverflowError, IntegrityError, RequestEntityTooLarge, ApplyFilterException):
         app.register_error_handler(exc, _handle)
     BaseApi.response_500 = _response_500

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from flask import current_app, g
+from flask import current_app, g, jsonify, request
+from flask_appbuilder.hooks import before_request
 from flask_appbuilder.security.api import SecurityApi
 from flask_appbuilder.security.sqla.manager import SecurityManager
 from flask_appbuilder.security.views import UserDBModelView
 from flask_appbuilder.utils.limit import Limit
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_limiter.util import get_remote_address
 
@@ -22,6 +24,23 @@ class CrmSecurityApi(SecurityApi):
     """FAB's JSON login (/api/v1/security/login) with its own rate limit: FAB limits only the form."""
 
     limits = [Limit(_api_login_limit, key_func=get_remote_address, methods=("POST",))]
+
+    @before_request(only=["login"])
+    def _require_provider(self):
+        """FAB reads `provider` with [] (a KeyError, 500, when it is left out): 400 naming it."""
+        body = request.get_json(silent=True) if request.is_json else None
+        if isinstance(body, dict) and "provider" not in body:
+            return self.response(400, message=_("%(field)s is required", field="provider"), field="provider")
+        return None
+
+
+def _unauthorized(reason):
+    """Flask-JWT-Extended's refusals (a malformed JWT is its 422, its body `{"msg"}`) as 401 `{"message"}`,
+    like every other refusal of the API."""
+    def answer(*_args):
+        return jsonify(message=str(reason)), 401
+
+    return answer
 
 
 class CrmUserDBModelView(UserDBModelView):
@@ -45,6 +64,16 @@ class CrmSecurityManager(SecurityManager):
 
         limiter.init_app(app)
         return limiter
+
+    def create_jwt_manager(self, app):
+        jwt = super().create_jwt_manager(app)
+        jwt.unauthorized_loader(_unauthorized(_l("Missing JWT")))
+        jwt.invalid_token_loader(_unauthorized(_l("Invalid JWT")))
+        jwt.expired_token_loader(_unauthorized(_l("Expired JWT")))
+        jwt.revoked_token_loader(_unauthorized(_l("Revoked JWT")))
+        jwt.needs_fresh_token_loader(_unauthorized(_l("Fresh JWT required")))
+        jwt.user_lookup_error_loader(_unauthorized(_l("Unknown or inactive user")))
+        return jwt
 
     def add_permissions_view(self, base_permissions, view_menu):
         """A page and its API share one resource name: give FAB the union of their permissions,

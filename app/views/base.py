@@ -33,6 +33,7 @@ from app.services import audit
 from app.services.errors import DomainError
 from app.services.metadata import check_dict_choice
 from app.views import list_args, times
+from app.views.api_schema import CrmModel2SchemaConverter
 from app.views.export import CsvExportMixin
 
 MAX_PAGE_SIZE = 200  # the default of CRM_LIST_MAX_PAGE_SIZE
@@ -368,7 +369,7 @@ class CrmModelRestApi(CrmViewMixin, ModelRestApi):
 
     allow_browser_login = True
     page_size = 50
-    model2schemaconverter = times.LocalModel2SchemaConverter
+    model2schemaconverter = CrmModel2SchemaConverter
 
     def __init__(self, *args, **kwargs):
         model = self.datamodel.obj
@@ -419,18 +420,35 @@ class CrmModelRestApi(CrmViewMixin, ModelRestApi):
             return self.response(exc.status, **exc.as_dict())
 
     def _check_relation_ids(self) -> None:
-        """Related ids in the body that no row can have (beyond 32 bits): refused naming the field before
-        the schema looks them up (PostgreSQL: "integer out of range")."""
+        """Related fields take row ids: `3`, or a list of them for a to-many relation. Anything else (an
+        object, which FAB would pass on as the related model's keyword arguments, a list for a
+        to-one, text) and ids no row can have (beyond 32 bits, PostgreSQL's "integer out of range") are
+        refused naming the field, before the schema looks them up."""
         body = request.get_json(silent=True)
-        for key in _relations(self.datamodel.obj) if isinstance(body, dict) else ():
-            values = body.get(key) if isinstance(body.get(key), list) else [body.get(key)]
-            for value in values:
-                if isinstance(value, int | str) and value != "" and not input_guards.storable_id(value):
-                    raise DomainError("No record has this id", field=key, status=400)
+        if not isinstance(body, dict):
+            return
+        for rel in sa_inspect(self.datamodel.obj).relationships:
+            if rel.key not in body or body[rel.key] is None:
+                continue
+            value = body[rel.key]
+            if rel.uselist != isinstance(value, list):
+                raise DomainError("Must be a list of ids of related rows" if rel.uselist
+                                  else "Must be the id of a related row", field=rel.key, status=400)
+            for one in value if rel.uselist else [value]:
+                if isinstance(one, bool) or not isinstance(one, int | str):
+                    raise DomainError("Must be the id of a related row", field=rel.key, status=400)
+                if not input_guards.storable_id(one):
+                    raise DomainError("No record has this id", field=rel.key, status=400)
 
     def _checked_write(self, call, *args):
         self._check_relation_ids()
         return call(*args)
+
+    def pre_update(self, item):
+        """Flushed here, so that a unique value already taken is a 409 naming the column
+        (input_guards.integrity_answer) rather than FAB's 422 quoting the database."""
+        super().pre_update(item)
+        db.session.flush()
 
     def post_headless(self):
         return self._domain_response(self._checked_write, super().post_headless)

@@ -26,7 +26,7 @@ from app.models.calls import (
 from app.security import policy
 from app.services.calls import config, dnc
 from app.views.base import CrmModelRestApi, CrmModelView, refuse_delete_in_use
-from app.views.imports import PhoneListMixin, import_summary, posted_phones
+from app.views.imports import PhoneListMixin, import_summary, import_text, posted_phones
 from app.views.uow import json_result
 
 LABELS = {
@@ -212,10 +212,8 @@ class DoNotCallApi(ConfigCheckMixin, CrmModelRestApi):
     @safe
     def bulk_import(self):
         """Add numbers: {"phones": ["…"], "reason": "…"}."""
-        posted = posted_phones()
-        if posted is None:
-            return self.response(400, message='Send {"phones": [...], "reason": "…"}')
-        text, reason = posted
-        return json_result(lambda: dnc.import_phones(db.session, text, reason, source="api"),
-                           body=import_summary)
+        def work():
+            text, reason = posted_phones()
+            return import_text(lambda lines: dnc.import_phones(db.session, lines, reason, source="api"), text)
+        return json_result(work, body=import_summary)
 

@@ -18,12 +18,41 @@ from app.security import policy
 from app.security.masking import can_view_full_phone
 from app.security.scope import current_viewer
 from app.services import audit
-from app.services.employees import LEVEL_DICT, check_employee, hr_sync
+from app.services.employees import CODE_MAX, LEVEL_DICT, LIMITS, MAX_BATCH, PHONE_MAX, check_employee, hr_sync
 from app.services.errors import DomainError
 from app.views.base import CrmModelRestApi, CrmModelView
 from app.views.uow import error_json, run
 
 HR_LABELS = {"active": _l("Active"), "on_leave": _l("On leave"), "resigned": _l("Resigned")}
+
+
+def _number_or_text(limit: int) -> dict:
+    return {"oneOf": [{"type": "string", "minLength": 1, "maxLength": limit}, {"type": "integer"}]}
+
+
+_HR_ROW = {
+    "type": "object",
+    "required": ["employee_no", "name", "org_unit_code"],
+    "description": "A row that breaks these is reported in `errors` by its index; the others are kept.",
+    "properties": {
+        "employee_no": _number_or_text(LIMITS["employee_no"]),
+        "name": {"type": "string", "minLength": 1, "maxLength": LIMITS["name"]},
+        "org_unit_code": {"type": "string", "minLength": 1, "maxLength": CODE_MAX},
+        "phone": {"oneOf": [{"type": "string", "maxLength": PHONE_MAX}, {"type": "integer"}]},
+        "email": {"type": "string", "format": "email", "maxLength": LIMITS["email"]},
+        "position": {"type": "string", "maxLength": LIMITS["position"]},
+        "level_code": {"type": "string", "maxLength": CODE_MAX},
+        "manager_no": _number_or_text(LIMITS["employee_no"]),
+        "hired_on": {"type": "string", "format": "date"},
+        "left_on": {"type": "string", "format": "date"},
+        "hr_status": {"type": "string", "enum": list(HR_STATUSES)},
+    },
+}
+_HR_ROWS = {"type": "array", "maxItems": MAX_BATCH, "items": _HR_ROW}
+#: the body of POST /api/v1/hr/sync as the OpenAPI document declares it (app.views.openapi)
+HR_SYNC_BODY = {"oneOf": [
+    {"type": "object", "required": ["employees"], "properties": {"employees": _HR_ROWS}},
+    {**_HR_ROWS, "description": "The rows alone"}]}
 
 
 def _check_employee(item):
@@ -146,6 +175,7 @@ class HrSyncApi(BaseApi):
     class_permission_name = policy.HR_SYNC
     method_permission_name = {"sync": "write"}
     openapi_spec_tag = "HR sync"
+    json_array_bodies = ("sync",)  # the rows alone, as a list (app/security/input_guards.py)
 
     @expose("/sync", methods=["POST"])
     @protect()
@@ -154,17 +184,6 @@ class HrSyncApi(BaseApi):
         """Upsert employees by employee_no. Bad rows are reported by index; good rows are kept.
         ---
         post:
-          requestBody:
-            required: true
-            content:
-              application/json:
-                schema:
-                  type: object
-                  properties:
-                    employees:
-                      type: array
-                      items:
-                        type: object
           responses:
             200:
               description: Counts of created / updated / unchanged rows and the rejected rows

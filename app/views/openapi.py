@@ -22,6 +22,12 @@ from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
+from app.services.sms.templates import MAX_BODY
+from app.views.employees import HR_SYNC_BODY
+from app.views.imports import PHONE_MAX, PHONES_MAX, REASON_MAX
+from app.views.sms_notifications import EVENT_BODY
+from app.views.sms_templates import VARIABLES_MAX
+
 OPENAPI_ENDPOINT = "OpenApi.get"
 API_PREFIX = "/api/"
 
@@ -58,24 +64,32 @@ REFUSAL = {
 }
 ERRORS = {
     "400": "Bad input: the field and the reason",
-    "401": "Not authenticated (no or bad JWT, API key or signature)",
+    "401": "Not authenticated (no, malformed or expired JWT, a bad API key or signature)",
     "403": "Not allowed for this login",
     "404": "Not found, or outside the caller's data scope",
     "409": "Refused by the current state (a conflict)",
     "413": "Body too large",
-    "422": "Refused by a business rule (or a malformed JWT: Flask-JWT-Extended answers 422)",
+    "422": "Refused by a business rule",
     "429": "Too many requests",
 }
 #: answers with no JSON body of ours: a path segment no route of that method takes, the server's cap on
 #: the request line (gunicorn's own page).
-BARE = {"405": "Method not allowed for this path (e.g. a non-numeric id)", "414": "Request line too long"}
+BARE = {"405": "Method not allowed for this path (e.g. a non-numeric id); `Allow` lists the methods",
+        "414": "Request line too long"}
 WRITES = {"post", "put", "patch", "delete"}
 
 _ID = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
-_IDS = {"type": "array", "items": _ID, "minItems": 1}
-_ITEM = {"oneOf": [_ID, {"type": "string", "minLength": 1}], "description": "A dictionary item: id or code"}
+_IDS = {"type": "array", "items": _ID, "minItems": 1, "maxItems": 1000}
+_ITEM = {"oneOf": [_ID, {"type": "string", "minLength": 1, "maxLength": 50}],
+         "description": "A dictionary item: id or code"}
 _TEXT = {"type": "string", "minLength": 1}
-_PHONES = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 32}, "maxItems": 1000}
+_NOTE = {"type": "string", "maxLength": 255, "nullable": True}  # null: none
+_OPTION = {**_ITEM, "nullable": True}
+_PHONES = {"type": "array", "maxItems": PHONES_MAX,
+           "items": {"type": "string", "minLength": 1, "maxLength": PHONE_MAX, "pattern": r"\S"}}
+_SAMPLE = {"type": "object", "description": "Values of the template's variables",
+           "additionalProperties": {"oneOf": [{"type": "string", "maxLength": MAX_BODY}, {"type": "number"}],
+                                    "nullable": True}}
 
 
 def _object(required=(), **properties) -> dict:
@@ -88,18 +102,19 @@ def _object(required=(), **properties) -> dict:
 #: (path, method) → JSON schema of the body of our own endpoints (FAB's model APIs declare theirs).
 REQUEST_BODIES = {
     ("/api/v1/opportunity/claim", "post"): _object(["ids"], ids=_IDS),
-    ("/api/v1/opportunity/give_back", "post"): _object(["id"], id=_ID, reason={"type": "string"}),
+    ("/api/v1/opportunity/give_back", "post"): _object(["id", "reason"], id=_ID,
+                                                       reason={**_TEXT, "maxLength": 255}),
     ("/api/v1/opportunity/assign", "post"): _object(["ids", "employee_id"], ids=_IDS, employee_id=_ID,
-                                                    note={"type": "string"}),
+                                                    note=_NOTE),
     ("/api/v1/opportunity/follow_up", "post"): _object(
-        ["id"], id=_ID, content={"type": "string"}, type=_ITEM, result={"type": "string"},
-        next_followup_at={"type": "string", "format": "date-time"}, stage=_ITEM, lost_reason=_ITEM),
-    ("/api/v1/opportunity/stage", "post"): _object(["id", "stage"], id=_ID, stage=_ITEM, lost_reason=_ITEM),
+        ["id", "content"], id=_ID, content={**_TEXT, "maxLength": 4000}, type=_OPTION,
+        result={"type": "string", "maxLength": 100, "nullable": True}, stage=_OPTION, lost_reason=_OPTION,
+        next_followup_at={"type": "string", "format": "date-time", "nullable": True}),
+    ("/api/v1/opportunity/stage", "post"): _object(["id", "stage"], id=_ID, stage=_ITEM, lost_reason=_OPTION),
     ("/api/v1/opportunity/lock", "post"): _object(["ids"], ids=_IDS),
     ("/api/v1/opportunity/unlock", "post"): _object(["ids"], ids=_IDS),
     ("/api/v1/opportunity/transfer_all", "post"): _object(
-        ["from_employee_id"], from_employee_id=_ID, to_employee_id={**_ID, "nullable": True},
-        note={"type": "string"}),
+        ["from_employee_id"], from_employee_id=_ID, to_employee_id={**_ID, "nullable": True}, note=_NOTE),
     ("/api/v1/calls/dial", "post"): {"oneOf": [
         {**_object(["opportunity_id"], opportunity_id=_ID), "additionalProperties": False},
         {**_object(["customer_id"], customer_id=_ID), "additionalProperties": False}]},
@@ -122,18 +137,22 @@ REQUEST_BODIES = {
         "type": "array", "minItems": 1, "items": _object(
             ["phone", "text"], phone={**_TEXT, "maxLength": 20}, text={"type": "string"},
             time={"type": "string", "format": "date-time"})}),
-    ("/api/v1/do_not_call/import", "post"): _object(["phones"], phones=_PHONES, reason={"type": "string"}),
-    ("/api/v1/sms_blacklist/import", "post"): _object(["phones"], phones=_PHONES, reason={"type": "string"}),
+    ("/api/v1/do_not_call/import", "post"): _object(
+        ["phones"], phones=_PHONES, reason={"type": "string", "maxLength": REASON_MAX, "nullable": True}),
+    ("/api/v1/sms_blacklist/import", "post"): _object(
+        ["phones"], phones=_PHONES, reason={"type": "string", "maxLength": REASON_MAX, "nullable": True}),
     ("/api/v1/sms_blacklist/lookup", "post"): _object(["phones"], phones=_PHONES),
     ("/api/v1/sms_template/preview", "post"): _object(
-        ["body", "kind"], body={"type": "string", "maxLength": 500},
+        ["body", "kind"], body={"type": "string", "maxLength": MAX_BODY},
         kind={"type": "string", "enum": ["marketing", "notification", "verification"]},
-        variables={"type": "string"}, channel_id=_ID,
-        sample={"type": "object", "additionalProperties": {"type": "string"}}),
-    ("/api/v1/sms_template/{pk}/preview", "post"): _object(
-        sample={"type": "object", "additionalProperties": {"type": "string"}}),
-    ("/api/v1/sms_template/{pk}/approve", "post"): _object(note={"type": "string"}),
-    ("/api/v1/sms_template/{pk}/reject", "post"): _object(note={"type": "string"}),
+        variables={"type": "string", "maxLength": VARIABLES_MAX, "nullable": True},
+        channel_id={**_ID, "nullable": True, "description": "A channel that does not exist answers 422"},
+        sample={**_SAMPLE, "nullable": True}),
+    ("/api/v1/sms_template/{pk}/preview", "post"): _object(sample={**_SAMPLE, "nullable": True}),
+    ("/api/v1/notifications/event", "post"): EVENT_BODY,
+    ("/api/v1/hr/sync", "post"): HR_SYNC_BODY,
+    ("/api/v1/sms_template/{pk}/approve", "post"): _object(note={"type": "string", "nullable": True}),
+    ("/api/v1/sms_template/{pk}/reject", "post"): _object(note={"type": "string", "nullable": True}),
 }
 #: Bulk imports also take a text body, one number a line.
 TEXT_BODIES = {("/api/v1/sms_blacklist/import", "post")}

@@ -15,8 +15,9 @@ from app.clock import utcnow
 from app.extensions import db
 from app.models.sales import Opportunity
 from app.security import policy
+from app.security.input_guards import storable_id
 from app.security.scope import current_viewer
-from app.services import customers, metadata, opportunities, ownership, pools
+from app.services import customers, inputs, metadata, opportunities, ownership, pools
 from app.services.errors import DomainError
 from app.views.base import CrmModelRestApi
 from app.views.sales import (
@@ -28,6 +29,45 @@ from app.views.sales import (
     visible_employee,
 )
 from app.views.uow import error_json, json_result
+
+#: what a body's texts may hold: a note or reason goes into the transfer log's 255 characters; a
+#: follow-up's content and result are checked by app.services.opportunities (4000, 100).
+NOTE_MAX = 255
+CONTENT_MAX = 4000
+RESULT_MAX = 100
+CODE_MAX = 50  # a dictionary item's code
+WHEN_MAX = 64  # an ISO 8601 date and time
+
+
+def _fields(body: dict, **checks) -> dict:
+    """Each field of `body` through its check (`name=(check, *args)`, an app.services.inputs function),
+    or a 422 naming every field of the wrong type, missing or too long (nothing is done then)."""
+    problems: dict[str, str] = {}
+    values = {name: check(problems, name, body.get(name), *args) for name, (check, *args) in checks.items()}
+    inputs.check(problems)
+    return values
+
+
+def _required_id(problems: dict, name: str, value):
+    return inputs.ident(problems, name, value, required=True)
+
+
+def _ids(problems: dict, name: str, value):
+    return inputs.idents(problems, name, value, limit=ownership.MAX_BATCH)
+
+
+def _when(problems: dict, name: str, value):
+    """An ISO 8601 date and time (naive UTC), or the problem."""
+    raw = inputs.text(problems, name, value, WHEN_MAX)
+    if raw is None:
+        return None
+    try:
+        return parse_api_datetime(raw)
+    except DomainError as exc:
+        problems[name] = exc.message
+    except OverflowError:  # a year 1 or 9999 moved by its offset
+        problems[name] = "out of range"
+    return None
 
 
 class OpportunityApi(CrmModelRestApi):
@@ -68,11 +108,9 @@ class OpportunityApi(CrmModelRestApi):
         return json_result(lambda: work(self._body()))
 
     @staticmethod
-    def _one(body) -> int:
-        value = body.get("id")
-        if value is None:
-            raise DomainError("Give the opportunity id", field="id", status=400)
-        return require_visible([value])[0]
+    def _one(opp_id: int) -> int:
+        """The opportunity `opp_id` (a checked id), if the user may act on it (else 404)."""
+        return require_visible([opp_id])[0]
 
     @api_expose("/pool", methods=["GET"])
     @protect()
@@ -108,8 +146,8 @@ class OpportunityApi(CrmModelRestApi):
               description: Refused (limit, capacity, cooling, not claimable); nothing claimed
         """
         def work(body):
-            result = ownership.claim(db.session, current_employee(), body.get("ids") or [], utcnow(),
-                                     current_actor())
+            ids = _fields(body, ids=(_ids,))["ids"]
+            result = ownership.claim(db.session, current_employee(), ids, utcnow(), current_actor())
             return {"claimed": result.moved}
         return self._run(work)
 
@@ -125,7 +163,8 @@ class OpportunityApi(CrmModelRestApi):
               description: The pool it went to
         """
         def work(body):
-            pool = ownership.give_back(db.session, current_employee(), self._one(body), body.get("reason"),
+            got = _fields(body, id=(_required_id,), reason=(inputs.text, NOTE_MAX))
+            pool = ownership.give_back(db.session, current_employee(), self._one(got["id"]), got["reason"],
                                        utcnow(), current_actor())
             return {"pool": {"id": pool.id, "name": pool.name}}
         return self._run(work)
@@ -142,11 +181,10 @@ class OpportunityApi(CrmModelRestApi):
               description: The ids moved, those already there, and notes (e.g. over capacity)
         """
         def work(body):
-            ids = require_visible(body.get("ids") or [], pools_too=True)
-            target = visible_employee(body.get("employee_id"), "employee_id")
-            if target is None:
-                raise DomainError("Give employee_id", field="employee_id", status=400)
-            result = ownership.assign(db.session, ids, target, utcnow(), current_actor(), body.get("note"))
+            got = _fields(body, ids=(_ids,), employee_id=(_required_id,), note=(inputs.text, NOTE_MAX))
+            ids = require_visible(got["ids"], pools_too=True)
+            target = visible_employee(got["employee_id"], "employee_id")
+            result = ownership.assign(db.session, ids, target, utcnow(), current_actor(), got["note"])
             return {"assigned": result.moved, "skipped": result.skipped, "notes": result.notes}
         return self._run(work)
 
@@ -162,12 +200,12 @@ class OpportunityApi(CrmModelRestApi):
               description: How many moved
         """
         def work(body):
-            source = visible_employee(body.get("from_employee_id"), "from_employee_id", active=False)
-            if source is None:
-                raise DomainError("Give from_employee_id", field="from_employee_id", status=400)
-            target = visible_employee(body.get("to_employee_id"), "to_employee_id")
+            got = _fields(body, from_employee_id=(_required_id,), to_employee_id=(inputs.ident,),
+                          note=(inputs.text, NOTE_MAX))
+            source = visible_employee(got["from_employee_id"], "from_employee_id", active=False)
+            target = visible_employee(got["to_employee_id"], "to_employee_id")
             result = ownership.transfer_all(db.session, source, target, utcnow(), current_actor(),
-                                            body.get("note"))
+                                            got["note"])
             return {"moved": result.count, "notes": result.notes}
         return self._run(work)
 
@@ -184,16 +222,19 @@ class OpportunityApi(CrmModelRestApi):
               description: The follow-up id and the opportunity's new clocks
         """
         def work(body):
-            opp_id = self._one(body)
+            got = _fields(body, id=(_required_id,), content=(inputs.text, CONTENT_MAX),
+                          result=(inputs.text, RESULT_MAX), next_followup_at=(_when,),
+                          type=(inputs.option, CODE_MAX), stage=(inputs.option, CODE_MAX),
+                          lost_reason=(inputs.option, CODE_MAX))
+            opp_id = self._one(got["id"])
             now = utcnow()
-            when = parse_api_datetime(body.get("next_followup_at"))
             me = current_employee()
-            kind = _dict_id(body.get("type"), opportunities.FOLLOWUP_TYPE_DICT)
-            follow_up = opportunities.add_follow_up(db.session, opp_id, me, kind, body.get("content"),
-                                                    body.get("result"), when, now)
-            if body.get("stage"):
-                stage = _dict_id(body["stage"], opportunities.STAGE_DICT)
-                reason = _dict_id(body.get("lost_reason"), opportunities.LOST_REASON_DICT)
+            kind = _dict_id(got["type"], opportunities.FOLLOWUP_TYPE_DICT, "type")
+            follow_up = opportunities.add_follow_up(db.session, opp_id, me, kind, got["content"],
+                                                    got["result"], got["next_followup_at"], now)
+            if got["stage"]:
+                stage = _dict_id(got["stage"], opportunities.STAGE_DICT, "stage")
+                reason = _dict_id(got["lost_reason"], opportunities.LOST_REASON_DICT, "lost_reason")
                 opportunities.set_stage(db.session, opp_id, stage, reason, now, current_actor())
             opp = db.session.get(Opportunity, opp_id)
             return {"id": follow_up.id, "opportunity": _clocks(opp)}
@@ -211,16 +252,18 @@ class OpportunityApi(CrmModelRestApi):
               description: The opportunity's status and stage
         """
         def work(body):
-            opp_id = self._one(body)
-            stage = _dict_id(body.get("stage"), opportunities.STAGE_DICT)
-            reason = _dict_id(body.get("lost_reason"), opportunities.LOST_REASON_DICT)
+            got = _fields(body, id=(_required_id,), stage=(inputs.option, CODE_MAX),
+                          lost_reason=(inputs.option, CODE_MAX))
+            opp_id = self._one(got["id"])
+            stage = _dict_id(got["stage"], opportunities.STAGE_DICT, "stage")
+            reason = _dict_id(got["lost_reason"], opportunities.LOST_REASON_DICT, "lost_reason")
             opp = opportunities.set_stage(db.session, opp_id, stage, reason, utcnow(), current_actor())
             return {"opportunity": _clocks(opp)}
         return self._run(work)
 
     def _locking(self, locked: bool):
         def work(body):
-            ids = require_visible(body.get("ids") or [])
+            ids = require_visible(_fields(body, ids=(_ids,))["ids"])
             result = ownership.set_locked(db.session, ids, locked, utcnow(), current_actor())
             return {"changed": result.moved, "skipped": result.skipped}
         return self._run(work)
@@ -252,17 +295,18 @@ class OpportunityApi(CrmModelRestApi):
         return self._locking(False)
 
 
-def _dict_id(value, type_code: str):
-    """A dictionary item given by id or by code (the API accepts both)."""
+def _dict_id(value, type_code: str, field: str):
+    """A dictionary item given by id or by code (the API accepts both) in the body's `field`; an id no
+    row can have is an unknown option."""
     if value in (None, ""):
         return None
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+    if (isinstance(value, int) or (isinstance(value, str) and value.isdigit())) and storable_id(value):
         return int(value)
     for item in metadata.dict_items(db.session, type_code, include_disabled=True):
         if item.code == value:
             return item.id
-    raise DomainError("Unknown %(kind)s option %(value)s", field=type_code, status=422, kind=type_code,
-                      value=repr(value))
+    raise DomainError("Unknown %(kind)s option %(value)s", field=field, status=422, kind=type_code,
+                      value=inputs.quote(value))
 
 
 def _clocks(opp: Opportunity) -> dict:
@@ -299,13 +343,18 @@ class CustomerMergeApi(BaseApi):
                   properties:
                     survivor_id:
                       type: integer
+                      minimum: 1
                     merged_id:
                       type: integer
+                      minimum: 1
                     owner_id:
                       type: integer
+                      minimum: 1
+                      nullable: true
                       description: Who keeps the open opportunities when their owners differ
                     dry_run:
                       type: boolean
+                      nullable: true
           responses:
             200:
               description: What moved (or, with dry_run, what would move)
@@ -323,9 +372,13 @@ class CustomerMergeApi(BaseApi):
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             return error_json(DomainError("The body must be a JSON object", status=400))
-        args = (db.session, current_viewer(), body.get("survivor_id"), body.get("merged_id"),
-                body.get("owner_id"))
-        if body.get("dry_run") is True:
+        try:
+            got = _fields(body, survivor_id=(_required_id,), merged_id=(_required_id,),
+                          owner_id=(inputs.ident,), dry_run=(inputs.flag,))
+        except DomainError as exc:
+            return error_json(exc)
+        args = (db.session, current_viewer(), got["survivor_id"], got["merged_id"], got["owner_id"])
+        if got["dry_run"]:
             return json_result(lambda: _merge_body(customers.check_merge(*args, require_owner=False)))
         return json_result(lambda: customers.merge(*args, actor=current_actor()),
                            body=lambda r: {**_merge_body(r.plan), "moved": r.moved,

@@ -31,8 +31,15 @@ from app.services.sms import blacklist, words
 from app.services.sms.channels import PROVIDERS, check_channel
 from app.services.sms.secrets import encrypt
 from app.views.base import CrmModelRestApi, CrmModelView, refuse_delete_in_use
-from app.views.imports import PhoneListMixin, import_page, import_summary, posted_phones
-from app.views.uow import json_result
+from app.views.imports import (
+    PhoneListMixin,
+    import_page,
+    import_summary,
+    import_text,
+    posted_phone_list,
+    posted_phones,
+)
+from app.views.uow import error_json, json_result
 
 LABELS = {
     "name": _l("Name"),
@@ -276,25 +283,27 @@ class BlacklistApi(BlacklistCheckMixin, CrmModelRestApi):
     @safe
     def bulk_import(self):
         """Add numbers: {"phones": ["…"], "reason": "…"} or a text body, one number a line."""
-        text, reason = posted_phones() or (request.get_data(as_text=True), None)
-        return json_result(lambda: blacklist.import_phones(db.session, text, reason, source="api"),
-                           body=import_summary)
+        def work():
+            text, reason = posted_phones(text_body=True)
+            return import_text(lambda lines: blacklist.import_phones(db.session, lines, reason, source="api"),
+                               text)
+        return json_result(work, body=import_summary)
 
     @expose("/lookup", methods=["POST"])
     @protect()
     @safe
     def lookup(self):
         """Which of {"phones": [...]} are blacklisted (answered in the form they were sent)."""
-        data = request.get_json(silent=True)
-        phones = data.get("phones") if isinstance(data, dict) else None
-        if not isinstance(phones, list) or len(phones) > 1000:
-            return self.response(400, message='Send {"phones": [...]} with at most 1000 numbers')
+        try:
+            phones = posted_phone_list()
+        except DomainError as exc:
+            return error_json(exc)
         wanted, errors = {}, []
         for raw in phones:
             try:
-                wanted[str(raw)] = blacklist.normalise_phone(str(raw))
+                wanted[raw] = blacklist.normalise_phone(raw)
             except DomainError as exc:
-                errors.append({"phone": str(raw), "message": exc.message})
+                errors.append({"phone": raw, "message": exc.message})
         blocked = blacklist.is_blocked(db.session, [p for p in wanted.values() if p])
         return self.response(
             200, blocked=[raw for raw, e164 in wanted.items() if e164 in blocked], errors=errors

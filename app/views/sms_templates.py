@@ -219,7 +219,21 @@ class SmsTemplateApi(TemplateRulesMixin, CrmModelRestApi):
     @protect()
     @safe
     def preview_draft(self):
-        """Check and preview unsaved text: {"body", "kind", "variables", "channel_id", "sample"}."""
+        """Check and preview unsaved text: {"body", "kind", "variables", "channel_id", "sample"}.
+        ---
+        post:
+          responses:
+            200:
+              description: The text as sent, its length and segments, and the sensitive words found
+            400:
+              $ref: '#/components/responses/400'
+            422:
+              description: The draft breaks a rule of templates, or `channel_id` names no channel
+              content:
+                application/json:
+                  schema:
+                    $ref: '#/components/schemas/Refusal'
+        """
         data = self._json()
         sample, problems = _sample(data)
         item = SmsTemplate(
@@ -228,12 +242,13 @@ class SmsTemplateApi(TemplateRulesMixin, CrmModelRestApi):
             kind=inputs.text(problems, "kind", data.get("kind"), 20) or "",
             variables=inputs.text(problems, "variables", data.get("variables"), VARIABLES_MAX),
         )
-        channel_id = inputs.whole_number(problems, "channel_id", data.get("channel_id") or None)
-        channel = db.session.get(SmsChannel, channel_id) if channel_id is not None else None
-        if channel_id is not None and channel is None:
-            problems["channel_id"] = "no such channel"
+        channel_id = inputs.whole_number(problems, "channel_id", data.get("channel_id"))
         if problems:
             return self.response(400, message="Invalid preview", errors=problems)
+        channel = db.session.get(SmsChannel, channel_id) if channel_id is not None else None
+        if channel_id is not None and channel is None:  # well-formed, but names nothing
+            return self.response(422, message="Invalid preview", field="channel_id",
+                                 errors={"channel_id": "no such channel"})
         try:
             templates.check_template(item, channel, db.session)
         except DomainError as exc:  # a check of unsaved text: nothing to roll back

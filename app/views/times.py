@@ -151,19 +151,30 @@ class DateTime(fields.DateTime):
         return clock.to_utc(super()._deserialize(value, attr, data, **kwargs))
 
 
+def _local_field(field):
+    """Our DateTime in place of marshmallow's `field`, with its settings."""
+    local = DateTime(
+        required=field.required, allow_none=field.allow_none, validate=field.validators or None,
+        load_only=field.load_only, dump_only=field.dump_only, metadata=field.metadata,
+        load_default=field.load_default, dump_default=field.dump_default)
+    local.unique = getattr(field, "unique", False)
+    return local
+
+
 class LocalModel2SchemaConverter(Model2SchemaConverter):
-    """FAB's model → marshmallow converter with our DateTime for every DateTime column."""
+    """FAB's model → marshmallow converter with our DateTime for every DateTime column, those of a
+    related object serialised whole (`org_unit: {…, created_at}`) too."""
 
     def _column2field(self, datamodel, column, nested=True, parent_schema_name=None):
         field = super()._column2field(datamodel, column, nested=nested, parent_schema_name=parent_schema_name)
-        if type(field) is not fields.DateTime:
-            return field
-        local = DateTime(
-            required=field.required, allow_none=field.allow_none, validate=field.validators or None,
-            load_only=field.load_only, dump_only=field.dump_only, metadata=field.metadata,
-            load_default=field.load_default, dump_default=field.dump_default)
-        local.unique = getattr(field, "unique", False)
-        return local
+        return _local_field(field) if type(field) is fields.DateTime else field
+
+    def _meta_schema_factory(self, columns, model, class_mixin, parent_schema_name=None):
+        schema = super()._meta_schema_factory(columns, model, class_mixin, parent_schema_name)
+        for name, field in list(schema._declared_fields.items()):  # the class is new: ours to change
+            if type(field) is fields.DateTime:
+                schema._declared_fields[name] = _local_field(field)
+        return schema
 
 
 class JSONProvider(DefaultJSONProvider):

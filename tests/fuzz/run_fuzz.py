@@ -12,8 +12,9 @@ and drops the database, whatever happens. Exit status 0 only when both runs pass
 NDJSON, and `<user>.failures.txt`: one line per distinct failure) go to FUZZ_REPORT_DIR.
 
 Settings (environment): FUZZ_SEED (default 11), FUZZ_MAX_EXAMPLES (default 5), FUZZ_PHASES (default
-examples,coverage,fuzzing), FUZZ_REPORT_DIR (default instance/fuzz), FUZZ_USERS (default "sales11 admin"),
-SCHEMATHESIS (the executable; default the one beside this Python), FUZZ_KEEP_DB=1 keeps the database.
+examples,coverage,fuzzing), FUZZ_WORKERS (default 1), FUZZ_REPORT_DIR (default instance/fuzz), FUZZ_USERS
+(default "sales11 admin"), SCHEMATHESIS (the executable; default the one beside this Python),
+FUZZ_KEEP_DB=1 keeps the database.
 """
 
 from __future__ import annotations
@@ -122,7 +123,10 @@ def fuzz(exe: str, spec: str, base: str, user: str, token: str, report_dir: str)
             # per-operation exceptions of schemathesis.toml)
             "--max-examples", os.environ.get("FUZZ_MAX_EXAMPLES", "5"),
             "--phases", os.environ.get("FUZZ_PHASES", "examples,coverage,fuzzing"),
-            "--workers", "2", "--request-timeout", "30", "--no-shrink",
+            # One worker: Hypothesis parses lambdas' source for its messages, and ast.parse in two threads
+            # at once fails on Python 3.11 before 3.11.9 ("AST constructor recursion depth mismatch",
+            # CPython gh-106905); one worker also makes the run repeatable (no interleaved writes).
+            "--workers", os.environ.get("FUZZ_WORKERS", "1"), "--request-timeout", "30", "--no-shrink",
             "--suppress-health-check", "all", "--warnings", "off",
             "--report", "junit,ndjson",
             "--report-junit-path", os.path.join(report_dir, f"{user}.junit.xml"),
@@ -153,10 +157,17 @@ def spec_is_valid(spec: str) -> bool:
 
 
 def summarize(ndjson: str) -> list[str]:
-    """One line per distinct failure in a schemathesis NDJSON report: check, operation, status, message."""
+    """One line per distinct failure in a schemathesis NDJSON report: check, operation, status, message;
+    and one per error of the run itself (schemathesis could not test an operation)."""
     found: dict[tuple, int] = {}
     with open(ndjson) as events:
         for line in events:
+            error = json.loads(line).get("NonFatalError")
+            if error:
+                value = error.get("value") or {}
+                message = f"{value.get('type')}: {value.get('message')}"
+                key = ("error", error.get("label") or "", "-", message[:160])
+                found[key] = found.get(key, 0) + 1
             event = json.loads(line).get("ScenarioFinished")
             if not event or event.get("status") != "failure":
                 continue
