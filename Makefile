@@ -1,7 +1,8 @@
 # Developer entry points. Everything runs from the project virtualenv in .venv.
 #   make run    migrate, sync roles and reference data, seed demo data, start web + worker + scheduler
 #               (+ embedded Redis)
-#   make test   ruff, then pytest on 2 processes (TEST_DATABASE_URL is passed through from the environment)
+#   make test   ruff, then pytest on 2 processes (TEST_DATABASE_URL is passed through from the environment),
+#               the end-to-end browser tests included (make browser installs Debian's chromium for them)
 #   make fuzz   schemathesis against the running app on a fresh PostgreSQL database (needs TEST_DATABASE_URL)
 
 PYTHON ?= python3
@@ -11,10 +12,10 @@ STAMP := $(VENV)/.installed
 FLASK := $(BIN)/flask --app app:create_app
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint bench babel clean fuzz
+.PHONY: help venv browser run test lint bench babel clean fuzz
 
 help:
-	@echo "make venv | run | test | lint | fuzz | bench | babel | clean"
+	@echo "make venv | run | test | browser | lint | fuzz | bench | babel | clean"
 
 venv: $(STAMP)
 
@@ -31,8 +32,13 @@ run: venv
 	$(FLASK) crm seed-demo
 	$(BIN)/python run.py all
 
+# Debian's chromium and a Chinese font for tests/e2e (apt-get, sudo when not root); without a chromium
+# those tests are skipped, each with the reason.
+browser:
+	@bash tests/e2e/ensure_browser.sh
+
 # TEST_DATABASE_URL reaches pytest through the environment (unset: the suite's own default).
-test: venv
+test: venv browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2
 
@@ -45,14 +51,11 @@ fuzz: venv
 lint: venv
 	$(BIN)/ruff check .
 
+# The scale benchmarks, each printing its figures. bench/lists.py and bench/workbench_once.py time pages of
+# an already filled database (they take its URL); bench/bigdata.py fills one.
+BENCHES := org_tree dispatch circulation sms calls exports dashboard_sql pages
 bench: venv
-	@set -e; found=; \
-	for script in bench/*.py; do \
-		[ -e "$$script" ] || continue; \
-		case "$$script" in bench/__init__.py|bench/common.py) continue;; esac; \
-		found=1; echo "== $$script"; $(BIN)/python "$$script"; \
-	done; \
-	[ -n "$$found" ] || echo "no bench/*.py scripts"
+	@set -e; for name in $(BENCHES); do echo "== bench/$$name.py"; $(BIN)/python bench/$$name.py; done
 
 babel: venv
 	@if find app/translations -name '*.po' 2>/dev/null | grep -q .; then \

@@ -52,7 +52,7 @@ class Config:
     FAB_SECURITY_MANAGER_CLASS = "app.security.manager.CrmSecurityManager"
     FAB_INDEX_VIEW = "app.views.home.HomeView"
     FAB_BASE_TEMPLATE = "crm/base.html"  # FAB's layout plus the inbox bell in the navbar
-    APP_NAME = _env("APP_NAME", "CRM 管理后台")
+    APP_NAME = _env("APP_NAME", "CRM Console")  # translated on screen (app/views/labels.py)
     APP_THEME = ""
     # CSRF: WTF_CSRF_ENABLED is the setting that counts (CSRF_ENABLED does nothing).
     WTF_CSRF_ENABLED = True
@@ -95,7 +95,14 @@ class Config:
     PERMANENT_SESSION_LIFETIME = timedelta(hours=_env("SESSION_HOURS", 12))
     # Domain settings.
     CRM_DEFAULT_REGION = _env("CRM_DEFAULT_REGION", "CN")  # phone numbers without +country
-    CRM_EXPORT_MAX_ROWS = _env("CRM_EXPORT_MAX_ROWS", 200_000)
+    CRM_LIST_COUNT_CAP = _env("CRM_LIST_COUNT_CAP", 10_000)  # lists count this far, then "10,000+"
+    CRM_LIST_MAX_OFFSET = _env("CRM_LIST_MAX_OFFSET", 10_000)  # numbered pages up to here; keyset beyond
+    DASHBOARD_CACHE_SECONDS = _env("DASHBOARD_CACHE_SECONDS", 30)  # one summary per scope and filters
+    CRM_EXPORT_MAX_ROWS = _env("CRM_EXPORT_MAX_ROWS", 1_000_000)  # rows per export at most (0: no cap)
+    CRM_EXPORT_STREAM_MAX_ROWS = _env("CRM_EXPORT_STREAM_MAX_ROWS", 5_000)  # bigger exports run as a job
+    CRM_EXPORT_RETENTION_DAYS = _env("CRM_EXPORT_RETENTION_DAYS", 7)  # export files are then deleted
+    CRM_EXPORT_CHUNK_ROWS = _env("CRM_EXPORT_CHUNK_ROWS", 2_000)  # read, written and checkpointed at a time
+    CRM_EXPORT_DIR = _env("CRM_EXPORT_DIR", "")  # default <instance>/exports; shared by web and workers
     CRM_AUDIT_RETENTION_DAYS = _env("CRM_AUDIT_RETENTION_DAYS", 365)
     # The job runner (app.services.runner): attempts per run, and heartbeat age at which a run is dead.
     CRM_JOB_MAX_ATTEMPTS = _env("CRM_JOB_MAX_ATTEMPTS", 5)

@@ -106,10 +106,11 @@ def _init_locale(app: Flask) -> None:
 
 def _init_views(app: Flask) -> None:
     from app.security import input_guards
-    from app.views import openapi, register_views, times
+    from app.views import labels, openapi, register_views, times
 
     register_views(app)
     times.install(app)  # jsonify's datetimes, the `local_dt` Jinja filter, FAB's own views' times
+    labels.install(app)  # the `label` / `role_name` Jinja filters (app/views/labels.py)
     input_guards.install(app)  # hostile input answers 4xx, never 500: ids, NUL, body caps, last resort
     openapi.install(app)  # /api/v1/_openapi completed and valid; API errors as JSON
 

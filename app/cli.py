@@ -43,8 +43,11 @@ def sync_reference_command():
 
 
 @crm.command("seed-demo")
+@click.option("--size", type=click.Choice(["small", "large"]), default="small", show_default=True,
+              help="large: also 90 days of history (30,000 opportunities, follow-ups, calls, SMS)")
+@click.option("--count", type=click.IntRange(1), default=None, hidden=True)  # opportunities of --size large
 @with_appcontext
-def seed_demo_command():
+def seed_demo_command(size, count):
     """Sync the reference data, then load the demo organisation, people and activity (safe to run again)."""
     from app.extensions import db
     from app.services import audit
@@ -52,9 +55,31 @@ def seed_demo_command():
 
     with audit.acting_as(None, "seed-demo"):
         counts = seed_demo(db.session, current_app.appbuilder)
-    click.echo("demo data: " + json.dumps(counts))
+        if size == "large":
+            from app.services.seed_large import LARGE_COUNT, seed_large
+
+            counts["large"] = seed_large(db.session, count=count or LARGE_COUNT)
+        # The dashboard reads aggregates: bring them up to date now rather than at the scheduler's next turn.
+        from app.clock import utcnow
+        from app.services.dashboard_refresh import refresh
+
+        refresh(db.session, utcnow())
+    click.echo("demo data: " + json.dumps(counts, ensure_ascii=False))
     for username, password, role in demo_logins():
         click.echo(f"  {username:<14} {password:<16} {role}")
+
+
+@crm.command("refresh-dashboard")
+@click.option("--full", is_flag=True, help="rebuild every day instead of the days that changed")
+@with_appcontext
+def refresh_dashboard_command(full):
+    """Bring the dashboard's daily aggregates up to date now (the scheduler does it every two minutes)."""
+    from app.jobs.dashboard import refresh_dashboard_job
+
+    done = refresh_dashboard_job(full=full)
+    if done is None:
+        raise click.ClickException("another refresh is running")
+    click.echo(json.dumps({k: len(v) if isinstance(v, list) else v for k, v in done.items()}))
 
 
 @crm.command("create-api-key")
@@ -88,7 +113,7 @@ def run_command(actor: str, work):
     return result
 
 
-from app import cli_calls, cli_dispatch  # noqa: E402, F401  (add `crm call-config`, `crm dispatch-rule`)
+from app import cli_calls, cli_dispatch, cli_onboarding  # noqa: E402, F401  (`crm call-config`, `crm dispatch-rule`, `crm onboard`)
 
 
 @crm.command("jobs")

@@ -27,7 +27,6 @@ import datetime as dt
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -65,6 +64,7 @@ from app.models.sales import (  # noqa: E402
 )
 from bench.common import fresh_pg_database, postgresql_url  # noqa: E402
 from config import TestConfig  # noqa: E402
+from tests.workers import stop  # noqa: E402  (SIGTERM, then SIGKILL after 30 s)
 
 LEADS = 100_000
 DEPARTMENTS, TEAMS_PER_DEPARTMENT, PEOPLE_PER_TEAM = 4, 5, 25  # 20 teams, 500 salespeople
@@ -237,22 +237,10 @@ def start_workers(url: str, redis_url: str, count: int) -> list[subprocess.Popen
     deadline = time.monotonic() + 60
     while len(Worker.all(connection=Redis.from_url(redis_url))) < before + count:
         if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-            stop_workers(procs)
+            stop(procs)
             raise RuntimeError("the RQ workers did not start")
         time.sleep(0.05)
     return procs
-
-
-def stop_workers(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def end_to_end(url: str, redis_url: str, workers: int) -> tuple[float, list[dict]]:
@@ -277,7 +265,7 @@ def end_to_end(url: str, redis_url: str, workers: int) -> tuple[float, list[dict
             time.sleep(0.01)
         seconds = time.perf_counter() - start
     finally:
-        stop_workers(procs)
+        stop(procs)
     failed = [job for job in jobs if job.get_status() != "finished"]
     if failed:
         raise RuntimeError(f"dispatch job failed: {failed[0].latest_result().exc_string}")

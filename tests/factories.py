@@ -37,6 +37,14 @@ from app.models.calls import (
     OutboundInterface,
     Seat,
 )
+from app.models.dashboard import (
+    DashActivityDay,
+    DashCohortDay,
+    DashFirstContactDay,
+    DashIdleSnapshot,
+    DashRefreshState,
+    DashSmsDay,
+)
 from app.models.employee import CrmUser, Employee
 from app.models.inbox import JOB_FINISHED, InboxNotification
 from app.models.jobs import QUEUED, JobRun
@@ -282,6 +290,22 @@ SINK_MESSAGE = ModelFactory(SinkMessage, correlation=lambda session: new_uid(),
                             content="【测试签名】您好", accepted_at=_now())
 SMS_AUDIENCE_ENTRY = ModelFactory(SmsAudienceEntry, campaign_id=_new(SMS_CAMPAIGN),
                                   line=lambda session: next(_seq), phone=Sequence("+86130{:08d}"))
+
+# --- the dashboard's aggregates (app.models.dashboard) ----------------------------------------------------
+def _today(session):
+    return clock.local_date(utcnow())
+
+
+DASH_COHORT_DAY = ModelFactory(DashCohortDay, day=_today, leads=1, assigned=1, contacted=1, contacted_24h=1,
+                               won=0, lost=0)
+DASH_FIRST_CONTACT_DAY = ModelFactory(DashFirstContactDay, day=_today, bucket=30, n=1)
+DASH_ACTIVITY_DAY = ModelFactory(DashActivityDay, day=_today, follow_ups=1, dispatched=0, recycled=0, dials=0,
+                                 connected=0, talk_seconds=0, qa_scored=0, qa_score_sum=0)
+DASH_IDLE_SNAPSHOT = ModelFactory(DashIdleSnapshot, bucket=0, n=1)
+DASH_SMS_DAY = ModelFactory(DashSmsDay, day=lambda session: clock.local_date(utcnow()) - dt.timedelta(
+    days=next(_seq)), sent=1, delivered=1, failed=0, segments=1, cost=0.045)
+DASH_REFRESH_STATE = ModelFactory(DashRefreshState, id=lambda session: next(_seq) + 1000, days_refreshed=0,
+                                  version=0)
 
 #: model → its factory.
 FACTORIES = {f.model: f for f in list(globals().values()) if isinstance(f, ModelFactory)}

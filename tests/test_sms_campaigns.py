@@ -502,3 +502,37 @@ def test_an_audience_table_never_analyzed_is_analyzed_before_the_first_chunk(pg_
         assert tuples >= 30
         plan = session.scalar(text("EXPLAIN SELECT id FROM customer WHERE region = :r"), {"r": region})
         assert "rows=30 " in plan, plan
+
+
+def test_the_progress_page_redraws_itself_when_the_campaign_ends(app, session, client):
+    """The live script draws the job runs and the buttons once, for the status the page was rendered with,
+    and reloads the page when the polled status differs: a finished campaign then shows its completed
+    preparation and no Pause / Cancel (browser walk: tests/e2e/test_campaign.py)."""
+    import re
+
+    from tests.conftest import login
+
+    tpl = make_template(session, make_channel(session))
+    customers(session, "测试区-刷新", 2, marketing_consent=True)
+    campaign = make_campaign(session, tpl, {"kind": "filter", "region": "测试区-刷新"})
+    launched(session, campaign, start=True)
+    login(client, "marketing")
+    client.get("/lang/en")
+
+    def page_state():
+        html = client.get(f"/smscampaignview/progress/{campaign.id}").text
+        data = json.loads(re.search(r'id="crm-campaign-data"[^>]*>(.*?)</script>', html, re.S).group(1))
+        buttons = re.findall(r'<button type="submit" class="btn btn-\w+">(\w+)</button>', html)
+        runs = re.findall(r"<td>(Preparation|Sending)</td>\s*<td>(\w+)</td>", html)
+        return html, data["data"]["status"], buttons, runs
+
+    html, rendered, buttons, runs = page_state()
+    assert rendered == "scheduled" and buttons == ["Pause", "Cancel"] and runs == [("Preparation", "Queued")]
+    assert "d.status !== rendered" in html and "window.location.reload()" in html
+
+    run_jobs(app)
+    polled = client.get(f"/smscampaignview/progress/{campaign.id}.json").get_json()
+    assert polled["status"] == "completed" != rendered  # what makes the open page reload
+    _html, rendered, buttons, runs = page_state()
+    assert rendered == "completed" and buttons == []
+    assert runs and all(status == "Completed" for _kind, status in runs), runs

@@ -533,3 +533,101 @@ def api_headers(client, w: World, name: str) -> dict:
                                                         "password": f.PASSWORD, "provider": "db"})
     assert resp.status_code == 200, resp.get_json()
     return {"Authorization": f"Bearer {resp.get_json()['access_token']}"}
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_dictionary_selects_speak_the_readers_language(app, world, lang):
+    """The workbench's quick follow-up types and the opportunity page's type, stage and lost-reason
+    selects show each item's label in the reader's language only (never "新建 / New")."""
+    w = world
+    with dbs(app) as s:
+        opp_id = owned(s, w, "a1")[0]
+    client = client_for(app, w, "a1")
+    client.get("/lang/zh_CN" if lang == "zh" else "/lang/en")
+    pages = {"workbench": client.get("/workbench/").text,
+             "opportunity": client.get(f"/opportunityview/show/{opp_id}").text}
+    shown, other = ("Phone call", "电话") if lang == "en" else ("电话", "Phone call")
+    for name, html in pages.items():
+        options = re.findall(r"<option value=\"\d+\"[^>]*>([^<]*)</option>", html)
+        assert f">{shown}</option>" in html and f">{other}</option>" not in html, name
+        assert options and not any(" / " in o for o in options), (name, options)
+    stage, other_stage = ("New", "新建") if lang == "en" else ("新建", "New")
+    opportunity_page = pages["opportunity"]
+    assert f">{stage}</option>" in opportunity_page and f">{other_stage}</option>" not in opportunity_page
+
+
+# --- statements per page ----------------------------------------------------------------------------
+def add_working_set(app, w: World, n: int, now: dt.datetime) -> None:
+    """`n` more owned opportunities of a1 (both product lines, two intention levels, several stages) and
+    `n` more in a1's pools: every per-row lookup the page could make has rows to make it for."""
+    from app.models.sales import CirculationRule
+    from tests.test_ownership import opportunity as pooled
+
+    with dbs(app) as s:
+        levels = [f.dict_item(s, "intention_level", code).id for code in ("A", "B")]
+        stages = [w.stages[c] for c in ("new", "contacted")]
+        for i in range(n):
+            opp = pooled(s, w, product_line=(w.math, w.english)[i % 2])
+            row = s.get(Opportunity, opp)
+            row.status, row.pool_id, row.owner_id, row.org_unit_id = OWNED, None, w.a1, w.team_a
+            row.intention_level_id, row.stage_id = levels[i % 2], stages[i % 2]
+            row.idle_since, row.assigned_at = now - (i % 5) * DAY, now - 6 * DAY
+            row.next_followup_at = now + (i % 7 - 3) * HOUR + HOUR / 2  # none at "now": the clock ticks
+            pooled(s, w, pool=(w.pool, w.pool_any)[i % 2], intention_level_id=levels[i % 2])
+        team_rules = select(func.count(CirculationRule.id)).where(CirculationRule.org_unit_id == w.team_a)
+        if not s.scalar(team_rules):
+            s.add(CirculationRule(name="team A math A", org_unit_id=w.team_a, product_line_id=w.math,
+                                  intention_level_id=levels[0], idle_days=2, exempt_stages="contacted"))
+            s.get(CirculationRule, w.rule).exempt_stages = "won"
+        s.commit()
+
+
+def test_workbench_runs_the_same_statements_for_5_or_50_opportunities(app, world):
+    """No N+1: relationships, recycle times and pool counts are read per page, not per row."""
+    from tests.test_fast_lists import counted_statements
+
+    w, now = world, utcnow()
+    client = client_for(app, w, "a1")
+    counts, shown = {}, {}
+    for total, more in ((5, 5), (50, 45)):
+        add_working_set(app, w, more, now)
+        client.get("/workbench/")  # warm: the login's and the reference data's caches
+        with counted_statements(app) as seen:
+            page = client.get("/workbench/").text
+        shown[total] = (len(table_ids(page, "crm-my-opportunities")), len(table_ids(page, "crm-claimable")))
+        # FAB's permission checks (menu, buttons) are per request, not per row: left out of the bound.
+        counts[total] = len([s for s in seen if "ab_permission_view" not in s])
+    assert shown == {5: (5, 5), 50: (50, 50)}
+    assert counts[5] == counts[50], counts
+    assert counts[50] <= 45, counts
+    # The batched recycle times are what the opportunity page says, row by row.
+    from app.services import circulation, workbench
+
+    with dbs(app) as s:
+        rows = list(s.scalars(select(Opportunity).where(Opportunity.owner_id == w.a1)))
+        expected = {o.id: circulation.recycle_due_at(s, o, circulation.rule_of(s, o)) for o in rows}
+        assert workbench.recycle_times(s, rows) == expected
+        assert len({v for v in expected.values()}) > 2  # rules with different idle days and an exemption
+
+
+def test_workbench_shows_the_first_by_next_follow_up_and_links_to_the_full_list(app, world, monkeypatch):
+    import html as html_lib
+
+    from app.views import workbench as view
+
+    w, now = world, utcnow()
+    add_working_set(app, w, 12, now)
+    monkeypatch.setattr(view, "WORKBENCH_ROWS", 5)
+    client = client_for(app, w, "a1")
+    page = client.get("/workbench/?f=overdue").text
+    with dbs(app) as s:
+        overdue = list(s.scalars(select(Opportunity.id).where(
+            Opportunity.owner_id == w.a1, opportunities.overdue_clause(now))
+            .order_by(Opportunity.next_followup_at, Opportunity.id)))
+    assert len(overdue) > 5
+    table = re.search(r'id="crm-my-opportunities".*?</table>', page, re.S).group(0)
+    shown = [int(i) for i in re.findall(r'<tr data-opportunity="(\d+)"', table)]
+    assert shown == overdue[:5]
+    assert f"Showing 5 of {len(overdue)}." in page
+    link = html_lib.unescape(re.search(r'href="([^"]+)" id="crm-all-of-them"', page).group(1))
+    assert list_ids(client.get(link + "&psize_OpportunityView=100").text) == set(overdue)

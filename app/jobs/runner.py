@@ -15,7 +15,7 @@ from app.services import runner
 log = logging.getLogger(__name__)
 
 #: Modules whose @runner.handler registrations the worker needs (imported on first use).
-HANDLER_MODULES = ("app.jobs.leads", "app.jobs.dispatch", "app.jobs.sms")
+HANDLER_MODULES = ("app.jobs.leads", "app.jobs.dispatch", "app.jobs.sms", "app.jobs.exports")
 
 
 def load_handlers() -> None:

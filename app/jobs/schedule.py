@@ -6,8 +6,9 @@ Cron expressions are in the scheduler host's local time (RQ's CronScheduler uses
 from __future__ import annotations
 
 from app.jobs.calls import sweep_callbacks_job
+from app.jobs.dashboard import refresh_dashboard_job
 from app.jobs.dispatch import start_circulation_scan_job, start_dispatch_job
-from app.jobs.maintenance import purge_audit_log
+from app.jobs.maintenance import purge_audit_log, purge_export_files, purge_read_notifications
 from app.jobs.qa import sample_due_plans_job
 from app.jobs.runner import watchdog_job
 from app.jobs.sms import release_slots_job, start_due_campaigns_job
@@ -23,6 +24,8 @@ def register(scheduler) -> None:
     """Register every periodic job on `scheduler` (an `rq.cron.CronScheduler`)."""
     # Chunked and resumable, but a big backlog takes a while: give it an hour, not RQ's default 3 min.
     scheduler.register(purge_audit_log, "low", cron="30 3 * * *", job_timeout=3600)
+    scheduler.register(purge_read_notifications, "low", cron="45 3 * * *", job_timeout=3600)
+    scheduler.register(purge_export_files, "low", cron="50 3 * * *", job_timeout=3600)
     # The job runner's watchdog: re-enqueue (or fail, in words) the runs whose worker died.
     scheduler.register(watchdog_job, "high", interval=60, job_timeout=300)
     # New leads start a dispatch run themselves; this sweep catches held and recycled ones. Both start
@@ -44,3 +47,5 @@ def register(scheduler) -> None:
     scheduler.register(sweep_callbacks_job, "low", interval=60, job_timeout=600)
     # QA: sample each plan's last completed period once (hourly: the business day may end at any UTC hour).
     scheduler.register(sample_due_plans_job, "low", cron="20 * * * *", job_timeout=3600)
+    # The manager dashboard's daily aggregates: only the days that changed since the last refresh.
+    scheduler.register(refresh_dashboard_job, "low", interval=120, job_timeout=1800)

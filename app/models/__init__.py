@@ -11,6 +11,7 @@ from app.models.calls import (
     OutboundInterface,
     Seat,
 )
+from app.models.dashboard import DashActivityDay, DashCohortDay, DashRefreshState
 from app.models.employee import HR_STATUSES, CrmUser, Employee
 from app.models.inbox import InboxNotification
 from app.models.jobs import JobRun
@@ -46,6 +47,9 @@ from app.models.sms import (
 __all__ = [
     "AssignmentLog",
     "AuditLog",
+    "DashActivityDay",
+    "DashCohortDay",
+    "DashRefreshState",
     "CallCounter",
     "CallEvent",
     "CallLine",

@@ -158,9 +158,14 @@ class Opportunity(TimestampMixin, ScopedMixin, Model):
         # The dispatch queue: without it a backlog makes the planner walk every dispatched row per batch.
         Index("ix_opportunity_waiting", "id", postgresql_where=text("status = 'waiting'"),
               sqlite_where=text("status = 'waiting'")),
-        Index("ix_opportunity_owner_status", "owner_id", "status"),
         Index("ix_opportunity_status_idle", "status", "idle_since"),
         Index("ix_opportunity_pool_status", "pool_id", "status"),
+        # The opportunity list by scope or filter, in id order (app/views/fast_list.py; migration 0013).
+        Index("ix_opportunity_owner_id_id", "owner_id", "id"),
+        Index("ix_opportunity_owner_status_id", "owner_id", "status", "id"),
+        Index("ix_opportunity_org_unit_id_id", "org_unit_id", "id"),
+        Index("ix_opportunity_stage_id_id", "stage_id", "id"),
+        Index("ix_opportunity_pool_id_id", "pool_id", "id"),
         # At most one open opportunity per customer and product line.
         Index("uq_opportunity_open", "customer_id", "product_line_id", unique=True,
               postgresql_where=text("status IN ('waiting', 'owned', 'pooled')"),

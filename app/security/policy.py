@@ -61,6 +61,7 @@ JOB_RUN = "JobRun"  # the Jobs page: read (runs one started), write (cancel them
 VIEW_ALL = "can_view_all"  # ("can_view_all", "JobRun"): every run, not only one's own (Admin only)
 #: Everyone who signs in sees (and may cancel) the job runs they started.
 OWN_JOBS = {(READ, JOB_RUN), (WRITE, JOB_RUN)}
+DASHBOARD = "Dashboard"  # the manager dashboard and GET /api/v1/dashboard/summary (read)
 INBOX = "Inbox"  # the notification centre (the bell): read and mark read one's own notifications
 #: Everyone who signs in has an inbox of their own.
 OWN_INBOX = {(READ, INBOX), (WRITE, INBOX)}
@@ -106,14 +107,14 @@ ROLES = {
         | _r(LEAD, CUSTOMER)
         | {(EXPORT, EMPLOYEE), (EXPORT, LEAD), (VIEW_FULL, PHONE), (MERGE, CUSTOMER)}
         | _r(SMS_REPORT)
-        | SALES_FLOOR | SALES_MANAGEMENT | CALLING | CALL_OVERSIGHT | OWN_JOBS | OWN_INBOX,
+        | SALES_FLOOR | SALES_MANAGEMENT | CALLING | CALL_OVERSIGHT | OWN_JOBS | OWN_INBOX | _r(DASHBOARD),
     },
     "Sales Manager": {
         "scope": SCOPE_TEAM,
         # Not the dispatch console: its queue figures are company-wide.
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, DISPATCH_RULE, CIRCULATION_RULE, POOL, LEAD, CUSTOMER)
         | _rw(SALES_PROFILE) | {(EXPORT, EMPLOYEE)} | SALES_FLOOR | SALES_MANAGEMENT
-        | CALLING | CALL_OVERSIGHT | OWN_JOBS | OWN_INBOX,
+        | CALLING | CALL_OVERSIGHT | OWN_JOBS | OWN_INBOX | _r(DASHBOARD),
     },
     "Salesperson": {
         "scope": SCOPE_OWN,

@@ -150,11 +150,13 @@ def rule_of(session, opp: Opportunity) -> CirculationRule | None:
                                 opp.intention_level_id)
 
 
-def recycle_due_at(session, opp: Opportunity, rule: CirculationRule | None) -> dt.datetime | None:
-    """When the idle rule would take this owned opportunity back (None: it will not)."""
+def recycle_due_at(session, opp: Opportunity, rule: CirculationRule | None,
+                   stages: dict | None = None) -> dt.datetime | None:
+    """When the idle rule would take this owned opportunity back (None: it will not); `stages`:
+    `_stage_ids` read once by a caller asking for many rows."""
     if opp.status != OWNED or opp.locked or rule is None or not rule.idle_days or opp.idle_since is None:
         return None
-    if rule.exempt_stages and opp.stage_id in _exempt_stage_ids(rule, _stage_ids(session)):
+    if rule.exempt_stages and opp.stage_id in _exempt_stage_ids(rule, stages or _stage_ids(session)):
         return None
     due = opp.idle_since + dt.timedelta(days=rule.idle_days)
     return max(due, opp.protected_until) if opp.protected_until else due

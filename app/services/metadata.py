@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from app.models.metadata import CONFIG_VALUE_TYPES, ConfigItem, DictItem, DictType
+from app.models.metadata import CONFIG_VALUE_TYPES, ConfigItem, DictItem, DictType, _current_language
 from app.services.errors import DomainError
 from app.services.versioned_cache import VersionedCache
 
@@ -33,6 +33,11 @@ class DictEntry:
     label_en: str
     sort: int
     enabled: bool
+
+    @property
+    def label(self) -> str:
+        """The label in the reader's language (one of the two, never both joined)."""
+        return self.label_en if _current_language() == "en" else self.label_zh
 
 
 def parse_config_value(value_type: str, raw: str):

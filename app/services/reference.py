@@ -109,6 +109,8 @@ SETTINGS = (
             "Campaigns of notification templates send to blacklisted numbers too"),
     Setting("calls.max_daily_attempts", "int", 5,
             "Click-to-call: maximum dials to one callee per business day"),
+    Setting("inbox.read_retention_days", "int", 90,
+            "Notifications read more than this many days ago are deleted by the nightly maintenance job"),
     Setting("calls.line_busy_minutes", "int", 30,
             "Click-to-call: minutes without a status callback after which a call no longer holds a line "
             "channel"),

@@ -10,11 +10,17 @@ def register_views(app) -> None:
     from app.views import audit, dispatch, employees, leads, metadata, org, sales, security
 
     sales.register(appbuilder)  # the sales floor first: where most users work all day
+    from app.views import dashboard
+
+    dashboard.register(appbuilder)  # the manager dashboard (home of directors and managers) and its API
     org_cat, meta_cat, sec_cat = "Organisation", "Metadata", "Security"
     appbuilder.add_view(org.OrgUnitView, "Org Units", icon="fa-sitemap", label=_l("Org Units"),
                         category=org_cat, category_label=_l("Organisation"), category_icon="fa-building")
     appbuilder.add_view(employees.EmployeeView, "Employees", icon="fa-id-badge", label=_l("Employees"),
                         category=org_cat)
+    from app.views import onboarding
+
+    onboarding.register(appbuilder)  # Organisation › Onboard a person (employee, login and roles at once)
     appbuilder.add_view(metadata.DictTypeView, "Dictionaries", icon="fa-book", label=_l("Dictionaries"),
                         category=meta_cat, category_label=_l("Metadata"), category_icon="fa-list")
     appbuilder.add_view(metadata.DictItemView, "Dictionary Items", icon="fa-list-ul",
@@ -57,6 +63,9 @@ def register_views(app) -> None:
     appbuilder.add_view(audit.AuditLogView, "Audit Log", icon="fa-history", label=_l("Audit Log"),
                         category=sec_cat)
     appbuilder.add_view(jobs.JobsView, "Jobs", icon="fa-tasks", label=_l("Jobs"), category=sec_cat)
+    from app.views import export
+
+    appbuilder.add_view_no_menu(export.ExportDownloadView)  # the files of export jobs
     for api in (org.OrgUnitApi, employees.EmployeeApi, employees.HrSyncApi, metadata.DictTypeApi,
                 metadata.DictItemApi, metadata.ConfigItemApi, audit.AuditLogApi, security.RoleDataScopeApi):
         appbuilder.add_api(api)

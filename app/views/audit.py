@@ -3,18 +3,14 @@ values show masked, like everywhere else; the full numbers of one entry are show
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, url_for
 from flask_appbuilder import expose
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_appbuilder.security.decorators import has_access
 from flask_babel import lazy_gettext as _l
 
-from app.extensions import db
 from app.models.audit import AuditLog
 from app.security import policy
-from app.security.masking import can_view_full_phone, mask_phones_in_text, phones_in_text
-from app.security.scope import current_viewer
-from app.services import audit
+from app.security.masking import mask_phones_in_text, phones_in_text
 from app.views.base import CrmModelRestApi, CrmModelView
 
 ACTION_LABELS = {
@@ -44,6 +40,7 @@ class AuditLogView(CrmModelView):
     class_permission_name = policy.AUDIT
     base_permissions = ["can_read", "can_export"]
     list_title = show_title = _l("Audit Log")
+    add_title, edit_title = _l("Add Audit Log Entry"), _l("Edit Audit Log Entry")
     list_columns = ["created_at", "actor_name", "action", "target_type", "target_id", "summary", "ip"]
     show_columns = list_columns + ["before", "after"]
     search_columns = ["created_at", "actor_name", "action", "target_type", "target_id", "summary", "ip"]
@@ -65,20 +62,8 @@ class AuditLogView(CrmModelView):
     @has_access
     def reveal_phone(self, pk):
         """The full numbers written in one entry, on request, audited (like every other reveal)."""
-        if not can_view_full_phone(current_viewer()):
-            abort(403)
-        item = self._scoped_get(pk)
-        if item is None:
-            abort(404)
-        numbers = phones_in_text(" ".join(getattr(item, c) or "" for c in TEXT_COLUMNS))
-        audit.record(db.session, "phone_view", target_type="audit_log", target_id=item.id,
-                     summary=f"{item}: {len(numbers)}")
-        db.session.commit()
-        for number in numbers:
-            flash(f"{_l('Phone')}: {number}", "info")
-        if not numbers:
-            flash(str(_l("No phone number in this entry.")), "info")
-        return redirect(url_for("AuditLogView.show", pk=item.id))
+        return self.reveal(pk, "audit_log", lambda item: [(_l("Phone"), number) for number in phones_in_text(
+            " ".join(getattr(item, c) or "" for c in TEXT_COLUMNS))])
 
 
 class AuditLogApi(CrmModelRestApi):

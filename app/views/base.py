@@ -35,6 +35,7 @@ from app.services.metadata import check_dict_choice
 from app.views import list_args, times
 from app.views.api_schema import CrmModel2SchemaConverter
 from app.views.export import CsvExportMixin
+from app.views.fast_list import FastListMixin
 
 MAX_PAGE_SIZE = 200  # the default of CRM_LIST_MAX_PAGE_SIZE
 
@@ -183,8 +184,9 @@ def _optional_checkboxes(form_cls):
     return type(form_cls.__name__, (form_cls,), loosened) if loosened else form_cls
 
 
-class CrmModelView(CsvExportMixin, CrmViewMixin, ModelView):
-    """ModelView with data scope everywhere, domain checks as form errors, and a CSV export."""
+class CrmModelView(FastListMixin, CsvExportMixin, CrmViewMixin, ModelView):
+    """ModelView with data scope everywhere, domain checks as form errors, a CSV export, and lists that
+    stay fast on big tables (app/views/fast_list.py)."""
 
     page_size = 25
     export_columns: list[str] | None = None
@@ -350,18 +352,26 @@ class CrmModelView(CsvExportMixin, CrmViewMixin, ModelView):
     @expose("/phone/<pk>", methods=["POST"])
     @has_access
     def reveal_phone(self, pk):
+        return self.reveal(pk, self.class_permission_name, lambda item: [
+            (self.label_columns.get(c, c), getattr(item, c)) for c in self.phone_columns if getattr(item, c)])
+
+    def reveal(self, pk, target_type: str, numbers_of):
+        """Flash the full numbers of row `pk` (in the viewer's scope): `numbers_of(item)` gives (label,
+        number) pairs. Audited; back to the row's page."""
         if not can_view_full_phone(current_viewer()):
             abort(403)
         item = self._scoped_get(pk)
         if item is None:
             abort(404)
-        numbers = {c: getattr(item, c) for c in self.phone_columns if getattr(item, c)}
-        audit.record(db.session, "phone_view", target_type=self.class_permission_name,
-                     target_id=pk, summary=f"{item}: {', '.join(numbers)}")
+        numbers = numbers_of(item)
+        audit.record(db.session, "phone_view", target_type=target_type, target_id=item.id,
+                     summary=f"{item}: {len(numbers)}")
         db.session.commit()
-        for col, number in numbers.items():
-            flash(f"{self.label_columns.get(col, col)}: {number}", "info")
-        return redirect(url_for(f"{self.__class__.__name__}.show", pk=pk))
+        for label, number in numbers:
+            flash(f"{label}: {number}", "info")
+        if not numbers:
+            flash(str(_l("No phone number in this entry.")), "info")
+        return redirect(url_for(f"{self.__class__.__name__}.show", pk=item.id))
 
 
 class CrmModelRestApi(CrmViewMixin, ModelRestApi):

@@ -25,6 +25,7 @@ from app.models.calls import (
 )
 from app.security import policy
 from app.services.calls import config, dnc
+from app.views import labels
 from app.views.base import CrmModelRestApi, CrmModelView, refuse_delete_in_use
 from app.views.imports import PhoneListMixin, import_summary, import_text, posted_phones
 from app.views.uow import json_result
@@ -91,6 +92,7 @@ class OutboundInterfaceView(ConfigCheckMixin, CrmModelView):
     search_columns = ["name", "provider", "enabled"]
     label_columns = LABELS
     in_use_by = (CallLine.interface_id,)
+    formatters_columns = labels.formatters(provider="call.provider")
     description_columns = {
         "new_secret": _l("Stored encrypted and never shown again; leave empty to keep the stored one."),
         "secret_env": _l("When set, the environment variable wins over the stored secret."),
@@ -98,7 +100,8 @@ class OutboundInterfaceView(ConfigCheckMixin, CrmModelView):
                       '"talk_seconds": 60, "transcript": true, "fail_numbers": [], "realtime": true}'),
     }
     add_form_extra_fields = edit_form_extra_fields = {
-        "provider": SelectField(_l("Provider"), choices=[(p, p) for p in PROVIDERS], widget=Select2Widget()),
+        "provider": SelectField(_l("Provider"), choices=labels.choices("call.provider", PROVIDERS),
+                                widget=Select2Widget()),
         "new_secret": PasswordField(_l("New secret"), widget=BS3PasswordFieldWidget()),
         "clear_secret": BooleanField(_l("Remove the stored secret")),
         "new_callback_secret": PasswordField(_l("New callback secret"), widget=BS3PasswordFieldWidget()),
@@ -153,9 +156,10 @@ class CallNumberView(ConfigCheckMixin, CrmModelView):
         "area": _l("The region it presents as (e.g. 北京, 广州): same-area callees first."),
     }
     add_form_extra_fields = edit_form_extra_fields = {
-        "status": SelectField(_l("Status"), choices=[(s, s) for s in NUMBER_STATUSES],
+        "status": SelectField(_l("Status"), choices=labels.choices("call_number.status", NUMBER_STATUSES),
                               widget=Select2Widget()),
     }
+    formatters_columns = labels.formatters(status="call_number.status")
 
 
 class SeatView(ConfigCheckMixin, CrmModelView):
@@ -184,6 +188,7 @@ class DoNotCallView(PhoneListMixin, ConfigCheckMixin, CrmModelView):
     edit_columns = ["reason", "expires_at"]
     search_columns = ["reason", "source", "expires_at", "created_at"]
     label_columns = LABELS
+    formatters_columns = labels.formatters(source="list.source")
     import_title = _l("Import do-not-call numbers")
 
     def import_phones(self, text, reason):

@@ -28,12 +28,14 @@ from app.extensions import db
 from app.models.calls import SIMULATOR, CallRecord, OutboundInterface
 from app.models.sales import Customer, Opportunity
 from app.security import policy
+from app.security.input_guards import INT32_MAX, storable_id
 from app.security.masking import mask_phone
 from app.security.scope import current_viewer, restrict
 from app.services.calls import callbacks
 from app.services.calls.dialing import CallRefused, click_to_call
 from app.services.calls.providers import CallbackError, ProviderError, SignatureError
 from app.services.errors import DomainError
+from app.views import labels
 from app.views.base import CrmModelRestApi, CrmModelView
 from app.views.call_config import (
     LABELS,
@@ -61,11 +63,7 @@ REFUSAL_MESSAGES = {
     "no_phone": _l("There is no phone number to call."),
     "provider_error": _l("The call centre refused the call."),
 }
-STATUS_LABELS = {
-    "requested": _l("Requested"), "dialing": _l("Dialling"), "ringing": _l("Ringing"),
-    "answered": _l("Answered"), "ended": _l("Ended"), "no_answer": _l("No answer"), "busy": _l("Busy"),
-    "failed": _l("Failed"),
-}
+STATUS_LABELS = dict(labels.choices("call.status"))  # app/views/labels.py
 
 
 def refusal_body(exc: CallRefused) -> dict:
@@ -89,6 +87,7 @@ class CallRecordView(PageShowMixin, CrmModelView):
     class_permission_name = policy.CALL_RECORD
     base_permissions = ["can_read", "can_export"]
     list_title = show_title = _l("Call Records")
+    add_title, edit_title = _l("Add Call Record"), _l("Edit Call Record")
     list_columns = ["started_at", "employee", "callee_phone", "opportunity", "number", "status", "result",
                     "duration_seconds", "recording_url"]
     show_columns = ["uid", "status", "result", "employee", "seat", "org_unit", "opportunity", "customer",
@@ -105,6 +104,7 @@ class CallRecordView(PageShowMixin, CrmModelView):
     show_template = "calls/record_show.html"
     formatters_columns = {
         "status": lambda s: STATUS_LABELS.get(s, s),
+        "result": labels.formatter("call.result"),
         "opportunity": lambda o: f"#{o.id}" if o is not None else "",
         "recording_url": lambda url: _recording_link(url),
     }
@@ -136,13 +136,16 @@ class CallRecordApi(CrmModelRestApi):
 
 
 # --- click-to-call ------------------------------------------------------------------------------------
-def _int(value) -> int | None:
+def _target_id(body: dict, field: str) -> int | None:
+    """The body's `field`: an id a row can have (a whole number, or its digits, from 1 to 2**31 - 1),
+    checked before any query; else a 400 naming the field. Absent or empty: None."""
+    value = body.get(field)
     if value is None or value == "":
         return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise DomainError("Ids must be whole numbers", status=400) from None
+    if not storable_id(value) or int(value) < 1:
+        raise DomainError("%(name)s must be an id: a whole number from 1 to %(maximum)d", field=field,
+                          status=400, name=field, maximum=INT32_MAX)
+    return int(value)
 
 
 def dial_from_request(body) -> tuple[int, dict]:
@@ -152,7 +155,7 @@ def dial_from_request(body) -> tuple[int, dict]:
     if "phone" in body or "callee" in body:
         return 400, {"message": "Send an opportunity or customer id, never a phone number"}
     try:
-        opp_id, customer_id = _int(body.get("opportunity_id")), _int(body.get("customer_id"))
+        opp_id, customer_id = _target_id(body, "opportunity_id"), _target_id(body, "customer_id")
     except DomainError as exc:
         return exc.status, exc.as_dict()
     if (opp_id is None) == (customer_id is None):

@@ -30,11 +30,11 @@ from app.models.sales import (
 from app.security import policy
 from app.services import dispatch_rules
 from app.services.dispatch import simulate, waiting_count
+from app.views import labels
 from app.views.base import CrmModelRestApi, CrmModelView
 from app.views.uow import flash_result
 
-STRATEGY_LABELS = {"round_robin": _l("Round robin"), "weighted": _l("Weighted"),
-                   "least_loaded": _l("Least loaded"), "pool": _l("To pool")}
+STRATEGY_LABELS = dict(labels.choices("dispatch_rule.strategy"))  # app/views/labels.py
 RECYCLED_LABELS = {"any": _l("New and recycled"), "new": _l("New only"), "recycled": _l("Recycled only")}
 LABELS = {
     "name": _l("Name"), "priority": _l("Priority"), "enabled": _l("Enabled"),

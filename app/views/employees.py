@@ -20,10 +20,11 @@ from app.security.scope import current_viewer
 from app.services import audit
 from app.services.employees import CODE_MAX, LEVEL_DICT, LIMITS, MAX_BATCH, PHONE_MAX, check_employee, hr_sync
 from app.services.errors import DomainError
+from app.views import labels
 from app.views.base import CrmModelRestApi, CrmModelView
 from app.views.uow import error_json, run
 
-HR_LABELS = {"active": _l("Active"), "on_leave": _l("On leave"), "resigned": _l("Resigned")}
+HR_LABELS = dict(labels.choices("hr_status"))  # app/views/labels.py
 
 
 def _number_or_text(limit: int) -> dict:

@@ -204,11 +204,6 @@ class InboxApi(BaseApi):
         """Mark one of your notifications as read.
         ---
         post:
-          parameters:
-          - in: path
-            name: pk
-            required: true
-            schema: {type: integer}
           responses:
             200:
               description: Marked read (or it was already); the notification and the unread count
@@ -220,14 +215,6 @@ class InboxApi(BaseApi):
                       id: {type: integer}
                       read_at: {type: string, format: date-time}
                       unread: {type: integer}
-            400:
-              description: A browser session without the CSRF token (X-CSRFToken header)
-            401:
-              description: Not signed in
-            403:
-              description: No access to the inbox
-            404:
-              description: No such notification of yours
         """
         outcome = uow.run(inbox.mark_read, db.session, _me(), pk)
         if outcome.error is not None:
@@ -252,12 +239,6 @@ class InboxApi(BaseApi):
                     properties:
                       marked: {type: integer}
                       unread: {type: integer}
-            400:
-              description: A browser session without the CSRF token (X-CSRFToken header)
-            401:
-              description: Not signed in
-            403:
-              description: No access to the inbox
         """
         outcome = uow.run(inbox.mark_all_read, db.session, _me())
         return self.response(200, marked=outcome.result, unread=inbox.unread_count(db.session, _me()))

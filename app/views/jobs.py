@@ -16,16 +16,16 @@ from app.models.jobs import ACTIVE, CANCELLED, COMPLETED, FAILED, QUEUED, RUNNIN
 from app.security import policy
 from app.security.scope import current_viewer
 from app.services import runner
-from app.views import uow
+from app.views import labels, uow
 
 PAGE_SIZE = 50
+MAX_PAGE = 100_000  # beyond this a page number is noise (and an offset PostgreSQL would refuse)
 KIND_LABELS = {
     kinds.LEAD_IMPORT: _l("Lead import"), kinds.SMS_CAMPAIGN_PREPARE: _l("Campaign preparation"),
     kinds.SMS_CAMPAIGN_SEND: _l("Campaign sending"), kinds.DISPATCH: _l("Dispatch run"),
     kinds.CIRCULATION_SCAN: _l("Circulation scan"), kinds.EXPORT: _l("Export"),
 }
-STATUS_LABELS = {QUEUED: _l("Queued"), RUNNING: _l("Running"), COMPLETED: _l("Completed"),
-                 FAILED: _l("Failed"), CANCELLED: _l("Cancelled")}
+STATUS_LABELS = dict(labels.choices("job.status"))  # not "Running": that msgid reads 导入中 (lead imports)
 STATUS_CLASSES = {QUEUED: "default", RUNNING: "info", COMPLETED: "success", FAILED: "danger",
                   CANCELLED: "warning"}
 #: target_type → (endpoint of its page, label)
@@ -87,7 +87,7 @@ class JobsView(BaseView):
     @has_access
     def list(self):
         status = request.args.get("status") or None
-        page = max(0, request.args.get("page", 0, type=int))
+        page = min(MAX_PAGE, max(0, request.args.get("page", 0, type=int)))  # an OFFSET PostgreSQL takes
         stmt = visible(select(JobRun))
         if status == "active":
             stmt = stmt.where(JobRun.status.in_(ACTIVE))

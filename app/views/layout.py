@@ -1,5 +1,5 @@
-"""What every page's layout needs besides FAB's: refusals (403, 404) as pages of the console, in its layout
-and language with a way back (JSON under /api/), and the language actually in use for the language menu
+"""What every page's layout needs besides FAB's: refusals (400, 403, 404) as pages of the console, in its
+layout and language with a way back (JSON under /api/), and the language actually in use for the language menu
 (FAB's menu assumes English when the session has chosen none, so it never offered English)."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 log = logging.getLogger(__name__)
 
 REFUSALS = {
+    400: (_l("Bad request"), _l("The request could not be used. Go back and check what you entered.")),
     403: (_l("Access denied"), _l("Your role does not allow you to open this page. If you need it, ask an "
                                   "administrator for the permission.")),
     404: (_l("Not found"), _l("This page or record does not exist, or it is outside what you may see.")),
@@ -49,6 +50,8 @@ def refusal(exc: HTTPException):
     from app.extensions import appbuilder
 
     title, message = REFUSALS[code]
+    if code == 400 and exc.description and exc.description != type(exc).description:
+        message = exc.description  # the reason, naming the field or argument (app.security.input_guards)
     try:
         index_url = appbuilder.get_url_for_index
         page = render_template("crm/error.html", appbuilder=appbuilder,

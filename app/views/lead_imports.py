@@ -86,6 +86,7 @@ class LeadImportView(CrmModelView):
     datamodel = SQLAInterface(LeadImport)
     class_permission_name = policy.LEAD_IMPORT
     list_title = _l("Lead Imports")
+    show_title, add_title, edit_title = _l("Lead Import"), _l("Import Leads"), _l("Edit Lead Import")
     list_columns = ["created_at", "filename", "total_rows", "created_rows", "duplicate_rows", "error_rows",
                     "id"]
     search_columns = ["filename", "created_at"]
@@ -162,7 +163,7 @@ class LeadImportView(CrmModelView):
                                     progress=import_progress(record, run),
                                     errors=errors[:MAX_ERRORS_SHOWN], error_count=len(errors),
                                     creator=creator, status_labels=STATUS_LABELS,
-                                    status_classes=STATUS_CLASSES, labels=LEAD_LABELS,
+                                    status_classes=STATUS_CLASSES, labels={**LEAD_LABELS, "row": _l("Row")},
                                     title=_l("Lead import"))
 
     @expose("/progress/<pk>")

@@ -196,6 +196,7 @@ class CustomerView(CrmModelView):
     base_filters = [["id", NotMergedFilter, lambda: []]]  # merged customers leave the list
     list_title = show_title = _l("Customers")
     edit_title = _l("Edit Customer")
+    add_title = _l("Add Customer")
     list_columns = ["name", "phone", "registered_user_id", "region", "created_at"]
     show_columns = ["name", "phone", "registered_user_id", "region", "marketing_consent", "created_at",
                     "updated_at"]
@@ -329,19 +330,6 @@ class CustomerRegisterApi(BaseApi):
         """Register (or confirm) a learning / e-commerce user as a customer, merged by phone.
         ---
         post:
-          requestBody:
-            required: true
-            content:
-              application/json:
-                schema:
-                  type: object
-                  properties:
-                    registered_user_id:
-                      type: string
-                    phone:
-                      type: string
-                    name:
-                      type: string
           responses:
             200:
               description: The customer (existing, now carrying the user id, or new)

@@ -14,6 +14,7 @@ from app.models.metadata import CONFIG_VALUE_TYPES, ConfigItem, DictItem, DictTy
 from app.security import policy
 from app.services.errors import DomainError
 from app.services.metadata import parse_config_value
+from app.views import labels
 from app.views.base import CrmModelRestApi, CrmModelView
 
 DICT_LABELS = {
@@ -99,9 +100,12 @@ class ConfigItemView(CrmModelView):
     base_order = ("key", "asc")
     label_columns = DICT_LABELS
     add_form_extra_fields = edit_form_extra_fields = {
-        "value_type": SelectField(_l("Value type"), choices=[(t, t) for t in CONFIG_VALUE_TYPES],
+        "value_type": SelectField(_l("Value type"),
+                                  choices=labels.choices("config.value_type", CONFIG_VALUE_TYPES),
                                   widget=Select2Widget())
     }
+    formatters_columns = {"value_type": labels.formatter("config.value_type"),
+                          "description": labels.config_description}
 
     def check_form(self, form, pk):
         parse_config_value(form.value_type.data, form.value.data)

@@ -63,7 +63,7 @@ REFUSAL = {
     },
 }
 ERRORS = {
-    "400": "Bad input: the field and the reason",
+    "400": "Bad input: the field and the reason (or a session-authenticated write without its CSRF token)",
     "401": "Not authenticated (no, malformed or expired JWT, a bad API key or signature)",
     "403": "Not allowed for this login",
     "404": "Not found, or outside the caller's data scope",
@@ -149,6 +149,13 @@ REQUEST_BODIES = {
         channel_id={**_ID, "nullable": True, "description": "A channel that does not exist answers 422"},
         sample={**_SAMPLE, "nullable": True}),
     ("/api/v1/sms_template/{pk}/preview", "post"): _object(sample={**_SAMPLE, "nullable": True}),
+    ("/api/v1/customer/register", "post"): _object(registered_user_id={"type": "string"},
+                                                   phone={"type": "string"}, name={"type": "string"}),
+    ("/api/v1/customer/merge", "post"): _object(
+        ["survivor_id", "merged_id"], survivor_id=_ID, merged_id=_ID,
+        owner_id={**_ID, "nullable": True,
+                  "description": "Who keeps the open opportunities when their owners differ"},
+        dry_run={"type": "boolean", "nullable": True}),
     ("/api/v1/notifications/event", "post"): EVENT_BODY,
     ("/api/v1/hr/sync", "post"): HR_SYNC_BODY,
     ("/api/v1/sms_template/{pk}/approve", "post"): _object(note={"type": "string", "nullable": True}),

@@ -125,11 +125,13 @@ class OpportunityView(PageShowMixin, CrmModelView):
         "lock_action": "assign", "unlock_action": "assign",
     }
     list_title = show_title = _l("Opportunities")
+    add_title, edit_title = _l("Add Opportunity"), _l("Edit Opportunity")
     list_template = "crm/workbench_list.html"
     show_template = "crm/workbench_opportunity.html"
     form_template = "crm/workbench_form.html"
+    # What the sales floor scans a list for; the rest (last follow-up, idle since, locked …) is on the page.
     list_columns = ["id", "customer", "product_line", "stage", "intention_level", "status", "owner", "pool",
-                    "next_followup_at", "last_followup_at", "idle_since", "locked"]
+                    "next_followup_at"]
     show_columns = ["id", "customer", "product_line", "stage", "intention_level", "status", "owner", "pool",
                     "org_unit", "source", "campaign", "region", "assigned_at", "claimed_at",
                     "last_followup_at", "next_followup_at", "idle_since", "protected_until", "lost_reason",
@@ -139,7 +141,8 @@ class OpportunityView(PageShowMixin, CrmModelView):
                       "last_followup_at", "next_followup_at", "idle_since", "protected_until", "lost_reason",
                       "closed_at", "locked"]
     search_columns = ["status", "stage", "product_line", "intention_level", "owner", "pool", "org_unit",
-                      "next_followup_at", "last_followup_at", "idle_since", "locked", "campaign", "region"]
+                      "next_followup_at", "last_followup_at", "idle_since", "locked", "campaign", "region",
+                      "source", "created_at", "assigned_at"]  # the last three: the dashboard's drill-downs
     order_columns = ["id", "next_followup_at", "last_followup_at", "idle_since", "status"]
     base_order = ("id", "desc")
     base_filters = [["id", QuickFilter, lambda: []]]

@@ -11,10 +11,10 @@ from app.extensions import db
 from app.models.org import ORG_KINDS, OrgUnit
 from app.security import policy
 from app.services.org import check_deletable, check_unit
+from app.views import labels
 from app.views.base import CrmModelRestApi, CrmModelView
 
-KIND_LABELS = {"company": _l("Company"), "division": _l("Division"),
-               "department": _l("Department"), "team": _l("Team")}
+KIND_LABELS = dict(labels.choices("org_kind"))  # app/views/labels.py
 
 
 def kind_field():

@@ -61,6 +61,7 @@ class PoolOpportunityView(CrmModelView):
     method_permission_name = {**policy.METHOD_PERMISSIONS, **NO_CRUD_PERMISSIONS,
                               "claim_action": "claim", "assign_action": "assign"}
     list_title = show_title = _l("Public Pool")
+    add_title, edit_title = _l("Add Opportunity"), _l("Edit Opportunity")
     list_columns = ["id", "customer", "product_line", "stage", "intention_level", "pool", "region",
                     "last_followup_at", "recycle_count"]
     show_columns = ["id", "customer", "product_line", "stage", "intention_level", "pool", "source",

@@ -25,7 +25,6 @@ from app.clock import utcnow
 from app.extensions import db, rq
 from app.models.employee import Employee
 from app.models.qa import (
-    APPEAL_REJECTED,
     APPEAL_UPHELD,
     CHECK_FORBIDDEN,
     CHECK_REQUIRED,
@@ -34,8 +33,6 @@ from app.models.qa import (
     QA_FINAL,
     QA_PENDING,
     QA_SCORED,
-    SAMPLE_COUNT,
-    SAMPLE_PERCENT,
     QaCheckItem,
     QaInspection,
     QaPlan,
@@ -46,19 +43,18 @@ from app.security.masking import mask_phone
 from app.security.scope import current_viewer
 from app.services.errors import DomainError
 from app.services.qa import checks, inspections, sampling, scoring
+from app.views import labels
 from app.views.base import CrmModelView, refuse_delete_in_use
 from app.views.sales import PageShowMixin
 from app.views.times import local_dt
 from app.views.uow import flash_result
 
-KIND_LABELS = {"manual": _l("Manual (inspector only)"), "forbidden_words": _l("Forbidden words"),
-               "required_words": _l("Required words"), "silence": _l("Silence"),
-               "speech_rate": _l("Speech rate")}
-MODE_LABELS = {SAMPLE_COUNT: _l("Calls per agent"), SAMPLE_PERCENT: _l("Percent of each agent's calls")}
-PERIOD_LABELS = {"day": _l("Day"), "week": _l("Week"), "month": _l("Month")}
-STATUS_LABELS = {QA_PENDING: _l("Awaiting inspection"), QA_SCORED: _l("Scored"), QA_APPEALED: _l("Appealed"),
-                 QA_FINAL: _l("Final")}
-DECISION_LABELS = {APPEAL_UPHELD: _l("Upheld (score revised)"), APPEAL_REJECTED: _l("Rejected")}
+# The codes' labels (app/views/labels.py): "pending" here is 待质检, not an SMS's 待发送.
+KIND_LABELS = dict(labels.choices("qa_check.kind"))
+MODE_LABELS = dict(labels.choices("qa_plan.mode"))
+PERIOD_LABELS = dict(labels.choices("qa_plan.period"))
+STATUS_LABELS = dict(labels.choices("qa.status"))
+DECISION_LABELS = dict(labels.choices("qa.appeal_decision"))
 QUEUE_FILTERS = {"pending": _l("Awaiting inspection"), "scored": _l("Scored"), "appealed": _l("Appealed"),
                  "final": _l("Final"), "assigned": _l("Assigned to me"), "my_calls": _l("My calls")}
 LABELS = {
@@ -266,6 +262,7 @@ class QaInspectionView(PageShowMixin, CrmModelView):
                               "delete": "crud_disabled", "score": "write", "decide": "write",
                               "appeal": "appeal"}
     list_title = show_title = _l("QA Workbench")
+    add_title, edit_title = _l("Add QA Inspection"), _l("Edit QA Inspection")
     list_template = "qa/inspection_list.html"
     show_template = "qa/inspection_show.html"
     list_columns = ["id", "call", "agent", "inspector", "status", "machine_score", "score", "period",

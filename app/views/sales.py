@@ -27,12 +27,10 @@ from app.security.masking import mask_phone
 from app.security.scope import current_viewer, restrict, scope_clause
 from app.services import circulation, opportunities, ownership, pools
 from app.services.errors import DomainError
+from app.views import labels
 
-STATUS_LABELS = {"waiting": _l("Waiting for dispatch"), "owned": _l("Owned"),
-                 "pooled": _l("In a public pool"), "won": _l("Won"), "lost": _l("Lost")}
-REASON_LABELS = {"dispatch": _l("Dispatched"), "claim": _l("Claimed"), "give_back": _l("Given back"),
-                 "assign": _l("Assigned by a manager"), "transfer": _l("Transferred"),
-                 "recycle": _l("Recycled"), "sticky": _l("Repeat lead (sticky)"), "to_pool": _l("To a pool")}
+STATUS_LABELS = dict(labels.choices("opportunity.status"))  # app/views/labels.py
+REASON_LABELS = dict(labels.choices("assignment.reason"))
 QUICK_FILTERS = {"mine": _l("Mine"), "due_today": _l("Follow-up due today"), "overdue": _l("Overdue"),
                  "recycle_soon": _l("About to be recycled")}
 #: a refusal's field → the label its flash message starts with

@@ -333,28 +333,6 @@ class CustomerMergeApi(BaseApi):
         """Merge customer `merged_id` into `survivor_id`; `dry_run` only checks and tells what would move.
         ---
         post:
-          requestBody:
-            required: true
-            content:
-              application/json:
-                schema:
-                  type: object
-                  required: [survivor_id, merged_id]
-                  properties:
-                    survivor_id:
-                      type: integer
-                      minimum: 1
-                    merged_id:
-                      type: integer
-                      minimum: 1
-                    owner_id:
-                      type: integer
-                      minimum: 1
-                      nullable: true
-                      description: Who keeps the open opportunities when their owners differ
-                    dry_run:
-                      type: boolean
-                      nullable: true
           responses:
             200:
               description: What moved (or, with dry_run, what would move)

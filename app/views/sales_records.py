@@ -34,6 +34,7 @@ class FollowUpView(CrmModelView):
     class_permission_name = policy.FOLLOW_UP
     base_permissions = ["can_read", "can_export"]
     list_title = show_title = _l("Follow-ups")
+    add_title, edit_title = _l("Add Follow-up"), _l("Edit Follow-up")
     list_columns = ["created_at", "opportunity", "employee", "type", "content", "result", "next_followup_at"]
     show_columns = list_columns
     export_columns = ["created_at", "opportunity_id", "employee", "type", "content", "result",
@@ -62,6 +63,7 @@ class CustomerPageView(CustomerMergeMixin, PageShowMixin, CrmModelView):
     method_permission_name = {**policy.METHOD_PERMISSIONS, "merge": "merge"}
     base_filters = [["id", NotMergedFilter, lambda: []]]  # merged customers leave lists
     list_title = show_title = _l("Customers")
+    add_title, edit_title = _l("Add Customer"), _l("Edit Customer")
     show_template = "crm/customer_show.html"
     list_columns = ["id", "name", "phone", "region", "registered_user_id", "created_at"]
     show_columns = ["id", "name", "phone", "region", "registered_user_id", "marketing_consent", "created_at"]
@@ -109,6 +111,7 @@ class AssignmentLogView(CrmModelView):
     class_permission_name = policy.ASSIGNMENT_LOG
     base_permissions = ["can_read", "can_export"]
     list_title = show_title = _l("Assignment Log")
+    add_title, edit_title = _l("Add Assignment Log Entry"), _l("Edit Assignment Log Entry")
     list_columns = ["created_at", "opportunity", "reason", "from_owner_id", "to_owner_id", "from_pool_id",
                     "to_pool_id", "actor_name", "note"]
     show_columns = list_columns + ["dispatch_rule_id", "circulation_rule_id", "trace"]

@@ -22,13 +22,10 @@ from app.models.employee import CrmUser
 from app.models.security import DATA_SCOPES, RoleDataScope
 from app.security import policy
 from app.services.errors import DomainError
-from app.views import times
+from app.views import labels, times
 from app.views.base import CrmModelRestApi, CrmModelView
 
-SCOPE_LABELS = {
-    "own": _l("Own records"), "own_subordinates": _l("Own + subordinates"), "team": _l("Own team"),
-    "org_subtree": _l("Org unit and below"), "all": _l("Everything"),
-}
+SCOPE_LABELS = dict(labels.choices("data_scope"))  # app/views/labels.py
 
 
 def _check_scope(item):
@@ -45,10 +42,10 @@ class RoleDataScopeView(CrmModelView):
     list_columns = ["role", "scope"]
     add_columns = ["role", "scope"]
     edit_columns = ["scope"]
-    formatters_columns = {"scope": lambda v: SCOPE_LABELS.get(v, v)}
+    formatters_columns = {**labels.formatters(scope="data_scope"), "role": labels.role_name}
     label_columns = {"role": _l("Role"), "scope": _l("Data scope")}
     add_form_extra_fields = edit_form_extra_fields = {
-        "scope": SelectField(_l("Data scope"), choices=[(s, SCOPE_LABELS[s]) for s in DATA_SCOPES],
+        "scope": SelectField(_l("Data scope"), choices=labels.choices("data_scope", DATA_SCOPES),
                              widget=Select2Widget())
     }
 
@@ -85,8 +82,10 @@ class ApiKeyView(CrmModelView):
     label_columns = {
         "name": _l("Name"), "user": _l("User"), "key_prefix": _l("Prefix"), "created_on": _l("Created at"),
         "last_used_on": _l("Last used"), "expires_on": _l("Expires"), "revoked_on": _l("Revoked at"),
-        "uuid": "UUID", "scopes": _l("Scopes"),
+        "uuid": "UUID", "scopes": _l("Scopes"), "active": _l("Active key"), "key_hash": _l("Key hash"),
+        "lookup_hash": _l("Lookup hash"),
     }
+    add_title, edit_title = _l("Add API key"), _l("Edit API key")
     method_permission_name = {**policy.METHOD_PERMISSIONS, "revoke": "write"}
 
     @action("revoke", _l("Revoke"), _l("Revoke the selected keys? Systems using them stop at once."),

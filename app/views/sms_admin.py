@@ -30,6 +30,7 @@ from app.services.errors import DomainError
 from app.services.sms import blacklist, words
 from app.services.sms.channels import PROVIDERS, check_channel
 from app.services.sms.secrets import encrypt
+from app.views import labels
 from app.views.base import CrmModelRestApi, CrmModelView, refuse_delete_in_use
 from app.views.imports import (
     PhoneListMixin,
@@ -151,13 +152,15 @@ class SmsChannelView(CrmModelView):
     search_columns = ["name", "provider", "signature", "enabled"]
     base_order = ("priority", "asc")
     label_columns = LABELS
+    formatters_columns = labels.formatters(provider="sms_channel.provider")
     description_columns = {
         "new_secret": _l("Stored encrypted and never shown again; leave empty to keep the stored one."),
         "secret_env": _l("When set, the environment variable wins over the stored secret."),
         "options": _l('Sink: {"fail_numbers": [...], "fail_rate": 0.1, "delay_ms": 5, "timeout": false}'),
     }
     add_form_extra_fields = edit_form_extra_fields = {
-        "provider": SelectField(_l("Provider"), choices=[(p, p) for p in PROVIDERS], widget=Select2Widget()),
+        "provider": SelectField(_l("Provider"), choices=labels.choices("sms_channel.provider", PROVIDERS),
+                                widget=Select2Widget()),
         "new_secret": PasswordField(_l("New secret"), widget=BS3PasswordFieldWidget()),
         "clear_secret": BooleanField(_l("Remove the stored secret")),
         "enabled": BooleanField(_l("Enabled")),
@@ -196,12 +199,14 @@ class SensitiveWordView(CrmModelView):
     search_columns = ["word", "category", "action", "allowed"]
     base_order = ("word", "asc")
     label_columns = LABELS
+    formatters_columns = labels.formatters(action="sensitive_word.action")
     description_columns = {
         "action": _l("block: the message is not sent; mask: the word is replaced by *"),
         "allowed": _l("An allow-list entry: text matching it never hits (e.g. a phrase containing a word)"),
     }
     add_form_extra_fields = edit_form_extra_fields = {
-        "action": SelectField(_l("Action"), choices=[(BLOCK, BLOCK), (MASK, MASK)], widget=Select2Widget()),
+        "action": SelectField(_l("Action"), choices=labels.choices("sensitive_word.action", (BLOCK, MASK)),
+                              widget=Select2Widget()),
         # FAB makes a NOT NULL flag a required checkbox, which an unticked box can never satisfy
         "allowed": BooleanField(_l("Allow-list")),
     }
@@ -256,6 +261,7 @@ class BlacklistView(PhoneListMixin, BlacklistCheckMixin, CrmModelView):
     edit_columns = ["reason"]
     search_columns = ["reason", "source", "created_at"]
     label_columns = LABELS
+    formatters_columns = labels.formatters(source="list.source")
     import_title = _l("Import blacklist numbers")
 
     def import_phones(self, text, reason):

@@ -22,6 +22,7 @@ from app.models.sms import SmsAudienceEntry, SmsCampaign, SmsMessage
 from app.security import policy
 from app.services.errors import DomainError
 from app.services.sms import campaign_audience, campaigns
+from app.views import labels
 from app.views.base import CrmModelView, refuse_delete_in_use
 from app.views.uow import flash_result
 
@@ -52,6 +53,7 @@ class SmsCampaignView(CrmModelView):
                               "resume": "write", "cancel": "write", "upload": "write", "progress": "read",
                               "progress_json": "read"}
     list_title = _l("SMS Campaigns")
+    add_title, edit_title, show_title = _l("Add SMS campaign"), _l("Edit SMS campaign"), _l("SMS campaign")
     list_columns = ["name", "template", "status", "scheduled_at", "started_at", "finished_at"]
     show_columns = ["name", "template", "channel", "audience", "variables", "status", "scheduled_at",
                     "started_at", "finished_at", "cursor", "prepared", "created_by"]
@@ -59,7 +61,11 @@ class SmsCampaignView(CrmModelView):
     label_columns = {"name": _l("Name"), "template": _l("Template"), "channel": _l("Channel"),
                      "audience": _l("Audience (JSON)"), "variables": _l("Variables (JSON)"),
                      "status": _l("Status"), "scheduled_at": _l("Scheduled at"),
-                     "started_at": _l("Started at"), "finished_at": _l("Finished at")}
+                     "started_at": _l("Started at"), "finished_at": _l("Finished at"),
+                     "cursor": _l("Audience read up to"), "prepared": _l("Audience prepared"),
+                     "created_by": _l("Created by"), "created_at": _l("Created at"),
+                     "updated_at": _l("Updated at")}
+    formatters_columns = labels.formatters(status="sms_campaign.status")
     description_columns = {
         "audience": _l('{"kind": "filter", "product_line": "k12_math", "stage": "new", "region": "上海", '
                        '"consent": true} or {"kind": "upload"} (then upload the list)'),
@@ -137,7 +143,10 @@ class SmsCampaignView(CrmModelView):
                                      .where(SmsAudienceEntry.campaign_id == pk))
         return self.render_template("crm/sms_campaign.html", item=item, uploaded=uploaded,
                                     data=campaigns.progress(db.session, pk),
-                                    runs=campaigns.runs_of(db.session, pk), run_link=run_link)
+                                    runs=campaigns.runs_of(db.session, pk), run_link=run_link,
+                                    count_labels=labels.sms_count_labels(),
+                                    status_labels={c: str(n) for c, n in
+                                                   labels.choices("sms_campaign.status")})
 
     @expose("/progress/<int:pk>.json")
     @has_access

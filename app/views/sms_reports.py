@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import abort, request
+from flask import abort, g, request
 from flask_appbuilder import BaseView, expose
 from flask_appbuilder.models.sqla.filters import FilterEqual
 from flask_appbuilder.models.sqla.interface import SQLAInterface
@@ -19,6 +19,7 @@ from app.services.sms import reports
 from app.views.base import CrmModelView
 
 DEFAULT_DAYS = 30
+MAX_DAYS = 36_500
 
 
 def _since() -> tuple[dt.datetime | None, int | None]:
@@ -27,7 +28,7 @@ def _since() -> tuple[dt.datetime | None, int | None]:
         days = int(request.args.get("days", DEFAULT_DAYS))
     except ValueError:
         days = DEFAULT_DAYS
-    if days <= 0:
+    if days <= 0 or days > MAX_DAYS:  # beyond a century: everything (and no date out of range)
         return None, 0
     return clock.utcnow() - dt.timedelta(days=days), days
 
@@ -70,7 +71,8 @@ def _channels_tried(message_id: int) -> str:
     """The channels a failed notification went through, in fallback order (e.g. "主通道 → 备用通道")."""
     from app.services.sms.notification_sending import channels_tried
 
-    return " → ".join(c.name for c in channels_tried(db.session, message_id))
+    orders = g.setdefault("sms_fallback_orders", {})  # one fallback order per template per request
+    return " → ".join(c.name for c in channels_tried(db.session, message_id, orders))
 
 
 def _channel_name(channel_id: int) -> str:
@@ -88,6 +90,7 @@ class FailedNotificationView(CrmModelView):
     base_permissions = ["can_read"]
     base_filters = [["kind", FilterEqual, NOTIFICATION], ["status", FilterEqual, MSG_FAILED]]
     list_title = show_title = _l("Failed Notifications")
+    add_title, edit_title = _l("Add SMS Message"), _l("Edit SMS Message")
     # "id" is shown as the channels tried (a formatter sees only its column's value: the message id).
     list_columns = ["created_at", "event", "phone", "error_code", "attempts", "channel_id", "id", "event_key"]
     show_columns = list_columns + ["uid", "content", "provider_id", "sent_at"]

@@ -21,6 +21,7 @@ from app.security import policy
 from app.services import inputs
 from app.services.errors import DomainError
 from app.services.sms import templates
+from app.views import labels
 from app.views.base import CrmModelRestApi, CrmModelView, refuse_delete_in_use
 from app.views.sms_admin import LABELS
 from app.views.uow import error_json, flash_error, json_result, run
@@ -114,12 +115,14 @@ class SmsTemplateView(TemplateRulesMixin, CrmModelView):
     ]
     search_columns = ["name", "kind", "channel", "status", "event"]
     label_columns = LABELS
+    formatters_columns = labels.formatters(kind="sms_template.kind", status="sms_template.status")
     description_columns = {
         "body": _l("Named variables as {name}. Marketing text ends with the channel's opt-out text."),
         "variables": _l("The variables the text uses, comma separated, e.g. name, course"),
     }
     add_form_extra_fields = edit_form_extra_fields = {
-        "kind": SelectField(_l("Kind"), choices=[(k, k) for k in TEMPLATE_KINDS], widget=Select2Widget()),
+        "kind": SelectField(_l("Kind"), choices=labels.choices("sms_template.kind", TEMPLATE_KINDS),
+                            widget=Select2Widget()),
         "body": TextAreaField(_l("Text"), widget=BS3TextAreaFieldWidget()),
     }
     show_template = "sms/template_show.html"

@@ -15,8 +15,9 @@ import re
 from typing import IO, NamedTuple
 
 import phonenumbers
-from sqlalchemy import delete, exists, insert, literal, select
+from sqlalchemy import delete, exists, func, insert, literal, select
 from sqlalchemy import text as sql
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql import bindparam
 
 from app.models.metadata import DictItem
@@ -116,11 +117,17 @@ def upload_recipients(session, campaign_id: int, rows, blacklist_applies: bool
     """An uploaded chunk as recipients (E.164, or the raw text when it is no number), and the numbers the
     campaign already holds (a resumed run dedups against them)."""
     audience = [(normalise_raw(raw), raw, name) for _line, raw, name in rows]
-    known = {p for p, _, _ in audience if p}
+    typed = {p for p, _, _ in audience if p}
     customers, seen, listed = {}, set(), {}
-    if known:
-        customers = {p: (cid, consent) for p, cid, consent in session.execute(
-            select(Customer.phone, Customer.id, Customer.marketing_consent).where(Customer.phone.in_(known)))}
+    if typed:
+        # A merged customer's number stands for the customer it was merged into (its id, phone and
+        # consent): a person listed under both numbers gets one message; an opt-out of either stands.
+        live = aliased(Customer)
+        customers = {p: (cid, phone, consent) for p, cid, phone, consent in session.execute(
+            select(Customer.phone, live.id, live.phone, live.marketing_consent)
+            .join(live, live.id == func.coalesce(Customer.merged_into_id, Customer.id))
+            .where(Customer.phone.in_(typed)))}
+        known = typed | {phone for _cid, phone, _consent in customers.values()}
         seen = set(session.scalars(select(SmsMessage.phone).where(
             SmsMessage.campaign_id == campaign_id, SmsMessage.phone.in_(known))))
         if blacklist_applies:
@@ -130,8 +137,8 @@ def upload_recipients(session, campaign_id: int, rows, blacklist_applies: bool
                                               .where(BlacklistEntry.phone.in_(blocked))).all())
     out = []
     for phone, raw, name in audience:
-        cid, consent = customers.get(phone, (None, None))
-        out.append(Recipient(cid, phone or str(raw), name, consent, listed.get(phone)))
+        cid, number, consent = customers.get(phone, (None, phone, None))
+        out.append(Recipient(cid, number or str(raw), name, consent, listed.get(number) or listed.get(phone)))
     return out, seen
 
 
@@ -146,6 +153,7 @@ def filter_query(session, spec: dict, blacklisted: bool = True):
     else:
         q = select(Customer.id, Customer.phone, Customer.name, Customer.marketing_consent,
                    literal(None).label("source"))
+    q = q.where(Customer.merged_into_id.is_(None))  # a merged customer's leads are the survivor's
     if spec.get("region"):
         q = q.where(Customer.region == spec["region"])
     if spec.get("consent") is not None:

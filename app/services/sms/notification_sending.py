@@ -69,13 +69,18 @@ def next_channel(session, template_id: int | None, current_id: int | None) -> Sm
     return next((c for c in order[after:] if c.enabled), None)
 
 
-def channels_tried(session, message_id: int) -> list[SmsChannel]:
-    """The channels a notification has been handed to so far (up to and including its current one)."""
-    msg = session.execute(select(SmsMessage.template_id, SmsMessage.channel_id, SmsMessage.attempts)
-                          .where(SmsMessage.id == message_id)).first()
+def channels_tried(session, message_id: int, orders: dict | None = None) -> list[SmsChannel]:
+    """The channels a notification has been handed to so far (up to and including its current one).
+
+    `orders` memoises the fallback order per template across calls (a list page asks once per row;
+    the message itself comes from the session's identity map when the page loaded it)."""
+    msg = session.get(SmsMessage, message_id)
     if msg is None or not msg.attempts or msg.channel_id is None:
         return []
-    order = fallback_order(session, msg.template_id)
+    orders = {} if orders is None else orders
+    if msg.template_id not in orders:
+        orders[msg.template_id] = fallback_order(session, msg.template_id)
+    order = orders[msg.template_id]
     ids = [c.id for c in order]
     if msg.channel_id not in ids:
         return []

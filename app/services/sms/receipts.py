@@ -182,8 +182,9 @@ def _stored_time(raw: str | None) -> dt.datetime | None:
 
 
 def record_inbound(session, channel_id: int | None, replies: list[Inbound]) -> InboundOutcome:
-    """Keep each reply; an opt-out keyword puts the number on the blacklist, clears the customer's
-    marketing consent and cancels marketing still waiting for it. The caller commits."""
+    """Keep each reply; an opt-out keyword puts the number on the blacklist, clears the marketing consent
+    of its customer and of the customer that one was merged into, and cancels marketing still waiting
+    for either. The caller commits."""
     _check_storable("replies", replies, {"phone": "phone", "text": "text"})
     now, outcome = utcnow(), InboundOutcome()
     rows = []
@@ -200,10 +201,14 @@ def record_inbound(session, channel_id: int | None, replies: list[Inbound]) -> I
         if not opt_out:
             continue
         blacklist.add(session, phone, reason=f"Inbound reply: {reply.text[:200]}", source="inbound")
-        session.execute(update(Customer).where(Customer.phone == phone, Customer.marketing_consent.is_(True))
+        # The customer with that number, and the one it was merged into: the person behind both.
+        people = [i for row in session.execute(select(Customer.id, Customer.merged_into_id)
+                                               .where(Customer.phone == phone)) for i in row if i]
+        session.execute(update(Customer).where(Customer.id.in_(people), Customer.marketing_consent.is_(True))
                         .values(marketing_consent=False).execution_options(synchronize_session=False))
         session.execute(update(SmsMessage)
-                        .where(SmsMessage.phone == phone, SmsMessage.kind == MARKETING,
+                        .where(or_(SmsMessage.phone == phone, SmsMessage.customer_id.in_(people)),
+                               SmsMessage.kind == MARKETING,
                                SmsMessage.status.in_((MSG_PENDING, MSG_DEFERRED)))
                         .values(status=MSG_CANCELLED, cancel_reason="opted_out")
                         .execution_options(synchronize_session=False))
