@@ -10,6 +10,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FLASK := $(BIN)/flask --app app:create_app
+# The demo `make run` loads: large = the demo company plus 90 days of history (about half a minute once);
+# `make run DEMO_SIZE=small` for the company and its waiting leads only.
+DEMO_SIZE ?= large
 
 .DEFAULT_GOAL := help
 .PHONY: help venv browser run test lint bench babel clean fuzz
@@ -29,7 +32,7 @@ run: venv
 	$(FLASK) db upgrade
 	$(FLASK) crm sync-roles
 	$(FLASK) crm sync-reference
-	$(FLASK) crm seed-demo
+	$(FLASK) crm seed-demo --size $(DEMO_SIZE)
 	$(BIN)/python run.py all
 
 # Debian's chromium and a Chinese font for tests/e2e (apt-get, sudo when not root); without a chromium

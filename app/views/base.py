@@ -7,6 +7,8 @@ exports and the REST API; domain rules give field errors in forms and 4xx JSON i
 
 from __future__ import annotations
 
+import functools
+
 from flask import abort, current_app, flash, redirect, request, url_for
 from flask_appbuilder import ModelRestApi, ModelView
 from flask_appbuilder.api import safe
@@ -89,6 +91,11 @@ class CrmViewMixin:
     def _init_times(self) -> None:
         """Search filters on datetime columns read business-zone wall time (app/views/times.py)."""
         self.datamodel.filter_converter_class = times.LocalFilterConverter
+        # FAB builds a new SQLAInterface (mapper walk) per related object it lists in a form's dropdown, to
+        # read its key: one per model is enough (they hold no per-request state).
+        dm = self.datamodel
+        if not hasattr(dm.get_related_interface, "cache_info"):
+            dm.get_related_interface = functools.lru_cache(maxsize=None)(dm.get_related_interface)
 
     def _rel_filters(self, model) -> dict:
         filters = {}
