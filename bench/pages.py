@@ -16,8 +16,9 @@ minutes, not the build.
 The server is gunicorn as `run.py web` runs it (sync worker processes, `--workers` of them, default
 2 × CPUs + 1) on the production settings (`Config`, CSRF on), at the fixed instant of bench/common.py,
 with its own Redis. The load generator is a bounded asyncio client (stdlib only): `--users` coroutines,
-each sending its next request as soon as the previous answer is read (`--think` seconds in between,
-default 0: a closed loop, the hardest reading of "20 concurrent users"), one page at a time, `--requests`
+each pausing `--think` seconds on average (uniform between half and one and a half of it; default 3, as
+people read a page before the next click) after an answer before its next request — `--think 0` is a
+closed loop, a stress test rather than a workload — one page at a time, `--requests`
 measured requests per page after `--users` warm-up ones. Latency is from connect to the last byte of the
 answer; anything but 200 counts as an error and is reported, not timed. As whom: the sales director
 (the dashboard, lists and customer pages over the whole sales division), salespeople for the workbench.
@@ -129,7 +130,7 @@ def paths(page: str, t: dict, rng: random.Random) -> str:
     if page == "opportunity_list_first":
         return "/opportunityview/list/"
     if page == "opportunity_list_filtered":
-        return f"/opportunityview/list/?_flt_0_status=owned&_flt_0_stage={t['stage']}"
+        return f"/opportunityview/list/?_flt_3_status=owned&_flt_0_stage={t['stage']}"
     if page == "opportunity_list_deep":  # half-way down the list, where "next" leads after many clicks
         return f"/opportunityview/list/?after_OpportunityView={t['middle'] + rng.randrange(-500, 500)}"
     if page == "customer_page":
@@ -306,7 +307,8 @@ def main() -> None:
     parser.add_argument("--rows", default="10000,1000000", help="opportunity counts, comma separated")
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--requests", type=int, default=200, help="measured requests per page")
-    parser.add_argument("--think", type=float, default=0.0, help="mean seconds between a user's requests")
+    parser.add_argument("--think", type=float, default=3.0,
+                        help="mean seconds a user pauses between requests (0: closed loop)")
     parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
     parser.add_argument("--pages", default=",".join(PAGES))
     parser.add_argument("--keep-db", action="store_true", help="reuse databases bench/bigdata.py filled")
