@@ -4,6 +4,7 @@ nothing written, manager cycles, disabled level items, delete rules and the mark
 from __future__ import annotations
 
 import datetime as dt
+import re
 from html.parser import HTMLParser
 
 import pytest
@@ -313,3 +314,12 @@ def test_mark_resigned_removes_the_login(client, session):
     resp = login(other, "sales13")
     assert resp.status_code == 302 and "/login" in resp.headers["Location"]
     assert other.get("/employeeview/list/").status_code == 302
+
+
+def test_an_optional_dropdown_offers_a_visible_blank_choice(client):
+    """FAB's blank choice has no text, which Select2 shows as "__None"; ours reads "—"."""
+    login(client, "admin")
+    form = client.get("/employeeview/add").text
+    for field in ("manager", "level"):
+        select = re.search(rf'<select[^>]*name="{field}".*?</select>', form, re.S).group(0)
+        assert re.search(r'<option[^>]*value="__None"[^>]*>—</option>', select), select[:300]

@@ -34,7 +34,7 @@ from app.security.scope import DataScopeFilter, current_viewer, restrict, scope_
 from app.services import audit
 from app.services.errors import DomainError
 from app.services.metadata import check_dict_choice
-from app.views import list_args, times
+from app.views import labels, list_args, times
 from app.views.api_schema import CrmModel2SchemaConverter
 from app.views.export import CsvExportMixin
 from app.views.fast_list import FastListMixin
@@ -178,14 +178,22 @@ def refuse_delete_in_use(item, *columns, instead: str = "disable it instead") ->
 
 def _optional_checkboxes(form_cls):
     """`form_cls` with its checkboxes optional. FAB makes the field of every NOT NULL column required, and
-    an unchecked box sends nothing, so a required checkbox could never be saved unchecked (False)."""
+    an unchecked box sends nothing, so a required checkbox could never be saved unchecked (False).
+    Optional dropdowns get a visible blank choice ("—"): with FAB's empty one, Select2 shows "__None"."""
     loosened = {}
     for name in dir(form_cls):
         unbound = getattr(form_cls, name, None)
-        if isinstance(unbound, UnboundField) and issubclass(unbound.field_class, BooleanField):
-            kept = [v for v in unbound.kwargs.get("validators") or ()
-                    if not isinstance(v, validators.InputRequired | validators.DataRequired)]
-            field = UnboundField(unbound.field_class, *unbound.args, **{**unbound.kwargs, "validators": kept})
+        if not isinstance(unbound, UnboundField):
+            continue
+        changes = None
+        if issubclass(unbound.field_class, BooleanField):
+            required = validators.InputRequired | validators.DataRequired
+            changes = {"validators": [v for v in unbound.kwargs.get("validators") or ()
+                                      if not isinstance(v, required)]}
+        elif unbound.kwargs.get("allow_blank") and not unbound.kwargs.get("blank_text"):
+            changes = {"blank_text": "—"}
+        if changes is not None:
+            field = UnboundField(unbound.field_class, *unbound.args, **{**unbound.kwargs, **changes})
             field.creation_counter = unbound.creation_counter
             loosened[name] = field
     return type(form_cls.__name__, (form_cls,), loosened) if loosened else form_cls
@@ -213,6 +221,9 @@ class CrmModelView(FastListMixin, CsvExportMixin, CrmViewMixin, ModelView):
             setattr(self, attr, {**rel, **(getattr(self, attr, None) or {})})
         formatters = {c: masked_phone_formatter for c in self.phone_columns}
         formatters.update(self.formatters_columns or {})
+        self.search_form_extra_fields = {**labels.search_fields(formatters, self.search_columns,
+                                                                self.label_columns),
+                                         **(self.search_form_extra_fields or {})}
         # Actions change rows: they need can_write (FAB would invent a permission per action name).
         actions = [n for n in dir(type(self)) if hasattr(getattr(type(self), n, None), "_action")]
         self.method_permission_name = {**{n: "write" for n in actions}, **self.method_permission_name}

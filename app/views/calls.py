@@ -103,7 +103,7 @@ class CallRecordView(PageShowMixin, CrmModelView):
     label_columns = LABELS
     show_template = "calls/record_show.html"
     formatters_columns = {
-        "status": lambda s: STATUS_LABELS.get(s, s),
+        "status": labels.formatter("call.status"),
         "result": labels.formatter("call.result"),
         "opportunity": lambda o: f"#{o.id}" if o is not None else "",
         "recording_url": lambda url: _recording_link(url),

@@ -123,7 +123,23 @@ def formatter(kind: str) -> Callable[[object], object]:
     """A FAB `formatters_columns` entry showing the column's code as its label."""
     def format_code(value):
         return label(kind, value)
+    format_code.label_kind = kind  # read by search_fields
     return format_code
+
+
+def search_fields(formatters_columns: dict | None, search_columns, label_columns: dict | None) -> dict:
+    """`search_form_extra_fields` for a view: each searched column shown through `formatter(kind)` is
+    searched by a dropdown of its labels (the stored code is what the filter compares), not a text box."""
+    from flask_appbuilder.fieldwidgets import Select2Widget
+    from wtforms import SelectField
+
+    fields = {}
+    for column in search_columns or ():
+        kind = getattr((formatters_columns or {}).get(column), "label_kind", None)
+        if kind:
+            title = (label_columns or {}).get(column)
+            fields[column] = SelectField(title, choices=[("", "—"), *choices(kind)], widget=Select2Widget())
+    return fields
 
 
 def formatters(**columns: str) -> dict[str, Callable[[object], object]]:

@@ -53,7 +53,8 @@ class OnboardingForm(DynamicForm):
                                 widget=Select2Widget(), validators=[DataRequired()])
     position = StringField(_l("Position"), validators=[Optional()], widget=BS3TextFieldWidget())
     manager = QuerySelectField(_l("Manager"), query_func=_managers, get_pk_func=lambda e: e.id,
-                               allow_blank=True, widget=Select2Widget(), validators=[Optional()])
+                               allow_blank=True, blank_text="—", widget=Select2Widget(),
+                               validators=[Optional()])
     hired_on = DateField(_l("Hired on"), validators=[Optional()], widget=DatePickerWidget())
     username = StringField(_l("Username"), validators=[DataRequired()], widget=BS3TextFieldWidget(),
                            description=_l("What the person types to sign in"))

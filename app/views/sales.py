@@ -196,7 +196,7 @@ OPP_DICT_FIELDS = {"stage": opportunities.STAGE_DICT, "product_line": "product_l
                    "intention_level": "intention_level", "lost_reason": opportunities.LOST_REASON_DICT,
                    "source": "lead_source"}
 # Times need no formatter: CrmModelView shows every DateTime in the business time zone (app.views.times).
-OPP_FORMATTERS = {"customer": customer_label, "status": lambda v: STATUS_LABELS.get(v, v)}
+OPP_FORMATTERS = {"customer": customer_label, "status": labels.formatter("opportunity.status")}
 # FAB's add / edit / delete are not offered: every change goes through the ownership service.
 NO_CRUD = {"add", "edit", "delete", "download"}
 NO_CRUD_PERMISSIONS = {"add": "crud_disabled", "edit": "crud_disabled", "delete": "crud_disabled"}
