@@ -22,8 +22,6 @@ from flask_babel import lazy_gettext as _l
 from markupsafe import escape
 from sqlalchemy import func, select
 from sqlalchemy import inspect as sa_inspect
-from wtforms import BooleanField, validators
-from wtforms.fields.core import UnboundField
 
 from app.extensions import db
 from app.models.base import ScopedMixin
@@ -34,7 +32,7 @@ from app.security.scope import DataScopeFilter, current_viewer, restrict, scope_
 from app.services import audit
 from app.services.errors import DomainError
 from app.services.metadata import check_dict_choice
-from app.views import labels, list_args, times
+from app.views import form_fields, labels, list_args, times
 from app.views.api_schema import CrmModel2SchemaConverter
 from app.views.export import CsvExportMixin
 from app.views.fast_list import FastListMixin
@@ -176,29 +174,6 @@ def refuse_delete_in_use(item, *columns, instead: str = "disable it instead") ->
                               table=column.class_.__tablename__, instead=instead)
 
 
-def _optional_checkboxes(form_cls):
-    """`form_cls` with its checkboxes optional. FAB makes the field of every NOT NULL column required, and
-    an unchecked box sends nothing, so a required checkbox could never be saved unchecked (False).
-    Optional dropdowns get a visible blank choice ("—"): with FAB's empty one, Select2 shows "__None"."""
-    loosened = {}
-    for name in dir(form_cls):
-        unbound = getattr(form_cls, name, None)
-        if not isinstance(unbound, UnboundField):
-            continue
-        changes = None
-        if issubclass(unbound.field_class, BooleanField):
-            required = validators.InputRequired | validators.DataRequired
-            changes = {"validators": [v for v in unbound.kwargs.get("validators") or ()
-                                      if not isinstance(v, required)]}
-        elif unbound.kwargs.get("allow_blank") and not unbound.kwargs.get("blank_text"):
-            changes = {"blank_text": "—"}
-        if changes is not None:
-            field = UnboundField(unbound.field_class, *unbound.args, **{**unbound.kwargs, **changes})
-            field.creation_counter = unbound.creation_counter
-            loosened[name] = field
-    return type(form_cls.__name__, (form_cls,), loosened) if loosened else form_cls
-
-
 class CrmModelView(FastListMixin, CsvExportMixin, CrmViewMixin, ModelView):
     """ModelView with data scope everywhere, domain checks as form errors, a CSV export, and lists that
     stay fast on big tables (app/views/fast_list.py)."""
@@ -238,8 +213,8 @@ class CrmModelView(FastListMixin, CsvExportMixin, CrmViewMixin, ModelView):
     # --- forms: domain rules become field errors -------------------------------------------------
     def _init_forms(self):
         super()._init_forms()
-        self.add_form = self._checked_form(times.local_datetime_fields(_optional_checkboxes(self.add_form)))
-        self.edit_form = self._checked_form(times.local_datetime_fields(_optional_checkboxes(self.edit_form)))
+        self.add_form = self._checked_form(times.local_datetime_fields(form_fields.loosened(self.add_form)))
+        self.edit_form = self._checked_form(times.local_datetime_fields(form_fields.loosened(self.edit_form)))
         self.search_form = times.local_datetime_fields(self.search_form)
 
     def _checked_form(self, form_cls):
