@@ -11,10 +11,13 @@ from app.models.calls import (
     OutboundInterface,
     Seat,
 )
+from app.models.commerce import Order, OrderItem, Product, ShopEvent
 from app.models.dashboard import DashActivityDay, DashCohortDay, DashRefreshState
 from app.models.employee import HR_STATUSES, CrmUser, Employee
 from app.models.inbox import InboxNotification
 from app.models.jobs import JobRun
+from app.models.learning import LearningActivity, LearningSummary
+from app.models.marketing import CampaignSpend, ChatMessage, ChatSession, LandingPage, MarketingCampaign
 from app.models.metadata import ConfigItem, DictItem, DictType
 from app.models.org import OrgUnit
 from app.models.qa import QaCheckItem, QaInspection, QaPlan, QaScorecard
@@ -45,6 +48,17 @@ from app.models.sms import (
 )
 
 __all__ = [
+    "CampaignSpend",
+    "ChatMessage",
+    "ChatSession",
+    "LandingPage",
+    "LearningActivity",
+    "LearningSummary",
+    "MarketingCampaign",
+    "Order",
+    "OrderItem",
+    "Product",
+    "ShopEvent",
     "AssignmentLog",
     "AuditLog",
     "DashActivityDay",

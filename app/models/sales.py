@@ -109,6 +109,11 @@ class Lead(TimestampMixin, ScopedMixin, Model):
     phone: Mapped[str] = mapped_column(String(20), nullable=False)
     source_id: Mapped[int | None] = mapped_column(ForeignKey("dict_item.id"))
     campaign: Mapped[str | None] = mapped_column(String(100))
+    # The marketing campaign (by its tracking code, the landing page or the intake) and the landing page.
+    campaign_id: Mapped[int | None] = mapped_column(
+        ForeignKey("marketing_campaign.id", name="fk_lead_campaign_id"), index=True)
+    landing_page_id: Mapped[int | None] = mapped_column(
+        ForeignKey("landing_page.id", name="fk_lead_landing_page_id"), index=True)
     product_line_id: Mapped[int] = mapped_column(ForeignKey("dict_item.id"), nullable=False)
     region: Mapped[str | None] = mapped_column(String(64))
     consult_note: Mapped[str | None] = mapped_column(Text)
@@ -124,6 +129,8 @@ class Lead(TimestampMixin, ScopedMixin, Model):
     opportunity = relationship("Opportunity", backref="leads")
     source = relationship("DictItem", foreign_keys=[source_id])
     product_line = relationship("DictItem", foreign_keys=[product_line_id])
+    marketing_campaign = relationship("MarketingCampaign")
+    landing_page = relationship("LandingPage")
 
     def __str__(self) -> str:
         return f"{self.name or ''} {self.phone}".strip()
@@ -180,6 +187,9 @@ class Opportunity(TimestampMixin, ScopedMixin, Model):
     # Copied from the first lead: what dispatch rules match on.
     source_id: Mapped[int | None] = mapped_column(ForeignKey("dict_item.id"))
     campaign: Mapped[str | None] = mapped_column(String(100))
+    # First touch: the marketing campaign of the lead that created the opportunity.
+    campaign_id: Mapped[int | None] = mapped_column(
+        ForeignKey("marketing_campaign.id", name="fk_opportunity_campaign_id"), index=True)
     region: Mapped[str | None] = mapped_column(String(64))
 
     status: Mapped[str] = mapped_column(String(10), nullable=False, default=WAITING)
@@ -213,6 +223,7 @@ class Opportunity(TimestampMixin, ScopedMixin, Model):
     intention_level = relationship("DictItem", foreign_keys=[intention_level_id])
     source = relationship("DictItem", foreign_keys=[source_id])
     lost_reason = relationship("DictItem", foreign_keys=[lost_reason_id])
+    marketing_campaign = relationship("MarketingCampaign")
 
     def __str__(self) -> str:
         return f"#{self.id} {self.customer}"

@@ -62,6 +62,13 @@ VIEW_ALL = "can_view_all"  # ("can_view_all", "JobRun"): every run, not only one
 #: Everyone who signs in sees (and may cancel) the job runs they started.
 OWN_JOBS = {(READ, JOB_RUN), (WRITE, JOB_RUN)}
 DASHBOARD = "Dashboard"  # the manager dashboard and GET /api/v1/dashboard/summary (read)
+MARKETING_CAMPAIGN = "MarketingCampaign"  # campaigns and their daily spend (typed or imported)
+MARKETING_REPORT = "MarketingReport"  # the report per campaign and channel
+LANDING_PAGE = "LandingPage"
+CHAT = "Chat"  # transcripts of the public chat widget; write: answer a visitor
+PRODUCT = "Product"
+ORDER = "Order"  # orders of opportunities; ("can_approve", "Order"): the discount approval queue
+LEARNING = "Learning"  # learning activity on the customer page
 INBOX = "Inbox"  # the notification centre (the bell): read and mark read one's own notifications
 #: Everyone who signs in has an inbox of their own.
 OWN_INBOX = {(READ, INBOX), (WRITE, INBOX)}
@@ -96,6 +103,10 @@ CALL_OVERSIGHT = _r(CALL_RECORD, CALL_REPORT, QA_INSPECTION, QA_REPORT, SEAT, CA
     (EXPORT, CALL_RECORD)}
 SALES_MANAGEMENT = {(ASSIGN, OPPORTUNITY), (EXPORT, OPPORTUNITY), (EXPORT, FOLLOW_UP),
                     (EXPORT, ASSIGNMENT_LOG)}
+# Selling around the opportunity: the catalogue, orders, chats with visitors, what the customer learns.
+SELLING = _r(PRODUCT, LEARNING) | _rw(ORDER, CHAT)
+# Managers approve orders below the discount threshold and read the marketing report.
+SELLING_OVERSIGHT = {(APPROVE, ORDER)} | _r(MARKETING_REPORT, MARKETING_CAMPAIGN)
 
 
 ROLES = {
@@ -107,19 +118,20 @@ ROLES = {
         | _r(LEAD, CUSTOMER)
         | {(EXPORT, EMPLOYEE), (EXPORT, LEAD), (VIEW_FULL, PHONE), (MERGE, CUSTOMER)}
         | _r(SMS_REPORT)
-        | SALES_FLOOR | SALES_MANAGEMENT | CALLING | CALL_OVERSIGHT | OWN_JOBS | OWN_INBOX | _r(DASHBOARD),
+        | SALES_FLOOR | SALES_MANAGEMENT | CALLING | CALL_OVERSIGHT | OWN_JOBS | OWN_INBOX | _r(DASHBOARD)
+        | SELLING | SELLING_OVERSIGHT,
     },
     "Sales Manager": {
         "scope": SCOPE_TEAM,
         # Not the dispatch console: its queue figures are company-wide.
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, DISPATCH_RULE, CIRCULATION_RULE, POOL, LEAD, CUSTOMER)
         | _rw(SALES_PROFILE) | {(EXPORT, EMPLOYEE)} | SALES_FLOOR | SALES_MANAGEMENT
-        | CALLING | CALL_OVERSIGHT | OWN_JOBS | OWN_INBOX | _r(DASHBOARD),
+        | CALLING | CALL_OVERSIGHT | OWN_JOBS | OWN_INBOX | _r(DASHBOARD) | SELLING | SELLING_OVERSIGHT,
     },
     "Salesperson": {
         "scope": SCOPE_OWN,
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, POOL, LEAD, CUSTOMER) | SALES_FLOOR
-        | {(CLAIM, OPPORTUNITY)} | CALLING | OWN_JOBS | OWN_INBOX,
+        | {(CLAIM, OPPORTUNITY)} | CALLING | OWN_JOBS | OWN_INBOX | SELLING,
     },
     # Inspectors work across the sales organisation: they see every call, not only their own unit's.
     "QA Inspector": {
@@ -135,7 +147,8 @@ ROLES = {
     "Marketing": {
         "scope": SCOPE_ALL,
         "permissions": _r(ORG_UNIT, METADATA, SMS_CHANNEL, SENSITIVE_WORD, SMS_REPORT)
-        | _rw(SMS_TEMPLATE, SMS_CAMPAIGN, SMS_BLACKLIST) | OWN_JOBS | OWN_INBOX,
+        | _rw(SMS_TEMPLATE, SMS_CAMPAIGN, SMS_BLACKLIST, MARKETING_CAMPAIGN, LANDING_PAGE)
+        | _r(MARKETING_REPORT, PRODUCT) | {(EXPORT, MARKETING_REPORT)} | OWN_JOBS | OWN_INBOX,
     },
     # The HR system's account for POST /api/v1/hr/sync (an API key belongs to it).
     "HR Integration": {

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.clock import utcnow
+from app.models.marketing import MarketingCampaign
 from app.models.sales import (
     OPEN_STATUSES,
     OWNED,
@@ -48,6 +49,8 @@ class LeadInput:
     client_key: str | None = None
     raw_payload: dict | None = None
     created_by_id: int | None = None  # the employee who entered it (form, import)
+    campaign_id: int | None = None  # the marketing campaign, when the caller knows it (a landing page)
+    landing_page_id: int | None = None
 
 
 @dataclass
@@ -162,11 +165,25 @@ def intake(session, values: LeadInput, channel: str, actor: str = "system",
         return _intake(session, values, channel, actor, import_id)
 
 
+def attribute_campaign(session, values: LeadInput) -> None:
+    """Every lead carries its campaign: a campaign id given by the caller (a landing page's) sets the
+    tracking code; a tracking code typed, imported or posted finds the campaign that has it."""
+    if values.campaign_id is not None:
+        code = session.scalar(
+            select(MarketingCampaign.code).where(MarketingCampaign.id == values.campaign_id))
+        values.campaign_id = None if code is None else values.campaign_id
+        values.campaign = code or values.campaign
+    elif values.campaign:
+        values.campaign_id = session.scalar(
+            select(MarketingCampaign.id).where(MarketingCampaign.code == values.campaign))
+
+
 def _intake(session, values: LeadInput, channel: str, actor: str, import_id: int | None) -> IntakeResult:
     if values.client_key:
         existing = session.scalar(select(Lead).where(Lead.client_key == values.client_key))
         if existing is not None:
             return IntakeResult(existing, existing.opportunity, replayed=True)
+    attribute_campaign(session, values)
     now = utcnow()
     customer = _customer(session, values)
     opportunity = session.scalar(select(Opportunity).where(
@@ -187,12 +204,13 @@ def _intake(session, values: LeadInput, channel: str, actor: str, import_id: int
         opportunity = Opportunity(
             customer_id=customer.id, product_line_id=values.product_line_id, stage_id=_stage_new(session),
             intention_level_id=values.intention_level_id, source_id=values.source_id,
-            campaign=values.campaign, region=values.region, status=WAITING)
+            campaign=values.campaign, campaign_id=values.campaign_id, region=values.region, status=WAITING)
         session.add(opportunity)
         created = True
     payload = json.dumps(values.raw_payload, ensure_ascii=False) if values.raw_payload else None
     lead = Lead(customer=customer, opportunity=opportunity, name=values.name, phone=values.phone,
-                source_id=values.source_id, campaign=values.campaign, product_line_id=values.product_line_id,
+                source_id=values.source_id, campaign=values.campaign, campaign_id=values.campaign_id,
+                landing_page_id=values.landing_page_id, product_line_id=values.product_line_id,
                 region=values.region, consult_note=values.consult_note, channel=channel,
                 client_key=values.client_key, import_id=import_id, created_by_id=values.created_by_id,
                 raw_payload=payload)

@@ -23,6 +23,7 @@ from app.services.metadata import parse_config_value
 LEAD_SOURCE, INTENTION_LEVEL, PRODUCT_LINE = "lead_source", "intention_level", "product_line"
 LOST_REASON, FOLLOWUP_TYPE, OPPORTUNITY_STAGE = "lost_reason", "followup_type", "opportunity_stage"
 EMPLOYEE_LEVEL = "employee_level"
+MARKETING_CHANNEL = "marketing_channel"
 
 #: (type code, name zh, name en) → [(item code, label zh, label en)] in their order.
 DICTIONARIES = {
@@ -30,6 +31,8 @@ DICTIONARIES = {
         ("web_form", "官网表单", "Website form"), ("douyin", "抖音", "Douyin"),
         ("baidu", "百度推广", "Baidu ads"), ("wechat", "微信", "WeChat"),
         ("referral", "转介绍", "Referral"), ("offline", "线下活动", "Offline event"),
+        # Public lead capture (app.services.capture): the landing-page form and the chat widget.
+        ("landing_page", "落地页", "Landing page"), ("chat", "在线咨询", "Online chat"),
     ],
     (INTENTION_LEVEL, "意向等级", "Intention level"): [
         ("A", "A 高意向", "A - high"), ("B", "B 中意向", "B - medium"),
@@ -42,6 +45,8 @@ DICTIONARIES = {
     (LOST_REASON, "丢单原因", "Lost reason"): [
         ("price", "价格太高", "Price too high"), ("competitor", "选择竞品", "Chose a competitor"),
         ("no_need", "没有需求", "No need"), ("unreachable", "联系不上", "Unreachable"),
+        # A paid order refunded (app.services.orders): the won opportunity is lost again.
+        ("refunded", "已退款", "Refunded"),
     ],
     # "call": the type of the follow-up a connected call records (app.services.calls.callbacks).
     (FOLLOWUP_TYPE, "跟进方式", "Follow-up type"): [
@@ -58,6 +63,13 @@ DICTIONARIES = {
     (EMPLOYEE_LEVEL, "员工职级", "Employee level"): [
         ("P1", "P1 初级", "P1 Junior"), ("P2", "P2 中级", "P2 Intermediate"),
         ("P3", "P3 高级", "P3 Senior"), ("M1", "M1 主管", "M1 Lead"), ("M2", "M2 经理", "M2 Manager"),
+    ],
+    # A marketing campaign's channel (app.models.marketing.MarketingCampaign.channel_id).
+    (MARKETING_CHANNEL, "营销渠道", "Marketing channel"): [
+        ("search_ads", "搜索广告", "Search ads"), ("feed_ads", "信息流广告", "Feed ads"),
+        ("seo", "自然搜索", "SEO"), ("content", "内容营销", "Content"), ("chat", "在线咨询", "Online chat"),
+        ("referral", "转介绍", "Referral"), ("offline", "线下活动", "Offline event"),
+        ("other", "其他", "Other"),
     ],
 }
 
@@ -114,6 +126,17 @@ SETTINGS = (
     Setting("calls.line_busy_minutes", "int", 30,
             "Click-to-call: minutes without a status callback after which a call no longer holds a line "
             "channel"),
+    Setting("commerce.approval_below_percent", "int", 80,
+            "An order whose final price is below this percentage of its list price waits for a manager's "
+            "approval"),
+    Setting("hr.resignation_policy", "str", "manager",
+            "Where a resigned person's open opportunities go when HR sync reports the resignation: manager "
+            "(their manager), team_pool (their team's public pool) or dispatch (back to the dispatch "
+            "engine)"),
+    Setting("capture.per_phone_per_hour", "int", 5,
+            "Public lead capture: posts accepted per phone number per hour (landing pages and chat)"),
+    Setting("capture.form_token_minutes", "int", 120,
+            "Public lead capture: minutes a landing page's form (its signed token) stays valid"),
 )
 _BY_KEY = {s.key: s for s in SETTINGS}
 
