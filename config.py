@@ -108,6 +108,16 @@ class Config:
     CRM_JOB_MAX_ATTEMPTS = _env("CRM_JOB_MAX_ATTEMPTS", 5)
     CRM_JOB_STALE_SECONDS = _env("CRM_JOB_STALE_SECONDS", 60)
     CRM_LIST_MAX_PAGE_SIZE = _env("CRM_LIST_MAX_PAGE_SIZE", 200)  # rows per page of an HTML list
+    # The public site (landing pages /p/<slug>, /sitemap.xml, robots.txt, the chat widget): its canonical
+    # base URL (empty: the request's host), and the lead capture endpoint's limit per client address.
+    PUBLIC_BASE_URL = _env("PUBLIC_BASE_URL", "")
+    CRM_CAPTURE_IP_LIMIT = _env("CRM_CAPTURE_IP_LIMIT", "20 per minute")
+    CRM_CHAT_IP_LIMIT = _env("CRM_CHAT_IP_LIMIT", "60 per minute")
+    # Inbound integrations signed with HMAC (README "Inbound integrations"): the shop's webhook and the
+    # learning system's import. Empty: that integration refuses every call (401).
+    SHOP_WEBHOOK_SECRET = _env("SHOP_WEBHOOK_SECRET", "")
+    LEARNING_API_SECRET = _env("LEARNING_API_SECRET", "")
+    CRM_SIGNATURE_WINDOW_SECONDS = _env("CRM_SIGNATURE_WINDOW_SECONDS", 300)  # timestamp skew accepted
 
 
 class TestConfig(Config):
@@ -118,6 +128,8 @@ class TestConfig(Config):
     FAB_PASSWORD_COMPLEXITY_ENABLED = True
     AUTH_RATE_LIMIT = "1000 per minute"
     CRM_API_LOGIN_LIMIT = "1000 per minute"
+    SHOP_WEBHOOK_SECRET = "test-shop-secret"
+    LEARNING_API_SECRET = "test-learning-secret"
 
 
 class ProductionConfig(Config):

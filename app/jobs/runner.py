@@ -15,7 +15,8 @@ from app.services import runner
 log = logging.getLogger(__name__)
 
 #: Modules whose @runner.handler registrations the worker needs (imported on first use).
-HANDLER_MODULES = ("app.jobs.leads", "app.jobs.dispatch", "app.jobs.sms", "app.jobs.exports")
+HANDLER_MODULES = ("app.jobs.leads", "app.jobs.dispatch", "app.jobs.sms", "app.jobs.exports",
+                   "app.jobs.marketing", "app.jobs.learning")
 
 
 def load_handlers() -> None:

@@ -39,6 +39,14 @@ def register_views(app) -> None:
                         category=leads_cat)
     for api in (leads.LeadApi, leads.CustomerRegisterApi):
         appbuilder.add_api(api)
+    from app.views import capture, chat, commerce, landing, learning, marketing
+
+    commerce.register(appbuilder)  # Commerce › Products, Orders, Discount Approvals; the shop's webhook
+    marketing.register(appbuilder)  # Marketing › Campaigns, Campaign Spend, Marketing Report
+    landing.register(appbuilder)  # Marketing › Landing Pages; the public /p/<slug>, sitemap, robots.txt
+    chat.register(appbuilder)  # Marketing › Chats; the chat widget's script and public endpoints
+    capture.register(appbuilder)  # POST /api/v1/public/lead: the landing-page form and the chat widget
+    learning.register(appbuilder)  # the learning system's import API; learning on the customer page
     dispatch_cat = "Dispatch"
     appbuilder.add_view(dispatch.DispatchConsoleView, "Dispatch Console", icon="fa-random",
                         label=_l("Dispatch Console"), category=dispatch_cat, category_label=_l("Dispatch"),

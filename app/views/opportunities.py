@@ -27,6 +27,7 @@ from app.security.masking import mask_phone
 from app.security.scope import current_viewer, restrict
 from app.services import circulation, metadata, opportunities, ownership
 from app.services.errors import DomainError
+from app.views import panels
 from app.views.base import CrmModelView
 from app.views.employees import HR_LABELS
 from app.views.sales import (
@@ -128,6 +129,7 @@ class OpportunityView(PageShowMixin, CrmModelView):
     add_title, edit_title = _l("Add Opportunity"), _l("Edit Opportunity")
     list_template = "crm/workbench_list.html"
     show_template = "crm/workbench_opportunity.html"
+    panel_page = panels.OPPORTUNITY
     form_template = "crm/workbench_form.html"
     # What the sales floor scans a list for; the rest (last follow-up, idle since, locked …) is on the page.
     list_columns = ["id", "customer", "product_line", "stage", "intention_level", "status", "owner", "pool",

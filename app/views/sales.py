@@ -27,7 +27,7 @@ from app.security.masking import mask_phone
 from app.security.scope import current_viewer, restrict, scope_clause
 from app.services import circulation, opportunities, ownership, pools
 from app.services.errors import DomainError
-from app.views import labels
+from app.views import labels, panels
 
 STATUS_LABELS = dict(labels.choices("opportunity.status"))  # app/views/labels.py
 REASON_LABELS = dict(labels.choices("assignment.reason"))
@@ -205,6 +205,9 @@ NO_CRUD_PERMISSIONS = {"add": "crud_disabled", "edit": "crud_disabled", "delete"
 class PageShowMixin:
     """A show page whose template also gets `page_context(item)` (history, follow-ups, leads …)."""
 
+    #: app.views.panels.OPPORTUNITY or CUSTOMER: the other domains' panels shown below the page's own
+    panel_page: str | None = None
+
     def page_context(self, item) -> dict:
         return {}
 
@@ -214,8 +217,9 @@ class PageShowMixin:
         pk = self._deserialize_pk_if_composite(pk)
         widgets = self._show(pk)
         item = self.datamodel.get(pk, self._base_filters)
+        shown = panels.render(self.panel_page, item, self.appbuilder.sm) if item and self.panel_page else []
         return self.render_template(self.show_template, pk=pk, title=self.show_title, widgets=widgets,
-                                    related_views=[], **self.page_context(item))
+                                    related_views=[], panels=shown, **self.page_context(item))
 
 
 def register(appbuilder) -> None:

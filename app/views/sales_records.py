@@ -14,6 +14,7 @@ from app.security import policy
 from app.security.masking import mask_phone
 from app.security.scope import current_viewer, restrict
 from app.services import opportunities
+from app.views import panels
 from app.views.base import CrmModelView
 from app.views.customer_merge import CustomerMergeMixin, NotMergedFilter
 from app.views.sales import (
@@ -75,6 +76,8 @@ class CustomerPageView(CustomerMergeMixin, PageShowMixin, CrmModelView):
     label_columns = {"id": _l("No."), "name": _l("Name"), "phone": _l("Phone"), "region": _l("Region"),
                      "registered_user_id": _l("Registered user"),
                      "marketing_consent": _l("Marketing consent"), "created_at": _l("Created at")}
+
+    panel_page = panels.CUSTOMER
 
     def page_context(self, item) -> dict:
         return customer_page(item)
