@@ -1,9 +1,10 @@
 """Public lead capture: the landing-page form and the chat widget post here (one public endpoint).
 
 The form token: a landing page (and the chat widget) embeds a token signed with the app's SECRET_KEY,
-naming the page, its campaign and a random nonce, valid for `capture.form_token_minutes`. A post without
-a valid, unexpired token is refused; the nonce makes the post idempotent (a resubmission answers with the
-lead the first one made and writes nothing).
+naming the page and its campaign, valid for `capture.form_token_minutes`. A post without a valid,
+unexpired token is refused. The page may be cached, so several visitors can hold the same token: the
+post's idempotency key is the token together with the phone (a resubmission by the same visitor answers
+with the lead the first one made and writes nothing; another visitor's phone makes another lead).
 """
 
 from __future__ import annotations
