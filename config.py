@@ -111,8 +111,12 @@ class Config:
     # The public site (landing pages /p/<slug>, /sitemap.xml, robots.txt, the chat widget): its canonical
     # base URL (empty: the request's host), and the lead capture endpoint's limit per client address.
     PUBLIC_BASE_URL = _env("PUBLIC_BASE_URL", "")
+    TRUSTED_PROXIES = _env("TRUSTED_PROXIES", 0)  # reverse proxies in front (nginx: 1); see app/__init__.py
     CRM_CAPTURE_IP_LIMIT = _env("CRM_CAPTURE_IP_LIMIT", "20 per minute")
     CRM_CHAT_IP_LIMIT = _env("CRM_CHAT_IP_LIMIT", "60 per minute")
+    CRM_PUBLIC_CORS_ORIGINS = _env("CRM_PUBLIC_CORS_ORIGINS", "*")  # /api/v1/public/ only; space-separated
+    CRM_SHOP_WEBHOOK_LIMIT = _env("CRM_SHOP_WEBHOOK_LIMIT", "600 per minute")  # per client address
+    CRM_LEARNING_API_LIMIT = _env("CRM_LEARNING_API_LIMIT", "120 per minute")  # per client address
     # Inbound integrations signed with HMAC (README "Inbound integrations"): the shop's webhook and the
     # learning system's import. Empty: that integration refuses every call (401).
     SHOP_WEBHOOK_SECRET = _env("SHOP_WEBHOOK_SECRET", "")

@@ -33,6 +33,14 @@ def _init_config_overrides(app: Flask) -> None:
     os.makedirs(app.instance_path, exist_ok=True)
     # One business time zone: the clock's, and Flask-Babel's for the dates it formats.
     app.config["BABEL_DEFAULT_TIMEZONE"] = clock.configure(app.config.get("BUSINESS_TIMEZONE")).key
+    # Behind N reverse proxies, the client's address is the Nth from the right of X-Forwarded-For: the
+    # per-address limits (login, public lead capture, chat) need it. 0 (the default) trusts no header,
+    # so a client cannot pick the address it is limited by.
+    proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
+    if proxies > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     if not app.config.get("RATELIMIT_STORAGE_URI"):
         redis_url = app.config.get("REDIS_URL")
         app.config["RATELIMIT_STORAGE_URI"] = redis_url or "memory://"

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
+
+#: demo data of the systems around the sales domain, in this order (app.services.seed_<name>.seed_demo)
+DEMO_DOMAINS = ("marketing", "landing", "commerce", "learning")
 
 
 @click.group()
@@ -59,6 +63,11 @@ def seed_demo_command(size, count):
             from app.services.seed_large import LARGE_COUNT, seed_large
 
             counts["large"] = seed_large(db.session, count=count or LARGE_COUNT)
+        # The systems around the sales domain, after the opportunities they attach to (campaigns first:
+        # landing pages join them, orders and learning activity join opportunities and customers).
+        for name in DEMO_DOMAINS:
+            counts.update(importlib.import_module(f"app.services.seed_{name}").seed_demo(db.session))
+            db.session.commit()
         # The dashboard reads aggregates: bring them up to date now rather than at the scheduler's next turn.
         from app.clock import utcnow
         from app.services.dashboard_refresh import refresh

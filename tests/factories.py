@@ -37,6 +37,7 @@ from app.models.calls import (
     OutboundInterface,
     Seat,
 )
+from app.models.commerce import Order, OrderItem, Product, ShopEvent
 from app.models.dashboard import (
     DashActivityDay,
     DashCohortDay,
@@ -48,6 +49,8 @@ from app.models.dashboard import (
 from app.models.employee import CrmUser, Employee
 from app.models.inbox import JOB_FINISHED, InboxNotification
 from app.models.jobs import QUEUED, JobRun
+from app.models.learning import LearningActivity, LearningSummary
+from app.models.marketing import CampaignSpend, ChatMessage, ChatSession, LandingPage, MarketingCampaign
 from app.models.metadata import ConfigItem, DictItem, DictType
 from app.models.org import OrgUnit
 from app.models.qa import QA_PENDING, QaCheckItem, QaInspection, QaPlan, QaScorecard
@@ -306,6 +309,32 @@ DASH_SMS_DAY = ModelFactory(DashSmsDay, day=lambda session: clock.local_date(utc
     days=next(_seq)), sent=1, delivered=1, failed=0, segments=1, cost=0.045)
 DASH_REFRESH_STATE = ModelFactory(DashRefreshState, id=lambda session: next(_seq) + 1000, days_refreshed=0,
                                   version=0)
+
+# --- the systems around the sales domain ------------------------------------------------------------
+CAMPAIGN = ModelFactory(MarketingCampaign, code=Sequence("test-campaign-{}"), name=Sequence("Campaign {}"),
+                        channel_id=_item(reference.MARKETING_CHANNEL), budget=1000, start_date=_today,
+                        active=True)
+CAMPAIGN_SPEND = ModelFactory(CampaignSpend, campaign_id=_new(CAMPAIGN), day=_today, amount=100,
+                              origin="typed")
+LANDING_PAGE = ModelFactory(LandingPage, slug=Sequence("test-page-{}"), title=Sequence("测试落地页 {}"),
+                            product_line_id=_item(reference.PRODUCT_LINE), chat_enabled=True, published=False)
+CHAT_SESSION = ModelFactory(ChatSession, token=Sequence("chat-token-{}"), status="open", started_at=_now())
+CHAT_MESSAGE = ModelFactory(ChatMessage, session_id=_new(CHAT_SESSION), sender="visitor", body="你好",
+                            created_at=_now())
+PRODUCT = ModelFactory(Product, code=Sequence("SKU-{}"), name=Sequence("Product {}"),
+                       product_line_id=_item(reference.PRODUCT_LINE), list_price=100, active=True)
+ORDER = ModelFactory(Order, number=Sequence("SO-{}"), opportunity_id=_new(OPPORTUNITY),
+                     customer_id=_new(CUSTOMER), status="pending", approval="none", list_total=0,
+                     final_total=0, origin="console")
+ORDER_ITEM = ModelFactory(OrderItem, order_id=_new(ORDER), product_id=_new(PRODUCT), quantity=1,
+                          list_price=100, final_price=100)
+SHOP_EVENT = ModelFactory(ShopEvent, event_id=Sequence("evt-{}"), event_type="order.created",
+                          outcome="applied", received_at=_now())
+LEARNING_ACTIVITY = ModelFactory(LearningActivity, external_id=Sequence("act-{}"), customer_id=_new(CUSTOMER),
+                                 course="K12 数学", lesson=Sequence("第 {} 课"), attended=True, progress=10,
+                                 occurred_at=_now())
+LEARNING_SUMMARY = ModelFactory(LearningSummary, customer_id=_new(CUSTOMER), lessons_attended=1,
+                                lessons_missed=0, courses=1, updated_at=_now())
 
 #: model → its factory.
 FACTORIES = {f.model: f for f in list(globals().values()) if isinstance(f, ModelFactory)}

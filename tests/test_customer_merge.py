@@ -96,7 +96,7 @@ def test_merge_moves_everything_to_the_survivor_keeps_a_pointer_and_is_audited(a
     assert resp.status_code == 200, resp.get_json()
     body = resp.get_json()
     assert body["moved"] == {"opportunities": [opp.id, closed.id], "leads": 1, "follow_ups": 1, "calls": 1,
-                             "sms_messages": 1}
+                             "sms_messages": 1, "orders": 0, "learning_activities": 0}
     assert body["reassigned"] == [] and body["survivor_id"] == survivor.id
 
     session.expire_all()

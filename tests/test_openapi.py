@@ -4,10 +4,12 @@ signed callbacks documented with their HMAC headers, request bodies declared, an
 from __future__ import annotations
 
 import datetime as dt
+from functools import partial
 
 import pytest
 from openapi_spec_validator import OpenAPIV30SpecValidator
 
+from tests import factories
 from tests.conftest import api_token
 
 #: POSTs that take no body.
@@ -112,3 +114,118 @@ def test_an_unknown_api_url_answers_json(app, jwt):
     assert resp.status_code == 404 and resp.is_json and resp.get_json()["message"]
     resp = app.test_client().delete("/api/v1/opportunity/follow_up", headers=jwt)
     assert resp.status_code == 405 and resp.is_json
+
+
+# --- issue 13 item 7: the inbound integrations ---------------------------------------------------------
+def test_every_inbound_operation_says_who_calls_it_and_how_it_authenticates(spec):
+    from app.views.openapi_inbound import SIGNATURES, SIGNED, served
+
+    inbound = served(spec)
+    assert ("/api/v1/lead/", "post") in inbound and ("/api/v1/hr/sync", "post") in inbound
+    for path, verb in inbound:
+        op = spec["paths"][path][verb]
+        note = op["x-inbound"]
+        assert note["caller"] and note["authentication"] and note["idempotency"], (verb, path)
+        assert "**Inbound integration.**" in op["description"], (verb, path)
+        if path in SIGNED:
+            sig = SIGNATURES[SIGNED[path]]
+            assert {SIGNED[path]: []} in op["security"] and {"jwt": []} not in op["security"]
+            headers = {p["name"]: p for p in op["parameters"] if p["in"] == "header"}
+            assert set(sig.headers()) <= set(headers), (verb, path)
+            assert all(headers[h].get("required", False) is not sig.optional for h in sig.headers())
+            assert op["x-signature"]["headers"]["signature"] == sig.headers()[2]
+            assert op["x-signature"]["window_seconds"] == 300 and "401" in op["responses"]
+        elif path.startswith("/api/v1/public/"):
+            assert op["security"] == [], (verb, path)
+        else:
+            assert op["security"] == [{"jwt": []}, {"api_key": []}], (verb, path)
+            assert {"401", "403"} <= set(op["responses"])
+        if note["rate_limit"]:
+            assert "429" in op["responses"], (verb, path)
+    api_key = spec["components"]["securitySchemes"]["api_key"]["description"]
+    assert "Authorization: Bearer crm_" in api_key and "Issue API Key" in api_key
+    # an SMS channel or a call interface without its secret answers 503, and says so
+    assert "503" in spec["paths"]["/api/v1/sms/receipts/{channel_id}"]["post"]["responses"]
+
+
+def test_a_signed_endpoint_is_documented_even_when_its_view_declares_nothing(app):
+    from app.views.openapi import complete
+
+    bare = {"openapi": "3.0.2", "info": {"title": "t", "version": "v1"},
+            "paths": {"/api/v1/shop/webhook": {"post": {"responses": {"200": {"description": "Done"}}}},
+                      "/api/v1/public/lead": {"post": {"responses": {"201": {"description": "Done"}}}}}}
+    with app.app_context():
+        done = complete(bare, app)
+    op = done["paths"]["/api/v1/shop/webhook"]["post"]
+    assert op["security"] == [{"shop_signature": []}]
+    names = {p["name"]: p for p in op["parameters"] if p["in"] == "header"}
+    assert set(names) == {"X-Shop-Timestamp", "X-Shop-Nonce", "X-Shop-Signature"}
+    assert all(p["required"] and p["description"] for p in names.values())
+    assert "SHOP_WEBHOOK_SECRET" in op["x-signature"]["secret"] and "X-Shop-Nonce" in op["description"]
+    assert {"401", "429"} <= set(op["responses"])
+    assert "HMAC-SHA256" in done["components"]["securitySchemes"]["shop_signature"]["description"]
+    public = done["paths"]["/api/v1/public/lead"]["post"]
+    assert public["security"] == [] and "429" in public["responses"] and "401" not in public["responses"]
+
+
+def _signed(op: dict, secret: str, body: bytes) -> dict:
+    """The headers, computed as the operation's `x-signature` says (not with the app's own code)."""
+    import hashlib
+    import hmac
+    import time
+
+    names = op["x-signature"]["headers"]
+    timestamp, nonce = str(int(time.time())), "0123456789abcdef"
+    message = "\n".join((timestamp, nonce, hashlib.sha256(body).hexdigest()))
+    return {names["timestamp"]: timestamp, names["nonce"]: nonce,
+            names["signature"]: hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()}
+
+
+def test_the_signature_the_document_describes_is_the_one_checked(app, session, spec, monkeypatch):
+    from app.models.sms import SmsChannel
+
+    monkeypatch.setenv("T_OPENAPI_CB", "openapi-callback-secret")
+    channel = SmsChannel(name="openapi", provider="http", signature="测试", base_url="https://sms.example.com",
+                         access_key_env="T_OPENAPI_CB", secret_env="T_OPENAPI_CB",
+                         callback_secret_env="T_OPENAPI_CB")
+    session.add(channel)
+    session.commit()
+    secrets = {f"/api/v1/sms/receipts/{channel.id}": ("/api/v1/sms/receipts/{channel_id}",
+                                                      "openapi-callback-secret"),
+               "/api/v1/shop/webhook": ("/api/v1/shop/webhook", app.config["SHOP_WEBHOOK_SECRET"]),
+               "/api/v1/learning/activities": ("/api/v1/learning/activities",
+                                               app.config["LEARNING_API_SECRET"])}
+    client = app.test_client()
+    checked = 0
+    for url, (path, secret) in secrets.items():
+        op = spec["paths"].get(path, {}).get("post")
+        if op is None:
+            continue
+        body = b'{"probe": true}'  # signed, but not a body the endpoint takes
+        post = partial(client.post, url, data=body, content_type="application/json")
+        resp = post(headers=_signed(op, secret, body))
+        assert resp.status_code in (400, 422), (url, resp.get_json())
+        resp = post(headers=_signed(op, "wrong", body))
+        assert resp.status_code == 401, (url, resp.get_json())
+        checked += 1
+    assert checked >= 1
+
+
+def test_the_lead_post_is_documented_as_it_is_taken(app, session, spec):
+    op = spec["paths"]["/api/v1/lead/"]["post"]
+    schema = op["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["required"] == ["phone", "product_line"] and "additionalProperties" not in schema
+    assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in op["parameters"])
+    answer = op["responses"]["201"]["content"]["application/json"]["schema"]["properties"]
+    assert op["responses"]["200"]["content"]["application/json"]["schema"]["properties"] == answer
+
+    sm = app.appbuilder.sm
+    user = sm.add_user("openapi-partner", "Partner", "System", "openapi-partner@example.com",
+                       sm.find_role("Lead Integration"), factories.PASSWORD)
+    auth = {"Authorization": f"Bearer {sm.create_api_key(user, 'openapi')['key']}", "Idempotency-Key": "k-1"}
+    client = app.test_client()
+    lead = {"phone": "13800138555", "product_line": "k12_english", "client_key": "k-1", "campaign": None}
+    first = client.post("/api/v1/lead/", json=lead, headers=auth)
+    again = client.post("/api/v1/lead/", json=lead, headers=auth)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert set(first.get_json()) == set(answer) and again.get_json()["id"] == first.get_json()["id"]

@@ -15,6 +15,8 @@ from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 
 API_PREFIX = "/api/"
+#: Public endpoints (the lead capture form): no login, their own proof of origin (a signed form token).
+PUBLIC_PREFIX = "/api/v1/public/"
 
 
 def session_write_needs_token():
@@ -22,7 +24,8 @@ def session_write_needs_token():
     config = current_app.config
     if not config.get("WTF_CSRF_ENABLED", True) or request.method not in config["WTF_CSRF_METHODS"]:
         return None
-    if not request.path.startswith(API_PREFIX) or "Authorization" in request.headers:
+    if not request.path.startswith(API_PREFIX) or request.path.startswith(PUBLIC_PREFIX) or (
+            "Authorization" in request.headers):
         return None
     if not current_user.is_authenticated:  # not the session: a signed callback or an anonymous call
         return None

@@ -148,7 +148,8 @@ ROLES = {
         "scope": SCOPE_ALL,
         "permissions": _r(ORG_UNIT, METADATA, SMS_CHANNEL, SENSITIVE_WORD, SMS_REPORT)
         | _rw(SMS_TEMPLATE, SMS_CAMPAIGN, SMS_BLACKLIST, MARKETING_CAMPAIGN, LANDING_PAGE)
-        | _r(MARKETING_REPORT, PRODUCT) | {(EXPORT, MARKETING_REPORT)} | OWN_JOBS | OWN_INBOX,
+        # Leads (phones masked): the report's drill-down from a campaign to the leads it brought.
+        | _r(MARKETING_REPORT, PRODUCT, LEAD) | {(EXPORT, MARKETING_REPORT)} | OWN_JOBS | OWN_INBOX,
     },
     # The HR system's account for POST /api/v1/hr/sync (an API key belongs to it).
     "HR Integration": {

@@ -29,6 +29,7 @@ from app.clock import utcnow
 from app.models.audit import AuditLog
 from app.models.calls import CallLine, CallNumber, OutboundInterface, Seat
 from app.models.employee import CrmUser, Employee
+from app.models.marketing import CampaignSpend, LandingPage, MarketingCampaign
 from app.models.metadata import ConfigItem, DictItem, DictType
 from app.models.org import OrgUnit
 from app.models.sales import CirculationRule, DispatchRule, Pool, SalesProfile
@@ -108,6 +109,11 @@ AUDITED = dict([
     audited(CallLine, "call_line"),
     audited(CallNumber, "call_number"),
     audited(Seat, "seat"),
+    # the public site: what a landing page says and whether it is public
+    audited(LandingPage, "landing_page"),
+    # marketing: campaigns and the spend typed in (an import is one "spend_import" event)
+    audited(MarketingCampaign, "marketing_campaign", exclude=("created_by_id",)),
+    audited(CampaignSpend, "campaign_spend", exclude=("created_by_id",)),
 ])
 
 _actor: contextvars.ContextVar[tuple[int | None, str] | None] = contextvars.ContextVar(

@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 
 from app.clock import utcnow
 from app.models.calls import CallRecord
+from app.models.commerce import Order
 from app.models.employee import HR_RESIGNED, Employee
 from app.models.sales import OPEN_STATUSES, OWNED, Customer, FollowUp, Lead, Opportunity
 from app.models.security import SCOPE_ALL
@@ -277,8 +278,11 @@ def merge(session, viewer: Viewer, survivor_id, merged_id, owner_id=None, now: d
                 .execution_options(synchronize_session=False))
         return session.execute(stmt).rowcount
 
+    from app.services import learning  # (it finds customers through this module)
+
     moved = {"opportunities": opp_ids, "leads": move(Lead), "follow_ups": plan.counts["follow_ups"],
-             "calls": move(CallRecord), "sms_messages": move(SmsMessage)}
+             "calls": move(CallRecord), "sms_messages": move(SmsMessage), "orders": move(Order),
+             "learning_activities": learning.move_to_survivor(session, merged.id, survivor.id)}
     session.execute(update(Opportunity).where(Opportunity.id.in_(opp_ids or [-1]))
                     .values(customer_id=survivor.id).execution_options(synchronize_session=False))
     # Customers merged into `merged` earlier now point at the survivor: one hop, always.

@@ -75,12 +75,7 @@ def parse_filters(args, today: dt.date) -> Filters:
         if value is not None and not EARLIEST <= value <= LATEST:
             problems[name] = f"must be between {EARLIEST} and {LATEST}"
     inputs.check(problems, status=422)
-    end = end or (today if start is None else min(start + dt.timedelta(days=DEFAULT_DAYS - 1), today))
-    start = start or end - dt.timedelta(days=DEFAULT_DAYS - 1)
-    if start > end:
-        problems["to"] = "must not be before from"
-    elif (end - start).days >= MAX_DAYS:
-        problems["from"] = f"the period may span at most {MAX_DAYS} days"
+    start, end = inputs.period(problems, start, end, today, default_days=DEFAULT_DAYS, max_days=MAX_DAYS)
     inputs.check(problems, status=422)
     return Filters(
         start,

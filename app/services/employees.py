@@ -19,7 +19,7 @@ from app import clock
 from app.models.employee import HR_ACTIVE, HR_RESIGNED, HR_STATUSES, Employee
 from app.models.metadata import DictItem, DictType
 from app.models.org import OrgUnit
-from app.services import audit, inputs
+from app.services import audit, hr_transfer, inputs
 from app.services.errors import DomainError
 from app.services.phones import normalise_phone
 
@@ -76,10 +76,12 @@ class SyncResult:
     updated: int = 0
     unchanged: int = 0
     errors: list[dict] = field(default_factory=list)
+    transfers: list[dict] = field(default_factory=list)  # resignations: where the opportunities went
 
     def as_dict(self) -> dict:
         return {"created": self.created, "updated": self.updated, "unchanged": self.unchanged,
-                "failed": len(self.errors), "errors": self.errors}
+                "failed": len(self.errors), "errors": self.errors,
+                **({"transfers": self.transfers} if self.transfers else {})}
 
 
 def _date(problems: dict, name: str, value):
@@ -175,9 +177,12 @@ def hr_sync(session, rows: list, region: str = "CN", actor: str = "hr-sync") -> 
     good = _without_manager_problems(session, parsed, db_nos, result)
     status: dict[str, str] = {}
     touched: dict[str, Employee] = {}
+    resigned: list[Employee] = []
     with audit.acting_as(None, actor):
         for index, values in good:
             emp = existing.get(values["employee_no"])
+            if emp is not None and emp.hr_status != HR_RESIGNED and values["hr_status"] == HR_RESIGNED:
+                resigned.append(emp)  # the resignation flow runs once managers are set (hr_transfer)
             try:
                 with session.begin_nested():
                     if emp is None:
@@ -209,6 +214,8 @@ def hr_sync(session, rows: list, region: str = "CN", actor: str = "hr-sync") -> 
                 emp.manager_id = new_id
                 status[values["employee_no"]] = status[values["employee_no"]].replace("unchanged", "updated")
         session.flush()
+        result.transfers = [t.as_dict() for t in hr_transfer.on_resignations(
+            session, [e for e in resigned if e.hr_status == HR_RESIGNED], actor=actor)]
     for outcome in status.values():
         setattr(result, outcome, getattr(result, outcome) + 1)
     result.errors.sort(key=lambda e: e["index"])

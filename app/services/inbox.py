@@ -53,7 +53,8 @@ TITLES = {
 # The job runner's kinds as the Jobs page names them (same msgids as app.views.jobs.KIND_LABELS).
 JOB_KINDS = {"lead_import": _("Lead import"), "sms_campaign_prepare": _("Campaign preparation"),
              "sms_campaign_send": _("Campaign sending"), "dispatch": _("Dispatch run"),
-             "circulation_scan": _("Circulation scan"), "export": _("Export")}
+             "circulation_scan": _("Circulation scan"), "export": _("Export"),
+             "learning_import": _("Learning import")}
 
 
 # --- writing ------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ clear answer. `check(problems)` then refuses them all at once (`Invalid`: 422 na
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 from app.services.errors import DomainError
@@ -155,3 +156,16 @@ def scalar(value, limit: int) -> bool:
     if isinstance(value, float) and not math.isfinite(value):
         return False
     return len(str(value)) <= limit
+
+
+def period(problems: dict, start: dt.date | None, end: dt.date | None, today: dt.date, *, default_days: int,
+           max_days: int) -> tuple[dt.date, dt.date]:
+    """A period of business days from its optional ends ("from", "to"): a missing end makes it
+    `default_days` long, up to today; "to" before "from", or more than `max_days`, is a problem."""
+    end = end or (today if start is None else min(start + dt.timedelta(days=default_days - 1), today))
+    start = start or end - dt.timedelta(days=default_days - 1)
+    if start > end:
+        problems["to"] = "must not be before from"
+    elif (end - start).days >= max_days:
+        problems["from"] = f"the period may span at most {max_days} days"
+    return start, end

@@ -34,6 +34,7 @@ from app.services.leads import Vocabulary, intake, parse
 HEADERS = {
     "name": "name", "姓名": "name", "phone": "phone", "手机号": "phone", "电话": "phone",
     "source": "source", "来源": "source", "线索来源": "source", "campaign": "campaign", "活动": "campaign",
+    "活动代码": "campaign", "utm_campaign": "campaign",  # the marketing campaign's tracking code
     "product_line": "product_line", "产品线": "product_line", "region": "region", "地区": "region",
     "intention_level": "intention_level", "意向等级": "intention_level", "consult_note": "consult_note",
     "咨询内容": "consult_note", "备注": "consult_note",

@@ -18,7 +18,16 @@ ACTION_LABELS = {
     "update": _l("Changed"), "delete": _l("Deleted"), "role_change": _l("Roles changed"),
     "permission_change": _l("Permissions changed"), "scope_change": _l("Data scope changed"),
     "export": _l("Export"), "phone_view": _l("Full phone number viewed"), "hr_sync": _l("HR sync"),
-    "ownership_change": _l("Ownership changed"),
+    "ownership_change": _l("Ownership changed"), "export_download": _l("Export downloaded"),
+    "customer_merge": _l("Customers merged"), "lead_import": _l("Lead import"),
+    "sms_template_submit": _l("Template submitted for review"),
+    "sms_template_approve": _l("Template approved"), "sms_template_reject": _l("Template rejected"),
+    "qa_appeal": _l("QA appeal"),
+    "qa_appeal_decision": _l("QA appeal decided"), "order_create": _l("Order created"),
+    "order_approve": _l("Discount approved"), "order_reject": _l("Discount rejected"),
+    "order_paid": _l("Order paid"), "order_refunded": _l("Order refunded"),
+    "order_cancelled": _l("Order cancelled"),
+    "spend_import": _l("Spend imported"), "resignation_transfer": _l("Resignation transfer"),
 }
 TARGET_LABELS = {
     "user": _l("User"), "employee": _l("Employee"), "role": _l("Role"), "org_unit": _l("Org unit"),
@@ -30,6 +39,10 @@ TARGET_LABELS = {
     "sms_template": _l("SMS template"), "sensitive_word": _l("Sensitive word"),
     "call_interface": _l("Outbound interface"),
     "call_line": _l("Call line"), "call_number": _l("Caller-ID number"), "seat": _l("Seat"),
+    "order": _l("Sales order"), "product": _l("Product"), "marketing_campaign": _l("Marketing campaign"),
+    "campaign_spend": _l("Campaign spend"), "landing_page": _l("Landing page"), "customer": _l("Customer"),
+    "opportunity": _l("Opportunity"), "qa_inspection": _l("QA inspection"), "lead_import": _l("Lead import"),
+    "onboarding": _l("Onboarding"), "MarketingReport": _l("Marketing report"),
 }
 #: Free-text columns that may carry phone numbers (an employee's phone before and after a change …).
 TEXT_COLUMNS = ("summary", "before", "after")

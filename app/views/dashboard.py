@@ -26,7 +26,7 @@ from app.models.org import OrgUnit
 from app.models.sales import OWNED, POOLED, WAITING, WON
 from app.security import policy
 from app.security.scope import Viewer, current_viewer, restrict
-from app.services import dashboard, dashboard_refresh, metadata
+from app.services import dashboard, dashboard_refresh, marketing, metadata
 from app.services.errors import DomainError
 from app.services.reference import LEAD_SOURCE, PRODUCT_LINE
 from app.views.sales import entry_label
@@ -170,6 +170,7 @@ class DashboardView(BaseView):
             "crm/dashboard.html", data=data, f=f, drill=drill(f, now), units=units, headcount=headcount,
             chart_links=links, product_lines=metadata.dict_items(db.session, PRODUCT_LINE),
             sources=metadata.dict_items(db.session, LEAD_SOURCE), entry_label=entry_label,
+            campaigns=marketing.campaign_codes(db.session),
             opportunities_link=opportunities_link, period=lambda column: _period(column, f),
             title=_l("Dashboard"))
 

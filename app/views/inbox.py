@@ -33,7 +33,8 @@ MAX_PAGE = 100_000  # beyond this a page number is noise (and an offset PostgreS
 API_MAX_PAGE_SIZE = 100
 KIND_LABELS = {RECYCLE_REMINDER: _l("Recycle reminder"), FOLLOW_UP_DUE: _l("Follow-up due"),
                NEW_ASSIGNMENT: _l("New assignment"), JOB_FINISHED: _l("Job finished"),
-               JOB_FAILED: _l("Job failed")}
+               JOB_FAILED: _l("Job failed"), "resignation_transfer": _l("Resignation transfer"),
+               "order_approval": _l("Order approval"), "order_paid": _l("Order paid")}
 #: subject_type → endpoint of its page (pk = subject_id)
 SUBJECTS = {"opportunity": "OpportunityView.show", "job_run": "JobsView.show"}
 

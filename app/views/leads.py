@@ -30,7 +30,7 @@ from app.jobs.leads import request_dispatch
 from app.models.sales import OWNED, POOLED, WAITING, Customer, Lead
 from app.security import policy
 from app.security.scope import current_viewer
-from app.services import customers, inputs, metadata
+from app.services import customers, inputs, marketing, metadata
 from app.services.errors import DomainError
 from app.services.leads import (
     INTENTION,
@@ -50,7 +50,8 @@ from app.views.customer_merge import NotMergedFilter
 NOT_OFFERED = "not_offered"
 API_KEY_MAX = 100
 LEAD_BODY_MAX = 64 * 1024
-CHANNEL_LABELS = {"form": _l("Back-office form"), "import": _l("File import"), "api": _l("API")}
+CHANNEL_LABELS = {"form": _l("Back-office form"), "import": _l("File import"), "api": _l("API"),
+                  "web": _l("Public web form")}
 LEAD_LABELS = {
     "name": _l("Name"), "phone": _l("Phone"), "source": _l("Lead source"), "campaign": _l("Campaign"),
     "product_line": _l("Product line"), "region": _l("Region"), "intention_level": _l("Intention level"),
@@ -59,7 +60,7 @@ LEAD_LABELS = {
     "updated_at": _l("Updated at"), "registered_user_id": _l("Registered user id"),
     "marketing_consent": _l("Marketing consent"), "filename": _l("File"), "total_rows": _l("Rows"),
     "created_rows": _l("Created"), "duplicate_rows": _l("Duplicates"), "error_rows": _l("Errors"),
-    "id": _l("Status"),
+    "id": _l("Status"), "marketing_campaign": _l("Marketing campaign"),
 }
 
 
@@ -81,6 +82,11 @@ def _dict_choices(type_code: str):
         return [("", "—")] + [(i.code, i.label_zh if zh else i.label_en) for i in items]
 
     return choices
+
+
+def _campaign_choices():
+    """The campaign dropdown of a new lead: the active campaigns' tracking codes (blank: none)."""
+    return [("", "—")] + [(code, f"{code} — {name}") for code, name in marketing.active_campaigns(db.session)]
 
 
 def outcome_message(result: IntakeResult) -> str:
@@ -108,7 +114,7 @@ class LeadInterface(SQLAInterface):
         if self.obj is not Lead:  # FAB builds the interfaces of related models from this class too
             return query
         return query.options(selectinload(Lead.product_line), selectinload(Lead.source),
-                             selectinload(Lead.opportunity))
+                             selectinload(Lead.opportunity), selectinload(Lead.marketing_campaign))
 
 
 class LeadAddForm(DynamicForm):
@@ -124,8 +130,8 @@ class LeadAddForm(DynamicForm):
                          widget=Select2Widget())
     intention_level = SelectField(_l("Intention level"), choices=_dict_choices(INTENTION),
                                   validate_choice=False, widget=Select2Widget())
-    campaign = StringField(_l("Campaign"), validators=[Optional(), Length(max=100)],
-                           widget=BS3TextFieldWidget())
+    campaign = SelectField(_l("Campaign"), choices=_campaign_choices, validate_choice=False,
+                           widget=Select2Widget())
     region = StringField(_l("Region"), validators=[Optional(), Length(max=64)], widget=BS3TextFieldWidget())
     consult_note = TextAreaField(_l("Consult note"), validators=[Optional(), Length(max=4000)],
                                  widget=BS3TextAreaFieldWidget())
@@ -140,13 +146,15 @@ class LeadView(CrmModelView):
     list_columns = ["created_at", "name", "phone", "product_line", "source", "campaign", "region", "channel",
                     "opportunity"]
     show_columns = ["name", "phone", "customer", "opportunity", "product_line", "source", "campaign",
-                    "region", "consult_note", "channel", "client_key", "created_at"]
+                    "marketing_campaign", "region", "consult_note", "channel", "client_key", "created_at"]
     add_columns = ["name", "phone", "product_line", "source", "intention_level", "campaign", "region",
                    "consult_note"]
     edit_columns = ["name", "campaign", "region", "consult_note"]  # who and what stay as captured
     export_columns = ["created_at", "name", "phone", "product_line", "source", "campaign", "region",
                       "channel", "opportunity", "consult_note"]
-    search_columns = ["name", "product_line", "source", "campaign", "region", "channel", "created_at"]
+    # marketing_campaign: the marketing report's drill-down (_flt_0_marketing_campaign=<id>).
+    search_columns = ["name", "product_line", "source", "campaign", "marketing_campaign", "region", "channel",
+                      "created_at"]
     order_columns = ["created_at", "name", "campaign", "region", "channel"]
     base_order = ("id", "desc")
     phone_columns = ("phone",)
@@ -170,6 +178,10 @@ class LeadView(CrmModelView):
             raise DomainError(message, field=first)
         values.created_by_id = current_viewer().employee_id
         form.lead_input = values
+
+    def pre_update(self, item):
+        super().pre_update(item)
+        item.campaign_id = marketing.campaign_id_for(db.session, item.campaign)  # the edited tracking code
 
     def _add(self):
         get_filter_args(self._filters, disallow_if_not_in_search=False)

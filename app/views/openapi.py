@@ -6,8 +6,9 @@ instead of in every view:
 - every operation has `responses`, its path parameters declared (typed from the URL rule's converter) and
   the refusals the API answers with (400/401/403/404/409/413/422, and 429 where rate limited);
 - the request bodies of our own endpoints (`REQUEST_BODIES`), which FAB cannot derive;
-- the security of each operation: JWT or API key where the method is protected, the providers' HMAC
-  signature headers on the signed callbacks (`SIGNED`), nothing on the login;
+- the security of each operation: JWT or API key where the method is protected, the HMAC signature
+  headers on the signed inbound calls, nothing on the login or the public site; the inbound
+  integrations (who calls, auth, idempotency, rate limit) from the tables of `app.views.openapi_inbound`;
 - answers as they are: integer ids, relations that may be null.
 Also: an API URL that matches no route answers JSON, like the rest of the API, not an HTML page.
 """
@@ -23,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
 from app.services.sms.templates import MAX_BODY
+from app.views import openapi_inbound as inbound
 from app.views.employees import HR_SYNC_BODY
 from app.views.imports import PHONE_MAX, PHONES_MAX, REASON_MAX
 from app.views.sms_notifications import EVENT_BODY
@@ -31,26 +33,8 @@ from app.views.sms_templates import VARIABLES_MAX
 OPENAPI_ENDPOINT = "OpenApi.get"
 API_PREFIX = "/api/"
 
-_SIGNATURE = ("HMAC-SHA256 in lower-case hex of `timestamp \\n nonce \\n sha256_hex(body)` with the {what}'s "
-              "callback secret, sent in `{prefix}-Signature` together with `{prefix}-Timestamp` (Unix "
-              "seconds, within ±5 minutes of our clock) and `{prefix}-Nonce`; `{prefix}-Key` names the key. "
-              "A bad or missing signature or a stale timestamp answers 401.")
-SECURITY_SCHEMES = {
-    "sms_signature": {"type": "apiKey", "in": "header", "name": "X-Sms-Signature",
-                      "description": _SIGNATURE.format(what="SMS channel", prefix="X-Sms")
-                      + " Channels of the local `sink` provider take unsigned posts."},
-    "call_signature": {"type": "apiKey", "in": "header", "name": "X-Call-Signature",
-                       "description": _SIGNATURE.format(what="call interface", prefix="X-Call")},
-}
-#: path → security of the signed callbacks (no login; the provider's signature authenticates).
-SIGNED = {
-    "/api/v1/sms/receipts/{channel_id}": [{"sms_signature": []}, {}],
-    "/api/v1/sms/inbound/{channel_id}": [{"sms_signature": []}, {}],
-    "/api/v1/calls/callback/{interface_id}": [{"call_signature": []}],
-}
 PROTECTED = [{"jwt": []}, {"api_key": []}]
-RATE_LIMITED = {"/api/v1/security/login", "/api/v1/sms/receipts/{channel_id}",
-                "/api/v1/sms/inbound/{channel_id}", "/api/v1/calls/callback/{interface_id}"}
+RATE_LIMITED = {"/api/v1/security/login"}  # and the inbound endpoints limited per address (openapi_inbound)
 
 REFUSAL = {
     "type": "object",
@@ -85,6 +69,7 @@ _ITEM = {"oneOf": [_ID, {"type": "string", "minLength": 1, "maxLength": 50}],
 _TEXT = {"type": "string", "minLength": 1}
 _NOTE = {"type": "string", "maxLength": 255, "nullable": True}  # null: none
 _OPTION = {**_ITEM, "nullable": True}
+_CALLBACK_TIME = {"type": "string", "description": "ISO 8601 or Unix seconds; an unreadable time is ignored"}
 _PHONES = {"type": "array", "maxItems": PHONES_MAX,
            "items": {"type": "string", "minLength": 1, "maxLength": PHONE_MAX, "pattern": r"\S"}}
 _SAMPLE = {"type": "object", "description": "Values of the template's variables",
@@ -127,16 +112,18 @@ REQUEST_BODIES = {
             transcript={"type": "array", "items": _object(
                 speaker={"type": "string"}, start={"type": "number"}, end={"type": "number"},
                 text={"type": "string"})})}),
+    # As the local sink channel checks them (the HTTP adapter is more lenient: it cuts long ids and phones);
+    # a callback's time is informative only: an unreadable one is ignored.
     ("/api/v1/sms/receipts/{channel_id}", "post"): _object(["receipts"], receipts={
         "type": "array", "minItems": 1, "items": _object(
             ["id", "status"], id={**_TEXT, "maxLength": 64},
             status={"type": "string", "enum": ["delivered", "failed", "sent"]},
-            phone={"type": "string", "maxLength": 20}, code={"type": "string"},
-            time={"type": "string", "format": "date-time"})}),
+            phone={"type": "string", "maxLength": 20}, code={"type": "string", "maxLength": 64},
+            time=_CALLBACK_TIME)}),
     ("/api/v1/sms/inbound/{channel_id}", "post"): _object(["replies"], replies={
         "type": "array", "minItems": 1, "items": _object(
-            ["phone", "text"], phone={**_TEXT, "maxLength": 20}, text={"type": "string"},
-            time={"type": "string", "format": "date-time"})}),
+            ["phone", "text"], phone={**_TEXT, "maxLength": 32}, text={"type": "string"},
+            time=_CALLBACK_TIME)}),
     ("/api/v1/do_not_call/import", "post"): _object(
         ["phones"], phones=_PHONES, reason={"type": "string", "maxLength": REASON_MAX, "nullable": True}),
     ("/api/v1/sms_blacklist/import", "post"): _object(
@@ -149,8 +136,12 @@ REQUEST_BODIES = {
         channel_id={**_ID, "nullable": True, "description": "A channel that does not exist answers 422"},
         sample={**_SAMPLE, "nullable": True}),
     ("/api/v1/sms_template/{pk}/preview", "post"): _object(sample={**_SAMPLE, "nullable": True}),
-    ("/api/v1/customer/register", "post"): _object(registered_user_id={"type": "string"},
-                                                   phone={"type": "string"}, name={"type": "string"}),
+    ("/api/v1/customer/register", "post"): _object(
+        ["registered_user_id", "phone"],
+        registered_user_id={"oneOf": [{**_TEXT, "maxLength": 64}, {"type": "integer"}],
+                            "description": "The user's id on the learning / e-commerce side"},
+        phone={"oneOf": [{**_TEXT, "maxLength": 32}, {"type": "integer"}]},
+        name={"type": "string", "maxLength": 64, "nullable": True}),
     ("/api/v1/customer/merge", "post"): _object(
         ["survivor_id", "merged_id"], survivor_id=_ID, merged_id=_ID,
         owner_id={**_ID, "nullable": True,
@@ -193,7 +184,10 @@ def _protected(target) -> bool:
 def complete(spec: dict, app: Flask) -> dict:
     """The document FAB built, made valid and true to the answers (changed in place and returned)."""
     components = spec.setdefault("components", {})
-    components.setdefault("securitySchemes", {}).update(copy.deepcopy(SECURITY_SCHEMES))
+    schemes = components.setdefault("securitySchemes", {})
+    schemes.update(inbound.security_schemes(app))
+    if "api_key" in schemes:
+        schemes["api_key"]["description"] = inbound.api_key_description(app)
     components.setdefault("schemas", {})["Refusal"] = copy.deepcopy(REFUSAL)
     responses = components.setdefault("responses", {})
     for code, text in ERRORS.items():
@@ -208,6 +202,9 @@ def complete(spec: dict, app: Flask) -> dict:
             _path_parameters(path, operation, converters)
             _body(path, verb, operation)
             _security(path, operation, target)
+            if (path, verb) == ("/api/v1/lead/", "post"):
+                inbound.lead_post(operation)
+            inbound.document(path, verb, operation, app)
             _responses(path, verb, operation)
     for name, schema in components.get("schemas", {}).items():
         _nullable_relations(schema)
@@ -238,8 +235,9 @@ def _body(path: str, verb: str, operation: dict) -> None:
 
 
 def _security(path: str, operation: dict, target) -> None:
-    if path in SIGNED:
-        operation["security"] = copy.deepcopy(SIGNED[path])
+    signed = inbound.signed_security(path)
+    if signed is not None:
+        operation["security"] = signed
     elif _protected(target):
         operation["security"] = copy.deepcopy(PROTECTED)
     elif path.startswith("/api/v1/security/login"):
@@ -256,7 +254,7 @@ def _responses(path: str, verb: str, operation: dict) -> None:
         wanted += ["401", "403"]
     if verb in WRITES:
         wanted += ["409", "413"]
-    if path in RATE_LIMITED:
+    if path in RATE_LIMITED or inbound.rate_limited(path, verb):
         wanted.append("429")
     for code in wanted:
         answer = answers.get(code)

@@ -149,7 +149,7 @@ class HttpProvider:
         try:
             return signing.verify_callback(HEADERS, self.callback_secret, body, headers, CALLBACK_WINDOW, now)
         except signing.BadSignature as exc:
-            raise SignatureError(str(exc)) from None
+            raise SignatureError(str(exc), field=exc.field) from None
         except signing.BadBody as exc:
             raise ReceiptError(str(exc)) from None
 
