@@ -326,3 +326,11 @@ def test_bot_reads_names_and_phones_as_people_write_them():
     chat_bot.step(state, "I'm Ann.")
     assert (state.name, state.asked) == ("Ann", "phone")
     assert chat_bot.start_language("en-GB") == "en" and chat_bot.start_language("fr") == "zh"
+
+
+def test_marketers_read_the_chats(app, session):
+    """Marketing reads the chats its pages bring (its scope is all; phones masked), the owners answer."""
+    client = app.test_client()
+    login(client, "marketing")
+    assert client.get("/chats/list/").status_code == 200
+    assert 'href="/chats/list/"' in client.get("/").get_data(as_text=True)

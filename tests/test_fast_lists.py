@@ -10,9 +10,10 @@ import re
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 
 from app.extensions import db
+from app.models.audit import AuditLog
 from app.models.sales import OWNED, Opportunity
 from app.models.sms import MSG_FAILED, NOTIFICATION
 from tests import factories as f
@@ -138,6 +139,17 @@ def test_count_is_capped_and_exact_on_request(app, session):
     app.config["CRM_LIST_COUNT_CAP"] = 100
     text = page(client, f"/opportunityview/list/?_flt_0_campaign={CAMPAIGN}")
     assert 'data-count="8"' in text and 'id="crm-exact-count"' not in text
+
+
+def test_an_unfiltered_list_counts_every_row(app, session):
+    """An admin's list with no filter at all (no WHERE on the model): the count is the table's, not 1."""
+    owner = f.employee(session, f.org_unit(session))
+    owned_opportunities(session, owner, 3)
+    client = web(app, "admin")
+    for url, model in (("/opportunityview/list/", Opportunity), ("/auditlogview/list/", AuditLog)):
+        total = session.scalar(select(func.count()).select_from(model))
+        assert total > 1
+        assert f'data-count="{total:,}"' in page(client, url), url
 
 
 # --- keyset pages are the offset pages ----------------------------------------------------------------

@@ -279,6 +279,9 @@ def test_an_uploaded_csv_runs_the_same_import(app, session):
                       content_type="multipart/form-data")
     assert bad.status_code == 200 and "must name the columns" in bad.get_data(as_text=True)
     assert web(app, "sales11").get("/learning/import").status_code in (302, 403)
+    for username in ("sales11", "manager1", "director"):  # who cannot import does not see the entry
+        assert 'href="/learning/import"' not in web(app, username).get("/").get_data(as_text=True)
+    assert 'href="/learning/import"' in client.get("/").get_data(as_text=True)
 
 
 # --- the demo -----------------------------------------------------------------------------------------

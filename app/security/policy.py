@@ -69,6 +69,7 @@ CHAT = "Chat"  # transcripts of the public chat widget; write: answer a visitor
 PRODUCT = "Product"
 ORDER = "Order"  # orders of opportunities; ("can_approve", "Order"): the discount approval queue
 LEARNING = "Learning"  # learning activity on the customer page
+LEARNING_IMPORT = "LearningImport"  # Leads › Learning Import: a file of learning activity (Admin only)
 INBOX = "Inbox"  # the notification centre (the bell): read and mark read one's own notifications
 #: Everyone who signs in has an inbox of their own.
 OWN_INBOX = {(READ, INBOX), (WRITE, INBOX)}
@@ -148,6 +149,8 @@ ROLES = {
         "scope": SCOPE_ALL,
         "permissions": _r(ORG_UNIT, METADATA, SMS_CHANNEL, SENSITIVE_WORD, SMS_REPORT)
         | _rw(SMS_TEMPLATE, SMS_CAMPAIGN, SMS_BLACKLIST, MARKETING_CAMPAIGN, LANDING_PAGE)
+        # The chats the public widget brings (all of them: the role's scope is all; phones masked).
+        | _r(CHAT)
         # Leads (phones masked): the report's drill-down from a campaign to the leads it brought.
         | _r(MARKETING_REPORT, PRODUCT, LEAD) | {(EXPORT, MARKETING_REPORT)} | OWN_JOBS | OWN_INBOX,
     },

@@ -181,7 +181,9 @@ class FastListMixin:
         if wanted == "exact":
             return query.count(), False
         cap = self._count_cap()
-        limited = query.with_entities(literal(1)).limit(cap + 1).subquery()
+        # The primary key, not a literal: a query with no WHERE on the model (an admin's unfiltered list)
+        # would otherwise lose its FROM and count one row.
+        limited = query.with_entities(*sa_inspect(self.datamodel.obj).primary_key).limit(cap + 1).subquery()
         counted = self.datamodel.session.query(func.count()).select_from(limited).scalar()
         return counted, counted > cap
 

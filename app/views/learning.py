@@ -184,7 +184,7 @@ class LearningImportView(BaseView):
 
     route_base = "/learning"
     default_view = "upload"
-    class_permission_name = policy.LEARNING
+    class_permission_name = policy.LEARNING_IMPORT  # not Learning: readers of the panel do not import
     base_permissions = ["can_import"]
     method_permission_name = {"upload": "import"}
 
