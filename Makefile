@@ -56,7 +56,7 @@ lint: venv
 
 # The scale benchmarks, each printing its figures. bench/lists.py and bench/workbench_once.py time pages of
 # an already filled database (they take its URL); bench/bigdata.py fills one.
-BENCHES := org_tree dispatch circulation sms calls exports dashboard_sql pages
+BENCHES := org_tree dispatch circulation sms calls exports dashboard_sql pages scoring
 bench: venv
 	@set -e; for name in $(BENCHES); do echo "== bench/$$name.py"; $(BIN)/python bench/$$name.py; done
 

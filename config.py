@@ -117,10 +117,12 @@ class Config:
     CRM_PUBLIC_CORS_ORIGINS = _env("CRM_PUBLIC_CORS_ORIGINS", "*")  # /api/v1/public/ only; space-separated
     CRM_SHOP_WEBHOOK_LIMIT = _env("CRM_SHOP_WEBHOOK_LIMIT", "600 per minute")  # per client address
     CRM_LEARNING_API_LIMIT = _env("CRM_LEARNING_API_LIMIT", "120 per minute")  # per client address
+    CRM_BIGDATA_API_LIMIT = _env("CRM_BIGDATA_API_LIMIT", "120 per minute")  # per client address
     # Inbound integrations signed with HMAC (README "Inbound integrations"): the shop's webhook and the
     # learning system's import. Empty: that integration refuses every call (401).
     SHOP_WEBHOOK_SECRET = _env("SHOP_WEBHOOK_SECRET", "")
     LEARNING_API_SECRET = _env("LEARNING_API_SECRET", "")
+    BIGDATA_API_SECRET = _env("BIGDATA_API_SECRET", "")  # the big-data system's tags and behaviour events
     CRM_SIGNATURE_WINDOW_SECONDS = _env("CRM_SIGNATURE_WINDOW_SECONDS", 300)  # timestamp skew accepted
 
 
@@ -134,6 +136,7 @@ class TestConfig(Config):
     CRM_API_LOGIN_LIMIT = "1000 per minute"
     SHOP_WEBHOOK_SECRET = "test-shop-secret"
     LEARNING_API_SECRET = "test-learning-secret"
+    BIGDATA_API_SECRET = "test-bigdata-secret"
 
 
 class ProductionConfig(Config):

@@ -10,7 +10,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 #: demo data of the systems around the sales domain, in this order (app.services.seed_<name>.seed_demo)
-DEMO_DOMAINS = ("marketing", "landing", "commerce", "learning")
+DEMO_DOMAINS = ("marketing", "landing", "commerce", "learning", "tags", "segments", "scoring")
 
 
 @click.group()
@@ -64,7 +64,8 @@ def seed_demo_command(size, count):
 
             counts["large"] = seed_large(db.session, count=count or LARGE_COUNT)
         # The systems around the sales domain, after the opportunities they attach to (campaigns first:
-        # landing pages join them, orders and learning activity join opportunities and customers).
+        # landing pages join them, orders and learning activity join opportunities and customers), then the
+        # big-data layer over all of it (tags, segments over tags, the win probability learnt from both).
         for name in DEMO_DOMAINS:
             counts.update(importlib.import_module(f"app.services.seed_{name}").seed_demo(db.session))
             db.session.commit()

@@ -21,6 +21,8 @@ from app.models.sales import STRATEGIES
 @click.option("--pool", "target_pool_id", type=int, help="Id of the pool ('pool' strategy, or fallback).")
 @click.option("--match-recycled", type=click.Choice(["any", "new", "recycled"]))
 @click.option("--campaign", "match_campaign", help="Match campaigns starting with this.")
+@click.option("--segment", "match_segment_id", type=int, help="Id of the segment the rule matches.")
+@click.option("--fairness-band", type=int, help="Score-aware: ± percent of the round-robin share (0-100).")
 @click.option("--enabled/--disabled", default=None)
 @click.option("--working-hours-only/--round-the-clock", default=None)
 @with_appcontext

@@ -3,6 +3,7 @@
     python bench/dispatch.py                  # SQLite (a temp file), then PostgreSQL if a URL is set
     BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test python bench/dispatch.py
     python bench/dispatch.py --leads 20000    # a smaller run
+    python bench/dispatch.py --score-aware    # the english rule score-aware: scored leads, a closed history
 
 With a PostgreSQL URL (BENCH_DATABASE_URL, else TEST_DATABASE_URL) it works in a database of its own,
 `<database>_bench_dispatch`, dropped and re-made each run.
@@ -10,7 +11,10 @@ With a PostgreSQL URL (BENCH_DATABASE_URL, else TEST_DATABASE_URL) it works in a
 The data: 100,000 customers each with one waiting opportunity (inserted set-wise), 500 salespeople in
 20 teams of 4 departments (SalesProfile rows with weights and a few daily quotas), a circulation rule
 with capacity per level that binds for some, OwnerCooling rows for 10 % of the opportunities (recycled
-ones, their ex-owner still cooling), and dispatch rules of all three strategies plus "to pool".
+ones, their ex-owner still cooling), and dispatch rules of all three strategies plus "to pool". With
+--score-aware the english rule is score-aware instead of weighted, 80 % of the leads carry a win
+probability, and each of its 125 salespeople has a closed history of 40 opportunities (20 in the last
+90 days, read by the one aggregate query per batch, and 20 older).
 
 Measured, per database:
   raw ceiling   one set-based UPDATE of the same 100,000 rows to owned (rolled back)
@@ -46,13 +50,16 @@ from app.models.org import OrgUnit  # noqa: E402
 from app.models.sales import (  # noqa: E402
     DISPATCH,
     LEAST_LOADED,
+    LOST,
     OWNED,
     POOL_STRATEGY,
     POOLED,
     ROUND_ROBIN,
+    SCORE_AWARE,
     TO_POOL,
     WAITING,
     WEIGHTED,
+    WON,
     AssignmentLog,
     CirculationRule,
     Customer,
@@ -86,7 +93,7 @@ def _items(session, type_code: str) -> dict[str, int]:
                                 .where(DictType.code == type_code)).all())
 
 
-def build(session, leads: int, rng: random.Random) -> dict:
+def build(session, leads: int, rng: random.Random, score_aware: bool = False) -> dict:
     """Dictionaries, org, salespeople, pools, rules, then `leads` waiting opportunities (set-wise)."""
     from app.services.seed import CONFIG, DICTIONARIES
 
@@ -145,7 +152,8 @@ def build(session, leads: int, rng: random.Random) -> dict:
          {"match_source_id": sources["referral"], "match_product_line_id": lines["k12_math"]},
          teams[0], ROUND_ROBIN),
         ("maths → dept 0", 20, {"match_product_line_id": lines["k12_math"]}, d0, ROUND_ROBIN),
-        ("english → dept 1", 30, {"match_product_line_id": lines["k12_english"]}, d1, WEIGHTED),
+        ("english → dept 1", 30, {"match_product_line_id": lines["k12_english"]}, d1,
+         SCORE_AWARE if score_aware else WEIGHTED),
         ("adult → dept 2", 40, {"match_product_line_id": lines["adult_english"]}, d2, LEAST_LOADED),
         ("coding, no intention → pool", 50, {"match_product_line_id": lines["programming"],
                                              "match_intention_level_id": intentions["D"]}, d3, POOL_STRATEGY),
@@ -180,7 +188,8 @@ def build(session, leads: int, rng: random.Random) -> dict:
                          "source_id": source_ids[i % 6], "campaign": f"2026-{i % 3}",
                          "region": regions[i % 5], "status": WAITING, "is_recycled": i % COOLING_SHARE == 0,
                          "recycle_count": 1 if i % COOLING_SHARE == 0 else 0, "locked": False,
-                         "created_at": now, "updated_at": now})
+                         "created_at": now, "updated_at": now,
+                         "win_probability": round(rng.random(), 3) if score_aware and i % 5 else None})
         session.execute(insert(Opportunity), rows)
     opps = session.execute(select(Opportunity.id, Opportunity.product_line_id)
                            .where(Opportunity.is_recycled.is_(True))).all()
@@ -190,8 +199,24 @@ def build(session, leads: int, rng: random.Random) -> dict:
             {"opportunity_id": o, "employee_id": rng.choice(by_department[dept_of_line[line]]),
              "until": until}
             for o, line in opps[start:start + CHUNK]])
+    if score_aware:
+        _history(session, by_department[d1.id], lines["k12_english"], stage_new, first, now, rng)
     session.commit()
     return {"people": len(people), "teams": len(teams), "cooling": len(opps)}
+
+
+def _history(session, people: list[int], line: int, stage: int, first_customer: int, now, rng) -> None:
+    """40 closed opportunities per person (20 within 90 days), each person converting at their own rate."""
+    rows = []
+    for n, person in enumerate(people):
+        rate = 0.1 + 0.4 * rng.random()
+        for k in range(40):
+            closed = now - dt.timedelta(days=1 + (k % 20) * 4 + (0 if k < 20 else 100))
+            rows.append({"customer_id": first_customer + (n * 40 + k) % 1000, "product_line_id": line,
+                         "stage_id": stage, "status": WON if rng.random() < rate else LOST,
+                         "owner_id": person, "is_recycled": False, "recycle_count": 0, "locked": False,
+                         "closed_at": closed, "created_at": closed, "updated_at": closed})
+    session.execute(insert(Opportunity), rows)
 
 
 # --- the raw ceiling --------------------------------------------------------------------------------
@@ -319,14 +344,14 @@ def trace_bytes(session) -> float:
 
 
 # --- one database -----------------------------------------------------------------------------------
-def run(label: str, url: str, redis_url: str, workers: int, leads: int) -> dict:
+def run(label: str, url: str, redis_url: str, workers: int, leads: int, score_aware: bool = False) -> dict:
     from flask_migrate import upgrade
 
     app = make_app(url, redis_url)
     with app.app_context():
         upgrade()
         start = time.perf_counter()
-        facts = build(db.session, leads, random.Random(7))
+        facts = build(db.session, leads, random.Random(7), score_aware)
         print(f"  built {leads:,} waiting leads, {facts['people']} salespeople in {facts['teams']} teams, "
               f"{facts['cooling']:,} with a cooling ex-owner, in {time.perf_counter() - start:.1f} s")
         if db.engine.dialect.name == "postgresql":
@@ -360,6 +385,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=LEADS)
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
+    parser.add_argument("--score-aware", action="store_true", help="the english rule score-aware")
     parser.add_argument("--worker", nargs=2, metavar=("DB_URL", "REDIS_URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -372,14 +398,15 @@ def main() -> None:
     with EmbeddedRedis() as redis_server, tempfile.TemporaryDirectory() as tmp:
         if args.only != "postgresql":
             print("SQLite")
-            results.append(run("SQLite", f"sqlite:///{tmp}/bench.db", redis_server.url, 1, args.leads))
+            results.append(run("SQLite", f"sqlite:///{tmp}/bench.db", redis_server.url, 1, args.leads,
+                               args.score_aware))
         pg = postgresql_url()
         if args.only == "sqlite":
             pass
         elif pg:
             print("PostgreSQL")
             url = fresh_pg_database(pg, "bench_dispatch")
-            results.append(run("PostgreSQL", url, redis_server.url, 2, args.leads))
+            results.append(run("PostgreSQL", url, redis_server.url, 2, args.leads, args.score_aware))
         else:
             print("PostgreSQL: skipped (set BENCH_DATABASE_URL)")
     for r in results:

@@ -24,6 +24,7 @@ from werkzeug.security import generate_password_hash
 from app import clock
 from app.clock import utcnow
 from app.models.audit import AuditLog
+from app.models.bigdata import CustomerEvent, CustomerTag, OpportunityTag, ScoringModel, Segment, Tag
 from app.models.calls import (
     CALL_ENDED,
     CALL_RINGING,
@@ -335,6 +336,18 @@ LEARNING_ACTIVITY = ModelFactory(LearningActivity, external_id=Sequence("act-{}"
                                  occurred_at=_now())
 LEARNING_SUMMARY = ModelFactory(LearningSummary, customer_id=_new(CUSTOMER), lessons_attended=1,
                                 lessons_missed=0, courses=1, updated_at=_now())
+TAG = ModelFactory(Tag, code=Sequence("tag-{}"), name=Sequence("标签 {}"), source="manual",
+                   subject="customer",
+                   enabled=True, member_count=0)
+CUSTOMER_TAG = ModelFactory(CustomerTag, tag_id=_new(TAG), customer_id=_new(CUSTOMER), source="manual",
+                            added_at=_now())
+OPPORTUNITY_TAG = ModelFactory(OpportunityTag, tag_id=_new(TAG), opportunity_id=_new(OPPORTUNITY),
+                               source="manual", added_at=_now())
+CUSTOMER_EVENT = ModelFactory(CustomerEvent, external_id=Sequence("evt-{}"), customer_id=_new(CUSTOMER),
+                              kind="page_view", detail="https://www.example.com/price", occurred_at=_now())
+SEGMENT = ModelFactory(Segment, name=Sequence("Segment {}"), subject="customer", criteria="{}")
+SCORING_MODEL = ModelFactory(ScoringModel, method="naive_bayes", variables="[]", tables="{}", won=0, lost=0,
+                             active=True)
 
 #: model → its factory.
 FACTORIES = {f.model: f for f in list(globals().values()) if isinstance(f, ModelFactory)}

@@ -29,6 +29,7 @@ from app.models.sales import Customer
 from app.models.sms import SmsCampaign, SmsMessage
 from app.services import runner
 from app.services.sms import campaigns
+from tests.factories import SEGMENT
 from tests.test_campaign_runs import run_of, sunk
 from tests.test_sms_campaigns import make_campaign, make_channel, make_template
 from tests.workers import kill_worker_and_horse, start_worker, stop
@@ -67,7 +68,11 @@ def arrange(session, n: int) -> tuple[int, list[str]]:
         session.execute(insert(Customer), [{"phone": p, "name": f"客户{i}", "region": region,
                                             "marketing_consent": True}
                                            for i, p in enumerate(phones[start:start + 20_000], start)])
-    campaign = make_campaign(session, tpl, {"kind": "filter", "region": region})
+    # The audience is a segment: the preparation's first step copies its members (the snapshot), and the
+    # kills in the preparation come after that; each phone must still get exactly one message.
+    segment = SEGMENT.create(session, criteria=json.dumps({"regions": [region]}))
+    campaign = make_campaign(session, tpl, {"kind": "upload"})
+    campaigns.check_draft(session, campaign, creating=False, kind=None, segment=segment)
     session.commit()
     return campaign.id, phones
 

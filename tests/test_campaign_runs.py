@@ -233,9 +233,10 @@ def test_a_failed_preparation_shows_its_reason_on_the_campaign_page(app, session
     login(client, "marketing")
     data = client.get(f"/smscampaignview/progress/{campaign.id}.json").get_json()
     assert [(r["kind"], r["status"]) for r in data["runs"]] == [(SMS_CAMPAIGN_PREPARE, "failed")]
-    assert data["runs"][0]["last_error"] == 'The audience needs "kind": "filter" or "upload"'
+    assert data["runs"][0]["last_error"] == ("The campaign's audience is neither a segment nor an uploaded "
+                                             "list")
     page = client.get(f"/smscampaignview/progress/{campaign.id}")
-    assert 'id="crm-campaign-runs"' in page.text and "The audience needs" in page.text
+    assert 'id="crm-campaign-runs"' in page.text and "neither a segment nor an uploaded list" in page.text
 
 
 def test_an_upload_refused_changes_nothing(app, session, client):

@@ -190,6 +190,10 @@ def test_a_discount_is_approved_by_a_manager_in_scope_only_and_audited(session, 
     assert [(a.target_id, a.summary) for a in logged] == [
         (str(order.id), f"{order.number}: approved by manager1: first purchase")]
     assert orders.approval_queue(session, viewer(session, "manager1")) == []
+    # The managers asked to approve find the request settled (read), not waiting in their inbox.
+    asked = session.scalars(select(InboxNotification).where(
+        InboxNotification.kind == ORDER_APPROVAL, InboxNotification.dedupe_key == f"order:{order.id}")).all()
+    assert asked and all(n.read_at is not None for n in asked)
 
 
 def test_a_manager_cannot_approve_their_own_order(session, catalogue):

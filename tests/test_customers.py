@@ -162,3 +162,23 @@ def test_customer_list_is_scoped_through_opportunities_and_masked(app, session):
     assert len(listed_ids(admin)) == min(count(session, Customer), 200)
     # Nobody adds or deletes customers by hand: they come from leads and registrations.
     assert admin.get("/customerview/add").status_code == 404
+
+
+def test_phones_typed_into_notes_are_masked_on_the_customer_and_opportunity_pages(app, session):
+    """Consult notes, follow-ups and assignment notes are free text: a number typed into them is masked
+    like every other phone, whoever reads the page (the admin included)."""
+    opp = session.scalars(select(Opportunity).order_by(Opportunity.id).limit(1)).one()
+    typed = "13912345678"
+    lead = factories.LEAD.create(session, customer_id=opp.customer_id, opportunity_id=opp.id,
+                                 consult_note=f"请回电 {typed}")
+    factories.FOLLOW_UP.create(session, opportunity_id=opp.id, content=f"家长的另一个号码 {typed}")
+    session.commit()
+    admin = web(app, "admin")
+    for url in (f"/customerview/show/{opp.customer_id}", f"/opportunityview/show/{opp.id}"):
+        page = admin.get(url, follow_redirects=True).get_data(as_text=True)
+        assert typed not in page, url
+        assert mask_phone("+86" + typed) in page or "139****5678" in page, url
+    api = app.test_client()
+    token = api_token(api, "admin")
+    note = api.get(f"/api/v1/lead/{lead.id}", headers={"Authorization": f"Bearer {token}"}).get_json()
+    assert note["result"]["consult_note"] == "请回电 139****5678"

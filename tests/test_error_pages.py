@@ -87,3 +87,20 @@ def test_choosing_a_language_switches_and_marks_it(app):
         assert word in page and _language_links(page) == {"zh_CN", "en"}
         menu = page.split('id="crm-language-menu"', 1)[1].split("</ul>", 1)[0]
         assert f'class="active">\n            <a tabindex="-1" href="/lang/{lang}"' in menu
+
+
+@pytest.mark.config(WTF_CSRF_ENABLED=True)
+def test_a_form_post_without_its_csrf_token_is_refused_on_a_page_of_the_console(client):
+    """The CSRF check runs before FAB loads the user: the 400 page is still drawn with the console's layout
+    (it once fell back to the bare exception, logging a traceback)."""
+    import re
+
+    from app.services.seed import DEMO_PASSWORD
+
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', client.get("/login/").text).group(1)
+    assert client.post("/login/", data={"username": "director", "password": DEMO_PASSWORD,
+                                        "csrf_token": token}).status_code == 302
+    resp = client.post("/scoring/retrain", data={})
+    assert resp.status_code == 400 and resp.mimetype == "text/html"
+    page = resp.get_data(as_text=True)
+    assert 'id="crm-error"' in page and 'data-status="400"' in page and 'class="navbar' in page

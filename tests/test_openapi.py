@@ -194,7 +194,9 @@ def test_the_signature_the_document_describes_is_the_one_checked(app, session, s
                                                       "openapi-callback-secret"),
                "/api/v1/shop/webhook": ("/api/v1/shop/webhook", app.config["SHOP_WEBHOOK_SECRET"]),
                "/api/v1/learning/activities": ("/api/v1/learning/activities",
-                                               app.config["LEARNING_API_SECRET"])}
+                                               app.config["LEARNING_API_SECRET"]),
+               "/api/v1/bigdata/tags": ("/api/v1/bigdata/tags", app.config["BIGDATA_API_SECRET"]),
+               "/api/v1/bigdata/events": ("/api/v1/bigdata/events", app.config["BIGDATA_API_SECRET"])}
     client = app.test_client()
     checked = 0
     for url, (path, secret) in secrets.items():

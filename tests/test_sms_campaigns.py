@@ -274,7 +274,7 @@ def test_marketing_runs_a_campaign_from_the_console(app, session, client, travel
     session.commit()
     login(client, "marketing")
     resp = client.post("/smscampaignview/add", data={"name": "双十二", "template": tpl.id,
-                                                     "channel": channel.id, "audience": '{"kind": "upload"}',
+                                                     "channel": channel.id, "audience_kind": "upload",
                                                      "variables": "{}"})
     assert resp.status_code == 302, resp.text
     campaign = session.scalar(select(SmsCampaign).where(SmsCampaign.name == "双十二"))
@@ -300,7 +300,9 @@ def test_marketing_runs_a_campaign_from_the_console(app, session, client, travel
     assert names == [f"【{channel.signature}】张1您好，秋季课程开班，名额有限。{OPT_OUT}"]
 
 
-def test_the_console_refuses_a_bad_audience(app, session, client):
+def test_the_console_refuses_a_campaign_without_an_audience(app, session, client):
+    """No JSON to type: the audience is chosen (a segment or an uploaded list); choosing neither is refused
+    at the field."""
     from tests.conftest import login
 
     channel = make_channel(session)
@@ -308,9 +310,9 @@ def test_the_console_refuses_a_bad_audience(app, session, client):
     session.commit()
     login(client, "marketing")
     resp = client.post("/smscampaignview/add", data={"name": "坏受众", "template": tpl.id,
-                                                     "channel": channel.id, "audience": '{"kind": "all"}',
-                                                     "variables": "{}"})
-    assert resp.status_code == 200 and "kind" in resp.text
+                                                     "channel": channel.id, "audience_kind": "",
+                                                     "audience": '{"kind": "upload"}', "variables": "{}"})
+    assert resp.status_code == 200 and "Choose the audience: a segment or an uploaded list" in resp.text
     assert session.scalar(select(func.count()).select_from(SmsCampaign)
                           .where(SmsCampaign.name == "坏受众")) == 0
 

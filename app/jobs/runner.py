@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 #: Modules whose @runner.handler registrations the worker needs (imported on first use).
 HANDLER_MODULES = ("app.jobs.leads", "app.jobs.dispatch", "app.jobs.sms", "app.jobs.exports",
-                   "app.jobs.marketing", "app.jobs.learning")
+                   "app.jobs.marketing", "app.jobs.learning", "app.jobs.tags", "app.jobs.scoring")
 
 
 def load_handlers() -> None:

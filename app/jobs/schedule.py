@@ -11,6 +11,7 @@ from app.jobs.dispatch import start_circulation_scan_job, start_dispatch_job
 from app.jobs.maintenance import purge_audit_log, purge_export_files, purge_read_notifications
 from app.jobs.qa import sample_due_plans_job
 from app.jobs.runner import watchdog_job
+from app.jobs.scoring import start_scoring_job
 from app.jobs.sms import release_slots_job, start_due_campaigns_job
 from app.jobs.sms_notifications import (
     match_receipts_job,
@@ -18,6 +19,7 @@ from app.jobs.sms_notifications import (
     notify_followups_job,
     reconcile_notifications_job,
 )
+from app.jobs.tags import start_tag_refresh_job
 
 
 def register(scheduler) -> None:
@@ -49,3 +51,7 @@ def register(scheduler) -> None:
     scheduler.register(sample_due_plans_job, "low", cron="20 * * * *", job_timeout=3600)
     # The manager dashboard's daily aggregates: only the days that changed since the last refresh.
     scheduler.register(refresh_dashboard_job, "low", interval=120, job_timeout=1800)
+    # The big-data layer, nightly: recompute the rule tags, then retrain the win-probability model and
+    # score every open opportunity (both job runs: progress on the Jobs page, resumable).
+    scheduler.register(start_tag_refresh_job, "low", cron="10 2 * * *", job_timeout=300)
+    scheduler.register(start_scoring_job, "low", cron="40 2 * * *", job_timeout=300)

@@ -34,7 +34,13 @@ from app.models.sms import (
     SmsMessage,
 )
 from app.services import runner
-from app.services.sms import campaign_audience, campaign_preparation, campaign_sending, campaigns
+from app.services.sms import (
+    campaign_audience,
+    campaign_preparation,
+    campaign_segment,
+    campaign_sending,
+    campaigns,
+)
 
 WAIT_IN_RUN = dt.timedelta(seconds=60)  # a back-off this short is waited out inside the run
 CLAIM_POLL = 1.0  # seconds between looks at another worker's live claims
@@ -127,7 +133,10 @@ def _message_count(session, campaign_id: int) -> int:
 def _audience_size(session, campaign: SmsCampaign) -> int | None:
     """How many recipients the audience holds now (the preparation's total)."""
     spec = campaign_audience.audience_of(campaign)
-    if spec["kind"] == campaign_audience.UPLOAD:
+    if spec["kind"] == campaign_audience.SEGMENT and campaign.segment is not None \
+            and not spec.get("snapshot_at"):  # the snapshot is taken by the preparation's first step
+        return campaign_segment.recipient_count(session, campaign.segment)
+    if spec["kind"] in (campaign_audience.UPLOAD, campaign_audience.SEGMENT):
         return session.scalar(select(func.count()).select_from(SmsAudienceEntry)
                               .where(SmsAudienceEntry.campaign_id == campaign.id))
     query = campaign_audience.filter_query(session, spec, blacklisted=False).with_only_columns(Customer.id)

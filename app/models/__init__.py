@@ -1,6 +1,7 @@
 """All models, imported so that every table is on FAB's Model.metadata (Alembic's target)."""
 
 from app.models.audit import AuditLog
+from app.models.bigdata import CustomerEvent, CustomerTag, OpportunityTag, ScoringModel, Segment, Tag
 from app.models.calls import (
     CallCounter,
     CallEvent,
@@ -48,6 +49,12 @@ from app.models.sms import (
 )
 
 __all__ = [
+    "CustomerEvent",
+    "CustomerTag",
+    "OpportunityTag",
+    "ScoringModel",
+    "Segment",
+    "Tag",
     "CampaignSpend",
     "ChatMessage",
     "ChatSession",

@@ -22,10 +22,10 @@ NEW_ASSIGNMENT = "new_assignment"
 JOB_FINISHED = "job_finished"
 JOB_FAILED = "job_failed"
 RESIGNATION_TRANSFER = "resignation_transfer"  # a report resigned: where their opportunities went
-KINDS = (RECYCLE_REMINDER, FOLLOW_UP_DUE, NEW_ASSIGNMENT, JOB_FINISHED, JOB_FAILED, RESIGNATION_TRANSFER)
 # The e-commerce link (app.services.orders): a discounted order waits for approval; an order was paid.
 ORDER_APPROVAL, ORDER_PAID = "order_approval", "order_paid"
-KINDS += (ORDER_APPROVAL, ORDER_PAID)
+KINDS = (RECYCLE_REMINDER, FOLLOW_UP_DUE, NEW_ASSIGNMENT, JOB_FINISHED, JOB_FAILED, RESIGNATION_TRANSFER,
+         ORDER_APPROVAL, ORDER_PAID)
 
 
 class InboxNotification(Model):

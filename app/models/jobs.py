@@ -24,6 +24,9 @@ SMS_CAMPAIGN_SEND = "sms_campaign_send"
 DISPATCH = "dispatch"
 CIRCULATION_SCAN = "circulation_scan"
 EXPORT = "export"
+TAG_REFRESH = "tag_refresh"  # compute the rule tags (app.jobs.tags)
+TAG_IMPORT = "tag_import"  # apply a batch of tags / events sent by the big-data system (app.jobs.tags)
+SCORING = "scoring"  # train the win-probability model and score every open opportunity (app.jobs.scoring)
 
 
 class JobRun(Model):

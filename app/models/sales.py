@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -51,7 +52,8 @@ ROUND_ROBIN = "round_robin"
 WEIGHTED = "weighted"
 LEAST_LOADED = "least_loaded"
 POOL_STRATEGY = "pool"
-STRATEGIES = (ROUND_ROBIN, WEIGHTED, LEAST_LOADED, POOL_STRATEGY)
+SCORE_AWARE = "score_aware"  # likelier wins to better recent converters, within a band of round robin
+STRATEGIES = (ROUND_ROBIN, WEIGHTED, LEAST_LOADED, POOL_STRATEGY, SCORE_AWARE)
 
 
 class Customer(TimestampMixin, ScopedMixin, Model):
@@ -173,6 +175,15 @@ class Opportunity(TimestampMixin, ScopedMixin, Model):
         Index("ix_opportunity_org_unit_id_id", "org_unit_id", "id"),
         Index("ix_opportunity_stage_id_id", "stage_id", "id"),
         Index("ix_opportunity_pool_id_id", "pool_id", "id"),
+        # Lists sorted by win probability (migration 0016).
+        Index("ix_opportunity_win_probability_id", "win_probability", "id"),
+        # Sorted likeliest first, unscored last (PostgreSQL: SQLite indexes know no NULLS LAST).
+        Index("ix_opportunity_win_probability_desc", text("win_probability DESC NULLS LAST"), text("id DESC"))
+        .ddl_if(dialect="postgresql"),
+        # Score-aware dispatch: each salesperson's recent conversion per product line, read index-only.
+        Index("ix_opportunity_closed_owner", "closed_at", "owner_id", "product_line_id", "status",
+              postgresql_where=text("status IN ('won', 'lost')"),
+              sqlite_where=text("status IN ('won', 'lost')")),
         # At most one open opportunity per customer and product line.
         Index("uq_opportunity_open", "customer_id", "product_line_id", unique=True,
               postgresql_where=text("status IN ('waiting', 'owned', 'pooled')"),
@@ -213,6 +224,15 @@ class Opportunity(TimestampMixin, ScopedMixin, Model):
     lost_reason_id: Mapped[int | None] = mapped_column(ForeignKey("dict_item.id"))
     locked: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # The stage it was in when it closed (its stage becomes "won" / "lost"): what the win-probability model
+    # learns the stage variable from (app.services.scoring_features).
+    closed_from_stage_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dict_item.id", name="fk_opportunity_closed_from_stage"))
+    # The active scoring model's estimate (0…1) for an open opportunity, and the three variables that moved
+    # it most: JSON [{"variable": code, "value": label, "effect": log-odds}, …] (app.services.scoring).
+    win_probability: Mapped[float | None] = mapped_column(Float)
+    win_factors: Mapped[str | None] = mapped_column(Text)
+    scored_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
     customer = relationship("Customer", backref="opportunities", lazy="joined")
     owner = relationship("Employee", lazy="joined")
@@ -376,6 +396,11 @@ class DispatchRule(TimestampMixin, Model):
     strategy: Mapped[str] = mapped_column(String(16), nullable=False, default=ROUND_ROBIN)
     target_pool_id: Mapped[int | None] = mapped_column(ForeignKey("sales_pool.id"))  # "to pool" / fallback
     working_hours_only: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # Matches only opportunities in this segment (of opportunities, or of customers: their opportunities).
+    match_segment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("segment.id", name="fk_dispatch_rule_segment"))
+    # Score-aware: each eligible person's share stays within ± this percentage of the round-robin share.
+    fairness_band: Mapped[int] = mapped_column(Integer, nullable=False, default=25, server_default="25")
     # Strategy state: round-robin counts / smooth-weighted currents per employee (JSON).
     state: Mapped[str | None] = mapped_column(Text)
 
@@ -384,6 +409,7 @@ class DispatchRule(TimestampMixin, Model):
     match_intention_level = relationship("DictItem", foreign_keys=[match_intention_level_id])
     target_org_unit = relationship("OrgUnit")
     target_pool = relationship("Pool")
+    match_segment = relationship("Segment")
 
     def __str__(self) -> str:
         return self.name

@@ -134,7 +134,9 @@ class SmsCampaign(TimestampMixin, Model):
     name: Mapped[str] = mapped_column(String(100), nullable=False)
     template_id: Mapped[int] = mapped_column(ForeignKey("sms_template.id"), nullable=False)
     channel_id: Mapped[int | None] = mapped_column(ForeignKey("sms_channel.id"))
-    audience: Mapped[str] = mapped_column(Text, nullable=False)  # JSON: {"kind": "filter"|"upload", …}
+    audience: Mapped[str] = mapped_column(Text, nullable=False)  # JSON {"kind": segment|upload|filter …}
+    # The audience segment; at launch its members are copied to sms_audience_entry (the snapshot).
+    segment_id: Mapped[int | None] = mapped_column(ForeignKey("segment.id", name="fk_sms_campaign_segment"))
     variables: Mapped[str | None] = mapped_column(Text)  # JSON defaults for template variables
     status: Mapped[str] = mapped_column(String(10), nullable=False, default=CAMPAIGN_DRAFT)
     scheduled_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
@@ -147,6 +149,7 @@ class SmsCampaign(TimestampMixin, Model):
 
     template = relationship("SmsTemplate")
     channel = relationship("SmsChannel")
+    segment = relationship("Segment")
 
     def __str__(self) -> str:
         return self.name
@@ -246,7 +249,9 @@ class SmsAudienceEntry(Model):
     __table_args__ = (UniqueConstraint("campaign_id", "line", name="uq_sms_audience_campaign_line"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("sms_campaign.id"), nullable=False)
+    # No foreign key (migration 0016): a segment's snapshot inserts millions of rows at once.
+    campaign_id: Mapped[int] = mapped_column(Integer, nullable=False)
     line: Mapped[int] = mapped_column(Integer, nullable=False)
     phone: Mapped[str] = mapped_column(String(40), nullable=False)  # as uploaded
     name: Mapped[str | None] = mapped_column(String(64))
+    customer_id: Mapped[int | None] = mapped_column(Integer)  # a segment's snapshot: the member

@@ -70,6 +70,10 @@ PRODUCT = "Product"
 ORDER = "Order"  # orders of opportunities; ("can_approve", "Order"): the discount approval queue
 LEARNING = "Learning"  # learning activity on the customer page
 LEARNING_IMPORT = "LearningImport"  # Leads › Learning Import: a file of learning activity (Admin only)
+TAG = "Tag"  # tag definitions (manual, rule and imported tags); read: see them and filter by them
+TAGGING = "Tagging"  # write: put manual tags on (or take them off) customers and opportunities in scope
+SEGMENT = "Segment"  # saved filters: read (use as a list filter), write (build and edit)
+WIN_PROBABILITY = "WinProbability"  # read: the model's evaluation page; write: variables, retrain (Admin)
 INBOX = "Inbox"  # the notification centre (the bell): read and mark read one's own notifications
 #: Everyone who signs in has an inbox of their own.
 OWN_INBOX = {(READ, INBOX), (WRITE, INBOX)}
@@ -108,6 +112,10 @@ SALES_MANAGEMENT = {(ASSIGN, OPPORTUNITY), (EXPORT, OPPORTUNITY), (EXPORT, FOLLO
 SELLING = _r(PRODUCT, LEARNING) | _rw(ORDER, CHAT)
 # Managers approve orders below the discount threshold and read the marketing report.
 SELLING_OVERSIGHT = {(APPROVE, ORDER)} | _r(MARKETING_REPORT, MARKETING_CAMPAIGN)
+# The big-data layer on the sales floor: see tags, tag one's own customers, filter lists by segments.
+TAGS_AND_SEGMENTS = _r(TAG, SEGMENT) | {(WRITE, TAGGING)}
+# Managers and marketers also build segments and read how good the win probability is.
+SEGMENT_BUILDING = {(WRITE, SEGMENT), (READ, WIN_PROBABILITY)}
 
 
 ROLES = {
@@ -120,19 +128,20 @@ ROLES = {
         | {(EXPORT, EMPLOYEE), (EXPORT, LEAD), (VIEW_FULL, PHONE), (MERGE, CUSTOMER)}
         | _r(SMS_REPORT)
         | SALES_FLOOR | SALES_MANAGEMENT | CALLING | CALL_OVERSIGHT | OWN_JOBS | OWN_INBOX | _r(DASHBOARD)
-        | SELLING | SELLING_OVERSIGHT,
+        | SELLING | SELLING_OVERSIGHT | TAGS_AND_SEGMENTS | SEGMENT_BUILDING,
     },
     "Sales Manager": {
         "scope": SCOPE_TEAM,
         # Not the dispatch console: its queue figures are company-wide.
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, DISPATCH_RULE, CIRCULATION_RULE, POOL, LEAD, CUSTOMER)
         | _rw(SALES_PROFILE) | {(EXPORT, EMPLOYEE)} | SALES_FLOOR | SALES_MANAGEMENT
-        | CALLING | CALL_OVERSIGHT | OWN_JOBS | OWN_INBOX | _r(DASHBOARD) | SELLING | SELLING_OVERSIGHT,
+        | CALLING | CALL_OVERSIGHT | OWN_JOBS | OWN_INBOX | _r(DASHBOARD) | SELLING | SELLING_OVERSIGHT
+        | TAGS_AND_SEGMENTS | SEGMENT_BUILDING,
     },
     "Salesperson": {
         "scope": SCOPE_OWN,
         "permissions": _r(ORG_UNIT, EMPLOYEE, METADATA, POOL, LEAD, CUSTOMER) | SALES_FLOOR
-        | {(CLAIM, OPPORTUNITY)} | CALLING | OWN_JOBS | OWN_INBOX | SELLING,
+        | {(CLAIM, OPPORTUNITY)} | CALLING | OWN_JOBS | OWN_INBOX | SELLING | TAGS_AND_SEGMENTS,
     },
     # Inspectors work across the sales organisation: they see every call, not only their own unit's.
     "QA Inspector": {
@@ -152,7 +161,9 @@ ROLES = {
         # The chats the public widget brings (all of them: the role's scope is all; phones masked).
         | _r(CHAT)
         # Leads (phones masked): the report's drill-down from a campaign to the leads it brought.
-        | _r(MARKETING_REPORT, PRODUCT, LEAD) | {(EXPORT, MARKETING_REPORT)} | OWN_JOBS | OWN_INBOX,
+        | _r(MARKETING_REPORT, PRODUCT, LEAD) | {(EXPORT, MARKETING_REPORT)} | OWN_JOBS | OWN_INBOX
+        # Tags (rule tags such as "from campaign X" included) and segments: a campaign's audience.
+        | _rw(TAG) | TAGS_AND_SEGMENTS | SEGMENT_BUILDING,
     },
     # The HR system's account for POST /api/v1/hr/sync (an API key belongs to it).
     "HR Integration": {

@@ -27,6 +27,7 @@ from sqlalchemy import event, inspect
 
 from app.clock import utcnow
 from app.models.audit import AuditLog
+from app.models.bigdata import Segment, Tag
 from app.models.calls import CallLine, CallNumber, OutboundInterface, Seat
 from app.models.employee import CrmUser, Employee
 from app.models.marketing import CampaignSpend, LandingPage, MarketingCampaign
@@ -114,6 +115,9 @@ AUDITED = dict([
     # marketing: campaigns and the spend typed in (an import is one "spend_import" event)
     audited(MarketingCampaign, "marketing_campaign", exclude=("created_by_id",)),
     audited(CampaignSpend, "campaign_spend", exclude=("created_by_id",)),
+    # big data: tag definitions (their members are computed, imported or tagged by hand: events of their own)
+    audited(Tag, "tag", exclude=("member_count", "computed_at")),
+    audited(Segment, "segment", exclude=("last_count", "counted_at")),
 ])
 
 _actor: contextvars.ContextVar[tuple[int | None, str] | None] = contextvars.ContextVar(

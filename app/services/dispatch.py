@@ -4,7 +4,9 @@ One batch is one transaction:
   1. take up to N waiting opportunities, locked with FOR UPDATE SKIP LOCKED (concurrent workers get
      disjoint batches; SQLite, a single writer, needs no lock);
   2. lock the matched rules and their members' sales profiles (in id order: no deadlocks), and read
-     the counters they guard (open opportunities, today's dispatches, strategy state);
+     the counters they guard (open opportunities, today's dispatches, strategy state), the batch's
+     membership of the segments the rules match on (one query per segment) and, when a score-aware
+     rule is in force, the conversion rates (one aggregate query; app.services.dispatch_score);
   3. plan every assignment in memory (app.services.dispatch_plan, also used by the dry-run);
   4. write set-wise: the opportunities, their AssignmentLog rows with the trace, the counters.
 A worker killed at any point loses nothing: the transaction rolls back and the rows are waiting again.
@@ -23,14 +25,19 @@ from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 
 from app import clock
 from app.clock import utcnow
+from app.models.bigdata import Segment
 from app.models.employee import HR_ACTIVE, Employee
 from app.models.org import OrgUnit
 from app.models.sales import (
     DISPATCH,
+    LEAST_LOADED,
     OWNED,
     POOLED,
+    ROUND_ROBIN,
+    SCORE_AWARE,
     TO_POOL,
     WAITING,
+    WEIGHTED,
     AssignmentLog,
     CirculationRule,
     DispatchRule,
@@ -39,7 +46,7 @@ from app.models.sales import (
     Pool,
     SalesProfile,
 )
-from app.services import metadata, reference
+from app.services import dispatch_score, metadata, reference
 from app.services.dispatch_plan import ON_LEAVE, PAUSED, RESIGNED, Context, Decision, Member, RulePlan, plan
 
 BATCH_SIZE = 2000
@@ -58,7 +65,9 @@ class BatchResult:
 
 # --- loading ----------------------------------------------------------------------------------------
 _OPP_COLUMNS = (Opportunity.id, Opportunity.source_id, Opportunity.campaign, Opportunity.product_line_id,
-                Opportunity.region, Opportunity.intention_level_id, Opportunity.is_recycled)
+                Opportunity.region, Opportunity.intention_level_id, Opportunity.is_recycled,
+                Opportunity.win_probability)
+SUBSTITUTED = (ROUND_ROBIN, WEIGHTED, LEAST_LOADED)  # the dry run's "score-aware instead" replaces these
 
 
 def _waiting(now):
@@ -99,8 +108,10 @@ def _capacities(session, employees: list[tuple]) -> dict[int, int | None]:
 
 
 def load_context(session, now: dt.datetime, opportunity_ids: list[int], lock: bool,
-                 rng: random.Random | None = None) -> Context:
-    """Rules, members with their counters, pools and cooling for one batch (locked when `lock`)."""
+                 rng: random.Random | None = None, score_aware: bool = False, rates: bool = False) -> Context:
+    """Rules, members with their counters, pools, cooling, segment membership and (for score-aware rules,
+    or when `rates`) conversion rates for one batch (locked when `lock`). `score_aware`: plan the
+    round-robin, weighted and least-loaded rules as score-aware ones (the dry run's comparison)."""
     # populate_existing: the rows just read (and locked) win over copies the session may already hold.
     rule_query = (select(DispatchRule).where(DispatchRule.enabled.is_(True)).order_by(DispatchRule.id)
                   .execution_options(populate_existing=True))
@@ -153,7 +164,8 @@ def load_context(session, now: dt.datetime, opportunity_ids: list[int], lock: bo
         # One Member object per employee, shared by every rule that reaches them: one set of counters.
         members = [m for member_path, m in members_by_path if path and member_path.startswith(path)]
         state = json.loads(rule.state) if rule.state else {}
-        plans.append(RulePlan(rule, members, state))
+        override = SCORE_AWARE if score_aware and rule.strategy in SUBSTITUTED else None
+        plans.append(RulePlan(rule, members, state, override))
     if not open_now:
         for plan in plans:
             if plan.rule.working_hours_only:
@@ -171,7 +183,18 @@ def load_context(session, now: dt.datetime, opportunity_ids: list[int], lock: bo
     pool_units = dict(session.execute(select(Pool.id, Pool.org_unit_id).where(Pool.enabled.is_(True))).all())
     fallback_name = metadata.config_value(session, "dispatch.fallback_pool", None)
     fallback = session.scalar(select(Pool.id).where(Pool.name == fallback_name)) if fallback_name else None
-    return Context(plans, fallback, pool_units, cooling, rng or random.Random())
+    segments = {}
+    segment_ids = {r.match_segment_id for r in rules if r.match_segment_id is not None}
+    if segment_ids and opportunity_ids:
+        from app.services.segments import opportunities_among
+
+        for segment in session.scalars(select(Segment).where(Segment.id.in_(segment_ids))):
+            segments[segment.id] = opportunities_among(session, segment, opportunity_ids, now)
+    conversion = None
+    if rates or any(p.strategy == SCORE_AWARE for p in plans):
+        days = metadata.config_value(session, "dispatch.conversion_days", None) or 90
+        conversion = dispatch_score.load_rates(session, now, [m.id for _, m in members_by_path], int(days))
+    return Context(plans, fallback, pool_units, cooling, rng or random.Random(), segments, conversion)
 
 
 # --- the batch --------------------------------------------------------------------------------------
@@ -344,13 +367,22 @@ def dispatch_waiting(session, max_batches: int | None = None, limit: int = BATCH
 
 # --- dry run ----------------------------------------------------------------------------------------
 def simulate(session, now: dt.datetime | None = None, limit: int = 100_000, seed: int = 0) -> dict:
-    """How the current rules would dispatch what is waiting now; writes nothing."""
+    """How the current rules would dispatch what is waiting now, and the expected wins of that against
+    the same rules planned score-aware (app.services.dispatch_score); writes nothing."""
     now = now or utcnow()
     opportunities = session.execute(
         select(*_OPP_COLUMNS).where(_waiting(now)).order_by(Opportunity.id).limit(limit)).all()
-    ctx = load_context(session, now, [o.id for o in opportunities], lock=False, rng=random.Random(seed))
+    ids = [o.id for o in opportunities]
+    ctx = load_context(session, now, ids, lock=False, rng=random.Random(seed), rates=True)
     decisions = plan(opportunities, ctx, "dry-run")
     session.rollback()  # nothing planned above may reach the database
+    alternative = load_context(session, now, ids, lock=False, rng=random.Random(seed), score_aware=True,
+                               rates=True)
+    alternative_decisions = plan(opportunities, alternative, "dry-run")
+    session.rollback()
+    chances = dispatch_score.probabilities(opportunities, ctx.rates)
+    current = dispatch_score.expected_wins(decisions, chances, opportunities, ctx)
+    scored = dispatch_score.expected_wins(alternative_decisions, chances, opportunities, alternative)
     names = {m.id: m.name for p in ctx.rules for m in p.members}
     teams = dict(session.execute(select(OrgUnit.id, OrgUnit.name)).all())
     pools = dict(session.execute(select(Pool.id, Pool.name)).all())
@@ -377,6 +409,14 @@ def simulate(session, now: dt.datetime | None = None, limit: int = 100_000, seed
                        for k, n in per_person.most_common()],
         "exclusions": dict(excluded),
         "samples": [d.trace | {"opportunity_id": d.opportunity_id} for d in decisions[:20]],
+        "expected_wins": {
+            "current": round(current, 2), "score_aware": round(scored, 2),
+            "difference": round(scored - current, 2),
+            "percent": round(100 * (scored - current) / current, 1) if current else None,
+            "conversion_days": ctx.rates.days if ctx.rates else None,
+        },
+        "score_aware_samples": [d.trace | {"opportunity_id": d.opportunity_id}
+                                for d in alternative_decisions if "score" in d.trace][:20],
     }
 
 

@@ -1,5 +1,7 @@
 """The dispatch engine's decisions, in memory: which rule an opportunity matches and who of the rule's
-salespeople gets it, by the rule's strategy (round robin, weighted, least loaded, or to a pool).
+salespeople gets it, by the rule's strategy (round robin, weighted, least loaded, score-aware —
+app.services.dispatch_score — or to a pool). A rule with a segment matches only the batch's opportunities
+in it (membership evaluated for the whole batch by load_context: `Context.segments`).
 
 No database here: app.services.dispatch loads a batch's rules, members and counters into a `Context`,
 calls `plan`, and writes the decisions; the dry-run calls `plan` and writes nothing.
@@ -12,7 +14,8 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from app.models.sales import LEAST_LOADED, POOL_STRATEGY, WEIGHTED, DispatchRule
+from app.models.sales import LEAST_LOADED, POOL_STRATEGY, SCORE_AWARE, WEIGHTED, DispatchRule
+from app.services.dispatch_score import Rates, ScorePicker, probabilities
 
 # Why a candidate was passed over (kept short: they are stored in every trace).
 RESIGNED, ON_LEAVE, PAUSED, OFF_HOURS, FULL, QUOTA, COOLING = (
@@ -46,6 +49,11 @@ class RulePlan:
     rule: DispatchRule
     members: list[Member]
     state: dict
+    strategy_override: str | None = None  # the dry run's "what if score-aware" (the rule row is untouched)
+
+    @property
+    def strategy(self) -> str:
+        return self.strategy_override or self.rule.strategy
 
 
 @dataclass
@@ -68,9 +76,17 @@ class Context:
     pool_units: dict[int, int]  # pool id → org unit id
     cooling: dict[int, set[int]]  # opportunity id → ex-owners still cooling
     rng: random.Random
+    segments: dict[int, set[int]] = field(default_factory=dict)  # segment id → the batch's ids in it
+    rates: Rates | None = None  # conversion rates (loaded when a score-aware rule is in force)
 
 
-def matches(rule: DispatchRule, opp) -> bool:
+def matches(rule: DispatchRule, opp, segments: dict[int, set[int]] | None = None) -> bool:
+    if rule.match_segment_id is not None and opp.id not in (segments or {}).get(rule.match_segment_id, ()):
+        return False
+    return _matches_fields(rule, opp)
+
+
+def _matches_fields(rule: DispatchRule, opp) -> bool:
     if rule.match_source_id is not None and opp.source_id != rule.match_source_id:
         return False
     if rule.match_campaign and not (opp.campaign or "").startswith(rule.match_campaign):
@@ -101,7 +117,7 @@ class _Picker:
     def __init__(self, rule_plan: RulePlan, rng: random.Random):
         self.plan = rule_plan
         self.rng = rng
-        self.strategy = rule_plan.rule.strategy
+        self.strategy = rule_plan.strategy
         state = rule_plan.state
         self.candidates = [m.id for m in rule_plan.members]
         self.member_ids = set(self.candidates)
@@ -143,7 +159,10 @@ class _Picker:
         """`m` filled up (through this rule or another): out of this rule for the rest of the batch."""
         self.excluded = {**self.excluded, str(m.id): reason}
 
-    def pick(self, cooling) -> Member | None:
+    def close(self) -> None:
+        self.heap = []
+
+    def pick(self, cooling, opp=None) -> Member | None:
         heap, members = self.heap, self.plan.members
         aside, chosen = [], None
         while heap:
@@ -182,36 +201,72 @@ class _Picker:
         return chosen
 
 
+def _order(opportunities, rule_plans: list, pickers: dict, ctx: Context) -> list[int]:
+    """The order in which the batch is decided: as taken, except that each score-aware rule's leads are
+    decided highest probability first, in the slots its leads hold (other rules see the same interleaving).
+    Tells each score-aware picker its leads' count, probabilities and ranks."""
+    order = list(range(len(opportunities)))
+    slots: dict[int, list[int]] = defaultdict(list)
+    for i, rule_plan in enumerate(rule_plans):
+        if rule_plan is not None and isinstance(pickers.get(rule_plan.rule.id), ScorePicker):
+            slots[rule_plan.rule.id].append(i)
+    if not slots:
+        return order
+    chances = probabilities(opportunities, ctx.rates)
+    for rule_id, indexes in slots.items():
+        picker = pickers[rule_id]
+        ranked = sorted(indexes, key=lambda i: (-chances[opportunities[i].id][0], opportunities[i].id))
+        picker.start(len(indexes))
+        for rank, (slot, i) in enumerate(zip(indexes, ranked, strict=True), start=1):
+            order[slot] = i
+            opp_id = opportunities[i].id
+            picker.leads[opp_id] = (*chances[opp_id], rank)
+    return order
+
+
 def plan(opportunities, ctx: Context, batch: str = "") -> list[Decision]:
     """Decide every opportunity of the batch; updates the in-memory counters as it goes."""
-    pickers: dict[int, _Picker] = {}
-    reaches: dict[int, list[_Picker]] = defaultdict(list)  # employee id → the pickers they are in
+    pickers: dict[int, _Picker | ScorePicker] = {}
+    reaches: dict[int, list] = defaultdict(list)  # employee id → the pickers they are in
     for rule_plan in ctx.rules:
-        if rule_plan.rule.strategy == POOL_STRATEGY:
+        if rule_plan.strategy == POOL_STRATEGY:
             continue
-        picker = _Picker(rule_plan, ctx.rng)
+        if rule_plan.strategy == SCORE_AWARE:
+            picker = ScorePicker(rule_plan, ctx.rates or Rates(0), ctx.rng)
+        else:
+            picker = _Picker(rule_plan, ctx.rng)
         if rule_plan.state.get("_off_hours"):
             picker.excluded = {str(m.id): OFF_HOURS for m in rule_plan.members}
-            picker.heap = []
+            picker.close()
         pickers[rule_plan.rule.id] = picker
         for m in rule_plan.members:
             reaches[m.id].append(picker)
-    decisions = []
-    matched: dict[tuple, RulePlan | None] = {}  # opportunities alike in every matched field match alike
+    # Which rule each opportunity matches: opportunities alike in every matched field (and segment
+    # membership) match alike.
+    segments = [s for _, s in sorted(ctx.segments.items())]
+    matched: dict[tuple, RulePlan | None] = {}
+    rule_plans = []
     for opp in opportunities:
         fields = (opp.source_id, opp.campaign, opp.product_line_id, opp.region, opp.intention_level_id,
                   opp.is_recycled)
+        if segments:
+            fields += tuple(opp.id in s for s in segments)
         if fields in matched:
             rule_plan = matched[fields]
         else:
-            rule_plan = matched[fields] = next((p for p in ctx.rules if matches(p.rule, opp)), None)
+            rule_plan = matched[fields] = next((p for p in ctx.rules if matches(p.rule, opp, ctx.segments)),
+                                               None)
+        rule_plans.append(rule_plan)
+    decisions = []
+    for i in _order(opportunities, rule_plans, pickers, ctx):
+        opp, rule_plan = opportunities[i], rule_plans[i]
         if rule_plan is None:
             trace = {"batch": batch, "rule": None, "why": "no rule matched"}
             decisions.append(Decision(opp.id, None, to_pool_id=ctx.fallback_pool_id, trace=trace))
             continue
         rule = rule_plan.rule
-        trace = {"batch": batch, "rule": rule.id, "strategy": rule.strategy}
-        if rule.strategy == POOL_STRATEGY:
+        trace = {"batch": batch, "rule": rule.id, "strategy": rule_plan.strategy}
+        if rule_plan.strategy == POOL_STRATEGY:
             decisions.append(Decision(opp.id, rule.id, to_pool_id=rule.target_pool_id or ctx.fallback_pool_id,
                                       trace=trace))
             continue
@@ -222,7 +277,7 @@ def plan(opportunities, ctx: Context, batch: str = "") -> list[Decision]:
             excluded = {**{str(e): COOLING for e in cooling if e in picker.member_ids}, **excluded}
         trace["candidates"] = picker.candidates
         trace["excluded"] = excluded
-        chosen = picker.pick(cooling)
+        chosen = picker.pick(cooling, opp)
         if chosen is None:
             fallback = rule.target_pool_id or ctx.fallback_pool_id
             trace["why"] = "no eligible salesperson"
@@ -232,6 +287,9 @@ def plan(opportunities, ctx: Context, batch: str = "") -> list[Decision]:
         if reason:
             for other in reaches[chosen.id]:
                 other.block(chosen, reason)
+        score = getattr(picker, "last_score", None)
+        if score:
+            trace["score"] = score
         trace["chosen"] = chosen.id
         decisions.append(Decision(opp.id, rule.id, to_owner=chosen, trace=trace))
     return decisions

@@ -18,6 +18,7 @@ from sqlalchemy import inspect
 
 from app.models.sales import POOL_STRATEGY, STRATEGIES, CirculationRule, DispatchRule, Pool, SalesProfile
 from app.services.commands import apply_column_defaults
+from app.services.dispatch_score import DEFAULT_BAND
 from app.services.errors import DomainError
 
 RECYCLED_CHOICES = ("any", "new", "recycled")  # DispatchRule.match_recycled
@@ -51,6 +52,16 @@ def validate_dispatch_rule(session, rule: DispatchRule) -> None:
         raise DomainError("Choose the team that receives the opportunities", field="target_org_unit")
     if rule.match_recycled not in RECYCLED_CHOICES:
         raise DomainError("New / recycled must be any, new or recycled", field="match_recycled")
+    history = inspect(rule).attrs["match_segment"].history
+    cleared = history.has_changes() and not any(history.added)  # a form took the segment off
+    segment = _chosen(session, rule, "match_segment", "match_segment_id")
+    if rule.match_segment_id is not None and segment is None and not cleared:  # a command naming no such one
+        raise DomainError("Not a valid choice", field="match_segment")
+    if rule.fairness_band is None:
+        rule.fairness_band = DEFAULT_BAND  # left empty on the form: the default band
+    if isinstance(rule.fairness_band, bool) or not isinstance(rule.fairness_band, int) \
+            or not 0 <= rule.fairness_band <= 100:
+        raise DomainError("Enter a number from %(low)s to %(high)s", field="fairness_band", low=0, high=100)
 
 
 def validate_circulation_rule(session, rule: CirculationRule) -> None:
@@ -127,7 +138,7 @@ class SaveDispatchRule(SaveCommand):
     validator = validate_dispatch_rule
     fields = ("name", "priority", "enabled", "match_source_id", "match_campaign", "match_product_line_id",
               "match_region", "match_intention_level_id", "match_recycled", "target_org_unit_id", "strategy",
-              "target_pool_id", "working_hours_only")
+              "target_pool_id", "working_hours_only", "match_segment_id", "fairness_band")
 
 
 class SaveCirculationRule(SaveCommand):

@@ -204,3 +204,14 @@ def mark_all_read(session, user_id: int, now: dt.datetime | None = None) -> int:
                              .where(_mine(user_id), InboxNotification.read_at.is_(None))
                              .values(read_at=now or utcnow()).execution_options(synchronize_session=False))
     return result.rowcount
+
+
+def settle(session, kind: str, dedupe_key: str, now: dt.datetime | None = None) -> int:
+    """Mark read, for every recipient, the unread notifications of `kind` and `dedupe_key`: what they asked
+    for was done (e.g. one manager decided the discount the others were also asked about)."""
+    result = session.execute(update(InboxNotification)
+                             .where(InboxNotification.kind == kind,
+                                    InboxNotification.dedupe_key == dedupe_key,
+                                    InboxNotification.read_at.is_(None))
+                             .values(read_at=now or utcnow()).execution_options(synchronize_session=False))
+    return result.rowcount

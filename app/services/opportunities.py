@@ -114,6 +114,8 @@ def set_stage(session, opportunity, stage_item, lost_reason, now: dt.datetime, a
                               name=str(reason))
     if stage.id == opp.stage_id:
         return opp
+    if stage.code in (WON, LOST):
+        opp.closed_from_stage_id = opp.stage_id
     opp.stage_id = stage.id
     opp.stage_changed_at = now
     if stage.code in (WON, LOST):

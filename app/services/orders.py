@@ -41,10 +41,11 @@ from app.models.commerce import (
     OrderItem,
     Product,
 )
+from app.models.inbox import ORDER_APPROVAL
 from app.models.sales import LOST, Opportunity
 from app.security import policy
 from app.security.scope import Viewer, restrict
-from app.services import audit, metadata, order_outcomes
+from app.services import audit, inbox, metadata, order_outcomes
 from app.services.errors import DomainError
 from app.services.ownership import as_actor
 
@@ -264,6 +265,7 @@ def decide(session, viewer: Viewer, order_id, approve: bool, note, now: dt.datet
     audit.record(session, "order_approve" if approve else "order_reject", target_type="order",
                  target_id=order.id, summary=f"{order.number}: {target} by {as_actor(actor).name}"
                                              + (f": {note}" if note else ""))
+    inbox.settle(session, ORDER_APPROVAL, f"order:{order.id}", now)  # the managers asked need not act now
     session.flush()
     return Moved(order, True)
 

@@ -137,6 +137,13 @@ SETTINGS = (
             "Public lead capture: posts accepted per phone number per hour (landing pages and chat)"),
     Setting("capture.form_token_minutes", "int", 120,
             "Public lead capture: minutes a landing page's form (its signed token) stays valid"),
+    Setting("scoring.variables", "json", ["source", "campaign", "product_line", "region", "intention_level",
+                                          "stage", "follow_ups", "calls", "learning", "tags"],
+            "Win probability: the variables the model learns from (Opportunities › Win Probability)"),
+    Setting("scoring.min_history", "int", 40,
+            "Win probability: closed (won or lost) opportunities needed before a model is trained"),
+    Setting("dispatch.conversion_days", "int", 90,
+            "Score-aware dispatch: the days of closed opportunities a salesperson's conversion rate counts"),
 )
 _BY_KEY = {s.key: s for s in SETTINGS}
 

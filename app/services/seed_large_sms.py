@@ -1,6 +1,10 @@
 """SMS history for the large demo seed (app.services.seed_large): a marketing campaign every two weeks to
 a sample of the customers known by then, its messages delivered, failed or cancelled, and the opt-out
-replies they drew (an inbound receipt, the number on the blacklist, the customer's consent withdrawn)."""
+replies they drew (an inbound receipt, the number on the blacklist, the customer's consent withdrawn).
+
+Each campaign's audience is the demo segment DEMO_SEGMENT (made here when missing); its description
+records the snapshot as a launched campaign's does (criteria, count, time). The history keeps no snapshot
+rows: its messages say who it went to."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import random
 
 from sqlalchemy import func, select
 
+from app.models.bigdata import CUSTOMER, Segment
+from app.models.metadata import DictItem, DictType
 from app.models.sms import (
     APPROVED,
     BlacklistEntry,
@@ -20,6 +26,8 @@ from app.models.sms import (
     SmsTemplate,
 )
 
+DEMO_SEGMENT = "营销同意的 K12 客户"
+K12_LINES = ("k12_math", "k12_english")
 EVERY_DAYS = 14
 REACH = 0.35  # share of the customers known at launch a campaign goes to
 OPT_OUT = 0.006  # of delivered messages
@@ -27,6 +35,29 @@ THEMES = ["春季试听课", "暑期班预售", "期中提分营", "少儿编程
           "开学季优惠"]
 BODY = ("{name}您好，学而优教育{theme}火热报名中，专业老师一对一规划学习方案，前50名赠送试听课与学习资料，"
         "详询课程顾问。拒收请回复R")
+
+
+def demo_segment(session) -> Segment:
+    """The demo's campaign audience: customers who agreed to marketing messages with a K12 opportunity."""
+    from app.services import segments
+
+    segment = session.scalar(select(Segment).where(Segment.name == DEMO_SEGMENT))
+    if segment is None:
+        lines = session.scalars(select(DictItem.id).join(DictItem.dict_type).where(
+            DictType.code == "product_line", DictItem.code.in_(K12_LINES)).order_by(DictItem.id)).all()
+        criteria = segments.validate({"consent": True, "product_lines": list(lines)})
+        segment = Segment(name=DEMO_SEGMENT, subject=CUSTOMER, created_by="marketing",
+                          description="演示：短信营销活动的受众", criteria=json.dumps(criteria))
+        session.add(segment)
+        session.flush()
+    return segment
+
+
+def _audience(segment: Segment, count: int, at: dt.datetime) -> str:
+    """A launched campaign's audience description (app.services.sms.campaign_segment.ensure_snapshot)."""
+    return json.dumps({"kind": "segment", "segment_id": segment.id, "name": segment.name,
+                       "subject": segment.subject, "criteria": json.loads(segment.criteria), "count": count,
+                       "snapshot_at": at.replace(microsecond=0).isoformat()}, ensure_ascii=False)
 
 
 def seed_sms_history(session, customers: list[dict], rng: random.Random, now: dt.datetime, days: int) -> dict:
@@ -41,6 +72,7 @@ def seed_sms_history(session, customers: list[dict], rng: random.Random, now: dt
         return {"sms_campaigns": 0, "sms_messages": 0, "sms_opt_outs": 0}
     next_id = (session.scalar(select(func.max(SmsMessage.id))) or 0) + 1
     blacklisted = set(session.scalars(select(BlacklistEntry.phone)))
+    segment = demo_segment(session)
     messages, receipts, blacklist, campaigns = [], [], [], 0
     ordered = sorted(customers, key=lambda c: c["created_at"])
     launch = now - dt.timedelta(days=days - 5)
@@ -48,7 +80,8 @@ def seed_sms_history(session, customers: list[dict], rng: random.Random, now: dt
         theme = THEMES[campaigns % len(THEMES)]
         campaign = SmsCampaign(
             name=f"{theme}（{launch:%m-%d}）", template_id=template.id, channel_id=channel.id,
-            audience=json.dumps({"kind": "filter", "consent": True}), variables=json.dumps({"theme": theme}),
+            audience=_audience(segment, 0, launch), segment_id=segment.id,
+            variables=json.dumps({"theme": theme}),
             status="completed", scheduled_at=launch, started_at=launch,
             finished_at=launch + dt.timedelta(hours=2), created_by="marketing", prepared=True,
             created_at=launch - dt.timedelta(days=1), updated_at=launch + dt.timedelta(hours=2))
@@ -56,7 +89,9 @@ def seed_sms_history(session, customers: list[dict], rng: random.Random, now: dt
         session.flush()
         campaigns += 1
         known = [c for c in ordered if c["created_at"] < launch]
-        for customer in rng.sample(known, int(len(known) * REACH)):
+        reached = rng.sample(known, int(len(known) * REACH))
+        campaign.audience = _audience(segment, len(reached), launch)
+        for customer in reached:
             content = BODY.format(name=customer["name"], theme=theme)
             sent = launch + dt.timedelta(seconds=rng.uniform(0, 5400))
             row = {"id": next_id, "uid": f"lgsms{next_id:027d}", "campaign_id": campaign.id,

@@ -47,6 +47,12 @@ def register_views(app) -> None:
     chat.register(appbuilder)  # Marketing › Chats; the chat widget's script and public endpoints
     capture.register(appbuilder)  # POST /api/v1/public/lead: the landing-page form and the chat widget
     learning.register(appbuilder)  # the learning system's import API; learning on the customer page
+    from app.views import customer360, scoring, segments, tags
+
+    tags.register(appbuilder)  # Big Data › Tags; tags on customer and opportunity pages; the import API
+    segments.register(appbuilder)  # Big Data › Segments: the builder with its live count; list filters
+    scoring.register(appbuilder)  # Big Data › Win Probability: variables, evaluation; the score panels
+    customer360.register(appbuilder)  # the customer page's timeline (customer 360)
     dispatch_cat = "Dispatch"
     appbuilder.add_view(dispatch.DispatchConsoleView, "Dispatch Console", icon="fa-random",
                         label=_l("Dispatch Console"), category=dispatch_cat, category_label=_l("Dispatch"),
@@ -93,7 +99,7 @@ def register_views(app) -> None:
 
     appbuilder.add_view(sms_campaigns.SmsCampaignView, "SMS Campaigns", icon="fa-bullhorn",
                         label=_l("SMS Campaigns"), category=sms_cat)
-    for api in (sms_templates.SmsTemplateApi, sms_admin.BlacklistApi):
+    for api in (sms_templates.SmsTemplateApi, sms_admin.BlacklistApi, sms_campaigns.SmsCampaignApi):
         appbuilder.add_api(api)
     from app.views import sms_receipts, sms_reports
 

@@ -28,6 +28,7 @@ ACTION_LABELS = {
     "order_paid": _l("Order paid"), "order_refunded": _l("Order refunded"),
     "order_cancelled": _l("Order cancelled"),
     "spend_import": _l("Spend imported"), "resignation_transfer": _l("Resignation transfer"),
+    "tag_added": _l("Tag added"), "tag_removed": _l("Tag removed"),
 }
 TARGET_LABELS = {
     "user": _l("User"), "employee": _l("Employee"), "role": _l("Role"), "org_unit": _l("Org unit"),
@@ -42,7 +43,8 @@ TARGET_LABELS = {
     "order": _l("Sales order"), "product": _l("Product"), "marketing_campaign": _l("Marketing campaign"),
     "campaign_spend": _l("Campaign spend"), "landing_page": _l("Landing page"), "customer": _l("Customer"),
     "opportunity": _l("Opportunity"), "qa_inspection": _l("QA inspection"), "lead_import": _l("Lead import"),
-    "onboarding": _l("Onboarding"), "MarketingReport": _l("Marketing report"),
+    "onboarding": _l("Onboarding"), "MarketingReport": _l("Marketing report"), "tag": _l("Tag"),
+    "segment": _l("Customer segments"),
 }
 #: Free-text columns that may carry phone numbers (an employee's phone before and after a change …).
 TEXT_COLUMNS = ("summary", "before", "after")

@@ -27,7 +27,7 @@ from app.extensions import db
 from app.models.base import ScopedMixin
 from app.models.metadata import DictItem, DictType
 from app.security import input_guards, policy
-from app.security.masking import can_view_full_phone, mask_phone
+from app.security.masking import can_view_full_phone, mask_phone, mask_phones_in_text
 from app.security.scope import DataScopeFilter, current_viewer, restrict, scope_filter
 from app.services import audit
 from app.services.errors import DomainError
@@ -373,6 +373,8 @@ class CrmModelRestApi(CrmViewMixin, ModelRestApi):
     allow_browser_login = True
     page_size = 50
     model2schemaconverter = CrmModel2SchemaConverter
+    #: free-text columns (notes): the phone numbers typed into them are masked in the JSON
+    text_columns: tuple[str, ...] = ()
 
     def __init__(self, *args, **kwargs):
         model = self.datamodel.obj
@@ -466,6 +468,9 @@ class CrmModelRestApi(CrmViewMixin, ModelRestApi):
         for col in self.phone_columns:
             if row.get(col):
                 row[col] = mask_phone(row[col])
+        for col in self.text_columns:
+            if row.get(col):
+                row[col] = mask_phones_in_text(row[col])
 
     def pre_get(self, data):
         self._mask(data.get("result") or {})

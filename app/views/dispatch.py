@@ -14,7 +14,8 @@ from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_appbuilder.security.decorators import has_access
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
-from wtforms import SelectField
+from wtforms import IntegerField, SelectField
+from wtforms.validators import Optional
 
 from app.clock import utcnow
 from app.extensions import db, rq
@@ -30,11 +31,13 @@ from app.models.sales import (
 from app.security import policy
 from app.services import dispatch_rules
 from app.services.dispatch import simulate, waiting_count
-from app.views import labels
+from app.views import dispatch_trace, labels
 from app.views.base import CrmModelRestApi, CrmModelView
 from app.views.uow import flash_result
 
 STRATEGY_LABELS = dict(labels.choices("dispatch_rule.strategy"))  # app/views/labels.py
+FAIRNESS_HELP = _l("Score-aware rules: each eligible person's share of the rule's leads stays within "
+                   "± this percentage of the round-robin share (0–100, default 25).")
 RECYCLED_LABELS = {"any": _l("New and recycled"), "new": _l("New only"), "recycled": _l("Recycled only")}
 LABELS = {
     "name": _l("Name"), "priority": _l("Priority"), "enabled": _l("Enabled"),
@@ -42,6 +45,7 @@ LABELS = {
     "match_campaign": _l("Campaign starts with"), "match_product_line": _l("Product line"),
     "match_region": _l("Region"), "match_intention_level": _l("Intention level"),
     "match_recycled": _l("New / recycled"), "target_org_unit": _l("Target team"), "strategy": _l("Strategy"),
+    "match_segment": _l("Match segment"), "fairness_band": _l("Fairness band (percent)"),
     "target_pool": _l("Pool (target or fallback)"), "working_hours_only": _l("Working hours only"),
     "org_unit": _l("Org unit"), "product_line": _l("Product line"), "intention_level": _l("Intention level"),
     "idle_days": _l("Recycle after idle days"), "stage_deadline_days": _l("Days to reach stage"),
@@ -74,8 +78,8 @@ class DispatchRuleView(CrmModelView):
                     "target_org_unit", "strategy", "target_pool"]
     add_columns = edit_columns = ["name", "priority", "enabled", "match_source", "match_campaign",
                                   "match_product_line", "match_region", "match_intention_level",
-                                  "match_recycled", "target_org_unit", "strategy", "target_pool",
-                                  "working_hours_only"]
+                                  "match_recycled", "match_segment", "target_org_unit", "strategy",
+                                  "fairness_band", "target_pool", "working_hours_only"]
     show_columns = add_columns
     base_order = ("priority", "asc")
     dict_fields = {"match_source": "lead_source", "match_product_line": "product_line",
@@ -83,10 +87,17 @@ class DispatchRuleView(CrmModelView):
     add_form_extra_fields = edit_form_extra_fields = {
         "strategy": _choice(_l("Strategy"), STRATEGY_LABELS),
         "match_recycled": _choice(_l("New / recycled"), RECYCLED_LABELS),
+        # Optional: left out or empty, the rule keeps the default band (validate_dispatch_rule).
+        "fairness_band": IntegerField(_l("Fairness band (percent)"), validators=[Optional()], default=25,
+                                      description=FAIRNESS_HELP),
     }
     formatters_columns = {"strategy": lambda v: STRATEGY_LABELS.get(v, v),
                           "match_recycled": lambda v: RECYCLED_LABELS.get(v, v)}
     label_columns = LABELS
+    description_columns = {
+        "match_segment": _l("Only opportunities in this segment (a customer segment: their opportunities)."),
+        "fairness_band": FAIRNESS_HELP,
+    }
 
     def check_item(self, item, creating):
         dispatch_rules.validate_dispatch_rule(db.session, item)
@@ -165,6 +176,15 @@ def _status_counts() -> dict:
     return counts
 
 
+def _preview() -> dict:
+    """The dry run, its sample traces with their explanation in words (in the viewer's language)."""
+    preview = simulate(db.session, now=utcnow())
+    samples = preview["samples"] + preview["score_aware_samples"]
+    for sample, text in zip(samples, dispatch_trace.explain_all(samples), strict=True):
+        sample["explanation"] = text
+    return preview
+
+
 class DispatchConsoleView(BaseView):
     """Where a sales manager sees what waits, runs dispatch now, and previews it (dry-run)."""
 
@@ -183,7 +203,7 @@ class DispatchConsoleView(BaseView):
     @expose("/simulate/")
     @has_access
     def simulate(self):
-        preview = simulate(db.session, now=utcnow())
+        preview = _preview()
         return self.render_template("crm/dispatch.html", counts=_status_counts(),
                                     waiting=preview["waiting"], job=None, preview=preview)
 
@@ -212,7 +232,7 @@ class DispatchApi(BaseApi):
             200:
               description: Distribution per rule, team and person, exclusions and sample traces
         """
-        return self.response(200, **simulate(db.session, now=utcnow()))
+        return self.response(200, **_preview())
 
     @expose("/run", methods=["POST"])
     @protect()
@@ -236,7 +256,8 @@ class DispatchRuleApi(CrmModelRestApi):
     list_columns = show_columns = ["id", "name", "priority", "enabled", "match_source.code", "match_campaign",
                                    "match_product_line.code", "match_region", "match_intention_level.code",
                                    "match_recycled", "target_org_unit.id", "strategy", "target_pool.id",
-                                   "working_hours_only"]
+                                   "working_hours_only", "match_segment.id", "match_segment.name",
+                                   "fairness_band"]
     add_columns = edit_columns = DispatchRuleView.add_columns
     dict_fields = DispatchRuleView.dict_fields
 

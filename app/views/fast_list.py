@@ -26,7 +26,7 @@ import math
 from flask import abort, current_app, g, request, url_for
 from flask_appbuilder.widgets import ListWidget
 from flask_babel import gettext as _
-from sqlalchemy import Date, DateTime, Integer, String, func, literal, tuple_
+from sqlalchemy import Date, DateTime, Integer, String, func, literal, nulls_last, tuple_
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import selectinload
 
@@ -87,6 +87,11 @@ class FastListMixin:
     list_eager: tuple[str, ...] = ()
     #: list columns of long text that wrap (the others never do).
     list_wrap_columns: tuple[str, ...] = WRAP_COLUMNS
+    #: nullable order columns whose empty values sort last either way (e.g. an unscored win probability).
+    nulls_last_columns: tuple[str, ...] = ()
+    #: "customer" / "opportunity": the list takes ?segment=<id> (app/views/segments_filter.py) and shows
+    #: the segment dropdown above it.
+    segment_subject: str | None = None
 
     # --- what the list may do ----------------------------------------------------------------------
     def _keyset_column(self, order_column: str):
@@ -160,8 +165,14 @@ class FastListMixin:
                 query = query.filter(col <= value if smaller else col >= value)
             query = query.filter(key < bound if smaller else key > bound)
         direction = order_direction if forward else ("asc" if descending else "desc")
-        query = dm.apply_order_by(query, order_column, direction, aliases_mapping={},
-                                  bypass_many_to_many=True, add_pk=True)
+        if order_column in self.nulls_last_columns:
+            col, pk = getattr(dm.obj, order_column), dm.get_pk()
+            asc = direction == "asc"
+            query = query.order_by(nulls_last(col.asc() if asc else col.desc()),
+                                   pk.asc() if asc else pk.desc())
+        else:
+            query = dm.apply_order_by(query, order_column, direction, aliases_mapping={},
+                                      bypass_many_to_many=True, add_pk=True)
         if cursor is None and page:
             query = query.offset(page * page_size)
         rows = query.options(*self._eager_options()).limit(page_size + 1).all()
@@ -225,9 +236,17 @@ class FastListMixin:
             page_sizes=[(size, self._link(name, **{f"psize_{name}": size}), size == page_size)
                         for size in PAGE_SIZES],
             wrap_columns=set(self.list_wrap_columns),
+            segment_filter=self._segment_dropdown(),
             **kwargs,
         )
         return widgets
+
+    def _segment_dropdown(self) -> dict | None:
+        if self.segment_subject is None:
+            return None
+        from app.views import segments_filter
+
+        return segments_filter.dropdown(lambda pk: segments_filter.list_url(request.endpoint, pk))
 
     # --- links -------------------------------------------------------------------------------------
     def _link(self, name: str, keep_page: bool = False, **changes) -> str:

@@ -20,7 +20,10 @@ from app.models.inbox import (
     JOB_FAILED,
     JOB_FINISHED,
     NEW_ASSIGNMENT,
+    ORDER_APPROVAL,
+    ORDER_PAID,
     RECYCLE_REMINDER,
+    RESIGNATION_TRANSFER,
     InboxNotification,
 )
 from app.security import policy
@@ -33,8 +36,8 @@ MAX_PAGE = 100_000  # beyond this a page number is noise (and an offset PostgreS
 API_MAX_PAGE_SIZE = 100
 KIND_LABELS = {RECYCLE_REMINDER: _l("Recycle reminder"), FOLLOW_UP_DUE: _l("Follow-up due"),
                NEW_ASSIGNMENT: _l("New assignment"), JOB_FINISHED: _l("Job finished"),
-               JOB_FAILED: _l("Job failed"), "resignation_transfer": _l("Resignation transfer"),
-               "order_approval": _l("Order approval"), "order_paid": _l("Order paid")}
+               JOB_FAILED: _l("Job failed"), RESIGNATION_TRANSFER: _l("Resignation transfer"),
+               ORDER_APPROVAL: _l("Order approval"), ORDER_PAID: _l("Order paid")}
 #: subject_type → endpoint of its page (pk = subject_id)
 SUBJECTS = {"opportunity": "OpportunityView.show", "job_run": "JobsView.show"}
 

@@ -24,7 +24,8 @@ KIND_LABELS = {
     kinds.LEAD_IMPORT: _l("Lead import"), kinds.SMS_CAMPAIGN_PREPARE: _l("Campaign preparation"),
     kinds.SMS_CAMPAIGN_SEND: _l("Campaign sending"), kinds.DISPATCH: _l("Dispatch run"),
     kinds.CIRCULATION_SCAN: _l("Circulation scan"), kinds.EXPORT: _l("Export"),
-    "learning_import": _l("Learning import"),
+    "learning_import": _l("Learning import"), kinds.TAG_REFRESH: _l("Rule tags"),
+    kinds.TAG_IMPORT: _l("Tag import"), kinds.SCORING: _l("Win probability"),
 }
 STATUS_LABELS = dict(labels.choices("job.status"))  # not "Running": that msgid reads 导入中 (lead imports)
 STATUS_CLASSES = {QUEUED: "default", RUNNING: "info", COMPLETED: "success", FAILED: "danger",

@@ -21,6 +21,8 @@ from flask import has_request_context
 from flask_babel import LazyString, get_translations, gettext
 from markupsafe import escape
 
+from app.security.masking import mask_phones_in_text
+
 #: kind → {code: English label}. The msgid of each is f"{kind}.{code}".
 KINDS: dict[str, dict[str, str]] = {
     "role": {
@@ -45,7 +47,8 @@ KINDS: dict[str, dict[str, str]] = {
         "sticky": "Repeat lead (sticky)", "to_pool": "To a pool",
     },
     "dispatch_rule.strategy": {"round_robin": "Round robin", "weighted": "Weighted",
-                               "least_loaded": "Least loaded", "pool": "To pool"},
+                               "least_loaded": "Least loaded", "pool": "To pool",
+                               "score_aware": "Score-aware"},
     "lead.channel": {"form": "Form", "import": "Import", "api": "API"},
     "sms_channel.provider": {"sink": "Local test sink", "http": "HTTP gateway"},
     "sms_template.kind": {"marketing": "Marketing", "notification": "Notification",
@@ -234,3 +237,5 @@ def install(app) -> None:
     app.jinja_env.filters["label"] = lambda value, kind: label(kind, value)
     app.jinja_env.filters["role_name"] = role_name
     app.jinja_env.filters["stored_message"] = stored_message
+    # Free text people typed (consult notes, follow-ups, notes): the phone numbers in it masked.
+    app.jinja_env.filters["mask_text"] = mask_phones_in_text

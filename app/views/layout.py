@@ -8,9 +8,10 @@ import logging
 from urllib.parse import urlsplit
 
 from babel import Locale
-from flask import current_app, jsonify, render_template, request
+from flask import current_app, g, jsonify, render_template, request
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
+from flask_login import current_user
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ def refusal(exc: HTTPException):
         return jsonify(message=message), code
     from app.extensions import appbuilder
 
+    if not hasattr(g, "user"):  # refused before FAB's own before_request loaded the user (a CSRF refusal)
+        g.user = current_user
     title, message = REFUSALS[code]
     if code == 400 and exc.description and exc.description != type(exc).description:
         message = exc.description  # the reason, naming the field or argument (app.security.input_guards)

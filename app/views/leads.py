@@ -27,8 +27,10 @@ from wtforms.validators import Length, Optional
 
 from app.extensions import db
 from app.jobs.leads import request_dispatch
+from app.models.bigdata import CUSTOMER
 from app.models.sales import OWNED, POOLED, WAITING, Customer, Lead
 from app.security import policy
+from app.security.masking import mask_phones_in_text
 from app.security.scope import current_viewer
 from app.services import customers, inputs, marketing, metadata
 from app.services.errors import DomainError
@@ -44,6 +46,7 @@ from app.services.leads import (
 from app.views import uow
 from app.views.base import CrmModelRestApi, CrmModelView
 from app.views.customer_merge import NotMergedFilter
+from app.views.segments_filter import segment_filter
 
 #: Mapped to routes a view does not offer: no role holds a permission of that name, so FAB hides
 #: the buttons (its templates would otherwise link to the missing route).
@@ -160,7 +163,7 @@ class LeadView(CrmModelView):
     phone_columns = ("phone",)
     dict_fields = {"product_line": PRODUCT_LINE, "source": SOURCE}
     label_columns = LEAD_LABELS
-    formatters_columns = {"channel": lambda v: CHANNEL_LABELS.get(v, v)}
+    formatters_columns = {"channel": lambda v: CHANNEL_LABELS.get(v, v), "consult_note": mask_phones_in_text}
     exclude_route_methods = {"delete"}  # a lead is a record of what came in
     method_permission_name = {**policy.METHOD_PERMISSIONS, "delete": NOT_OFFERED}
 
@@ -205,7 +208,9 @@ class CustomerView(CrmModelView):
 
     datamodel = SQLAInterface(Customer)
     class_permission_name = policy.CUSTOMER
-    base_filters = [["id", NotMergedFilter, lambda: []]]  # merged customers leave the list
+    # Merged customers leave the list; ?segment= keeps a saved segment's (app/views/segments_filter.py).
+    base_filters = [["id", NotMergedFilter, lambda: []], ["id", segment_filter(CUSTOMER), lambda: []]]
+    segment_subject = CUSTOMER
     list_title = show_title = _l("Customers")
     edit_title = _l("Edit Customer")
     add_title = _l("Add Customer")
@@ -255,6 +260,7 @@ class LeadApi(CrmModelRestApi):
     list_columns = ["id", "name", "phone", "customer.id", "opportunity.id", "opportunity.status",
                     "product_line.code", "source.code", "campaign", "region", "channel", "created_at"]
     show_columns = list_columns + ["consult_note"]
+    text_columns = ("consult_note",)
     add_columns = ["name", "phone", "campaign", "region", "consult_note"]
     search_columns = ["name", "product_line", "source", "campaign", "region", "channel", "created_at"]
     order_columns = ["id", "created_at"]

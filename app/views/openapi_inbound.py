@@ -48,6 +48,9 @@ SIGNATURES = {
     "learning_signature": Signature("X-Learning", "the `LEARNING_API_SECRET` setting",
                                     "CRM_SIGNATURE_WINDOW_SECONDS",
                                     unconfigured=("`LEARNING_API_SECRET` is empty", 401)),
+    "bigdata_signature": Signature("X-BigData", "the `BIGDATA_API_SECRET` setting",
+                                   "CRM_SIGNATURE_WINDOW_SECONDS",
+                                   unconfigured=("`BIGDATA_API_SECRET` is empty", 401)),
 }
 #: path → the scheme that signs its calls (no login: the signature authenticates).
 SIGNED = {
@@ -57,6 +60,9 @@ SIGNED = {
     "/api/v1/shop/webhook": "shop_signature",
     "/api/v1/learning/activities": "learning_signature",
     "/api/v1/learning/runs/{run_id}": "learning_signature",  # a GET: the body signed is empty
+    "/api/v1/bigdata/tags": "bigdata_signature",
+    "/api/v1/bigdata/events": "bigdata_signature",
+    "/api/v1/bigdata/runs/{run_id}": "bigdata_signature",  # a GET: the body signed is empty
 }
 
 
@@ -77,6 +83,7 @@ def _hmac(scheme: str) -> str:
 
 _SMS_LIMIT = ("CRM_SMS_CALLBACK_LIMIT", "600 per minute")
 _LEARNING_LIMIT = ("CRM_LEARNING_API_LIMIT", "120 per minute")
+_BIGDATA_LIMIT = ("CRM_BIGDATA_API_LIMIT", "120 per minute")
 #: (path, method) → the inbound integration. Paths not (yet) served are skipped.
 INBOUND = {
     ("/api/v1/lead/", "post"): Inbound(
@@ -114,6 +121,17 @@ INBOUND = {
     ("/api/v1/learning/runs/{run_id}", "get"): Inbound(
         "The learning system (where its import run stands)", _hmac("learning_signature") + " (empty body)",
         "A read", _LEARNING_LIMIT),
+    ("/api/v1/bigdata/tags", "post"): Inbound(
+        "The big-data system (imported tags and their members)", _hmac("bigdata_signature"),
+        "Adding a tag that is on, or removing one that is not, changes nothing: a batch applied again ends "
+        "the same (answer 202 with the job run to poll)", _BIGDATA_LIMIT),
+    ("/api/v1/bigdata/events", "post"): Inbound(
+        "The big-data system (behaviour events: page views)", _hmac("bigdata_signature"),
+        "Per event `id`: an event stored before is skipped (answer 202 with the job run to poll)",
+        _BIGDATA_LIMIT),
+    ("/api/v1/bigdata/runs/{run_id}", "get"): Inbound(
+        "The big-data system (where its import run stands)", _hmac("bigdata_signature") + " (empty body)",
+        "A read", _BIGDATA_LIMIT),
     ("/api/v1/public/lead", "post"): Inbound(
         "Visitors' browsers: the landing-page form and the chat widget",
         "None: a signed, expiring `form_token` from the page (plus a honeypot field)",

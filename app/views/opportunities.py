@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 
 from app.clock import utcnow
 from app.extensions import appbuilder, db
+from app.models.bigdata import OPPORTUNITY
 from app.models.employee import HR_RESIGNED, Employee
 from app.models.sales import OPEN_STATUSES, OWNED, AssignmentLog, FollowUp, Lead, Opportunity
 from app.security import policy
@@ -53,7 +54,13 @@ from app.views.sales import (
     require_visible,
     visible_employee,
 )
+from app.views.segments_filter import segment_filter
 from app.views.uow import flash_error, flash_result, run
+
+
+def win_percent(value) -> str:
+    """An opportunity's win probability (0…1) as a whole percentage; blank when it is not scored."""
+    return "" if value is None else f"{round(value * 100)}%"
 
 
 class QuickFilter(BaseFilter):
@@ -132,8 +139,10 @@ class OpportunityView(PageShowMixin, CrmModelView):
     panel_page = panels.OPPORTUNITY
     form_template = "crm/workbench_form.html"
     # What the sales floor scans a list for; the rest (last follow-up, idle since, locked …) is on the page.
-    list_columns = ["id", "customer", "product_line", "stage", "intention_level", "status", "owner", "pool",
-                    "next_followup_at"]
+    # (Win probability took the pool's place: nine columns fit the screen, and the status says "in a public
+    # pool"; the pool is on the page and among the search filters.)
+    list_columns = ["id", "customer", "product_line", "stage", "intention_level", "status", "owner",
+                    "next_followup_at", "win_probability"]
     show_columns = ["id", "customer", "product_line", "stage", "intention_level", "status", "owner", "pool",
                     "org_unit", "source", "campaign", "region", "assigned_at", "claimed_at",
                     "last_followup_at", "next_followup_at", "idle_since", "protected_until", "lost_reason",
@@ -145,12 +154,16 @@ class OpportunityView(PageShowMixin, CrmModelView):
     search_columns = ["status", "stage", "product_line", "intention_level", "owner", "pool", "org_unit",
                       "next_followup_at", "last_followup_at", "idle_since", "locked", "campaign", "region",
                       "source", "created_at", "assigned_at"]  # the last three: the dashboard's drill-downs
-    order_columns = ["id", "next_followup_at", "last_followup_at", "idle_since", "status"]
+    order_columns = ["id", "next_followup_at", "last_followup_at", "idle_since", "status", "win_probability"]
+    # Unscored last either way (the ascending order follows ix_opportunity_win_probability_id).
+    nulls_last_columns = ("win_probability",)
     base_order = ("id", "desc")
-    base_filters = [["id", QuickFilter, lambda: []]]
+    # ?quick= and ?segment= (a saved segment: app/views/segments_filter.py), with the data scope.
+    base_filters = [["id", QuickFilter, lambda: []], ["id", segment_filter(OPPORTUNITY), lambda: []]]
+    segment_subject = OPPORTUNITY
     dict_fields = OPP_DICT_FIELDS
-    formatters_columns = OPP_FORMATTERS
-    label_columns = OPP_LABELS
+    formatters_columns = {**OPP_FORMATTERS, "win_probability": win_percent}
+    label_columns = {**OPP_LABELS, "win_probability": _l("Win probability")}
     quick_filters = QUICK_FILTERS
 
     # --- list and page -----------------------------------------------------------------------------

@@ -88,12 +88,12 @@ class OpportunityApi(CrmModelRestApi):
     list_columns = ["id", "customer.id", "customer.name", "product_line.code", "stage.code",
                     "intention_level.code", "status", "owner.id", "owner.name", "pool.id", "pool.name",
                     "org_unit.id", "assigned_at", "claimed_at", "last_followup_at", "next_followup_at",
-                    "idle_since", "protected_until", "locked", "closed_at"]
+                    "idle_since", "protected_until", "locked", "closed_at", "win_probability"]
     show_columns = list_columns + ["source.code", "campaign", "region", "lost_reason.code", "is_recycled",
                                    "recycle_count", "created_at", "updated_at"]
     search_columns = ["status", "stage", "product_line", "intention_level", "owner", "pool", "locked",
                       "next_followup_at", "idle_since"]
-    order_columns = ["id", "next_followup_at", "idle_since", "last_followup_at"]
+    order_columns = ["id", "next_followup_at", "idle_since", "last_followup_at", "win_probability"]
     base_order = ("id", "desc")
     dict_fields = OPP_DICT_FIELDS
 

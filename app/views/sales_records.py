@@ -11,10 +11,10 @@ from sqlalchemy import select
 from app.extensions import db
 from app.models.sales import AssignmentLog, Customer, FollowUp, Lead, Opportunity
 from app.security import policy
-from app.security.masking import mask_phone
+from app.security.masking import mask_phone, mask_phones_in_text
 from app.security.scope import current_viewer, restrict
 from app.services import opportunities
-from app.views import panels
+from app.views import dispatch_trace, panels
 from app.views.base import CrmModelView
 from app.views.customer_merge import CustomerMergeMixin, NotMergedFilter
 from app.views.sales import (
@@ -44,7 +44,7 @@ class FollowUpView(CrmModelView):
     order_columns = ["created_at", "next_followup_at"]
     base_order = ("created_at", "desc")
     dict_fields = {"type": opportunities.FOLLOWUP_TYPE_DICT}
-    formatters_columns = {"opportunity": opportunity_label}
+    formatters_columns = {"opportunity": opportunity_label, "content": mask_phones_in_text}
     label_columns = {"created_at": _l("Time"), "opportunity": _l("Opportunity"),
                      "opportunity_id": _l("Opportunity no."), "employee": _l("By"), "type": _l("Type"),
                      "content": _l("Content"), "result": _l("Result"),
@@ -127,7 +127,8 @@ class AssignmentLogView(CrmModelView):
     page_size = 50
     formatters_columns = {"opportunity": opportunity_label, "reason": lambda v: REASON_LABELS.get(v, v),
                           "from_owner_id": employee_name, "to_owner_id": employee_name,
-                          "from_pool_id": pool_name, "to_pool_id": pool_name}
+                          "from_pool_id": pool_name, "to_pool_id": pool_name,
+                          "trace": dispatch_trace.explain}  # the trace in words, names not ids
     label_columns = {"created_at": _l("Time"), "opportunity": _l("Opportunity"),
                      "opportunity_id": _l("Opportunity no."), "reason": _l("Why"),
                      "from_owner_id": _l("From"), "to_owner_id": _l("To"), "from_pool_id": _l("From pool"),

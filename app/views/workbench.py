@@ -20,7 +20,7 @@ from app.models.employee import Employee
 from app.models.sales import OWNED, ClaimCounter, Opportunity, Pool, SalesProfile
 from app.security import policy
 from app.security.scope import current_viewer
-from app.services import circulation, dashboard, metadata, opportunities, pools, workbench
+from app.services import circulation, dashboard, metadata, opportunities, pools, win_probability, workbench
 from app.services.org import unit_path
 from app.views.sales import QUICK_FILTERS, customer_label, entry_label
 
@@ -33,6 +33,9 @@ MY_FIGURES = [("leads", _l("Leads received")), ("contacted", _l("Contacted")),
               ("follow_ups", _l("Follow-ups")), ("won", _l("Won")), ("conversion", _l("Conversion")),
               ("median_first_contact_minutes", _l("Median time to first contact"))]
 CLAIMABLE_ROWS = 50
+#: How my opportunities are listed (?sort=): by next follow-up (the day's order), or likeliest to be won
+#: first (the win probability; not scored ones last).
+SORTS = {"next_followup": _l("Next follow-up first"), "likeliest": _l("Likeliest first")}
 #: "I may claim" counts up to this many per pool, then shows "1000+" (a big pool holds 100,000s).
 CLAIMABLE_COUNT_CAP = 1000
 
@@ -84,12 +87,11 @@ class WorkbenchView(BaseView):
         else:
             chosen = "all" if chosen not in clauses else chosen
         total = by_stage.get(stage_id, 0) if stage_code is not None else counts[chosen]
+        sort = request.args.get("sort") if request.args.get("sort") in SORTS else "next_followup"
         # The owner is me: not joined in with every row (its own joined relationships weigh most).
         rows = list(session.scalars(query.options(selectinload(Opportunity.intention_level),
                                                   lazyload(Opportunity.owner))
-                                    .order_by(Opportunity.next_followup_at.is_(None),
-                                              Opportunity.next_followup_at, Opportunity.id)
-                                    .limit(WORKBENCH_ROWS)).unique())
+                                    .order_by(*workbench.order_by(sort)).limit(WORKBENCH_ROWS)).unique())
         recycle = workbench.recycle_times(session, rows)
         rules = circulation.RuleCache(session)
         profile = session.get(SalesProfile, me.id)
@@ -101,7 +103,8 @@ class WorkbenchView(BaseView):
             .order_by(Opportunity.id).limit(CLAIMABLE_ROWS)).unique())
         return self.render_template(
             "crm/workbench.html", me=me, counts=counts, by_stage=by_stage, stages=stages, chosen=chosen,
-            rows=rows, total=total, limit=WORKBENCH_ROWS,
+            rows=rows, total=total, limit=WORKBENCH_ROWS, sort=sort, sorts=SORTS,
+            win_factors=win_probability.factors_of(session, rows + claimable),
             full_list=url_for("OpportunityView.list", **full_list), recycle=recycle, capacity=capacity,
             load=profile.open_count if profile else counts["all"], pools=self._pools(session, me, now),
             claimable=claimable, quick_filters=QUICK_FILTERS, customer_label=customer_label,

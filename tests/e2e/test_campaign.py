@@ -18,7 +18,7 @@ def test_marketer_sends_a_small_campaign_and_watches_it(page, live_server):
     page.click("a[href$='/smscampaignview/add']")
     page.fill("input[name=name]", CAMPAIGN)
     page.select_option("select[name=channel]", label="本地测试通道（sink）")
-    page.fill("textarea[name=audience]", '{"kind": "upload"}')
+    page.select_option("select[name=audience_kind]", value="upload")  # a segment, or a list uploaded next
     page.shot("campaign-form")
     page.click("form button[type=submit]:has-text('Save')")
     row = page.locator("tr", has_text=CAMPAIGN).first  # the newest first

@@ -1,5 +1,11 @@
-"""Who a campaign goes to: its audience spec (a saved filter or an uploaded list), the uploaded list's
-storage, and the chunked, keyset reads the preparation streams the audience through.
+"""Who a campaign goes to: its audience description (a segment — app.services.sms.campaign_segment —,
+an uploaded list, or, on campaigns made before segments, a saved filter), the uploaded list's storage, and
+the chunked, keyset reads the preparation streams the audience through.
+
+The description (`SmsCampaign.audience`, JSON) is written by the system only: {"kind": "segment",
+"segment_id", "name", "subject"} for a draft, plus "criteria", "count" and "snapshot_at" once the
+segment's members are copied; {"kind": "upload"}; {"kind": "filter", …} (old campaigns: still prepared
+and shown, no longer created).
 
 A recipient reaches the preparation as a `Recipient`-shaped tuple (customer id, phone, name, marketing
 consent, blacklist source or None); the filter's rows come straight from the DBAPI cursor in that order
@@ -26,7 +32,8 @@ from app.models.sms import CAMPAIGN_DRAFT, BlacklistEntry, SmsAudienceEntry, Sms
 from app.services.errors import DomainError
 from app.services.sms import blacklist
 
-FILTER, UPLOAD = "filter", "upload"  # the audience's "kind"
+FILTER, UPLOAD, SEGMENT = "filter", "upload", "segment"  # the audience's "kind"
+KINDS = (SEGMENT, UPLOAD, FILTER)
 UPLOAD_CHUNK = 5000  # audience lines inserted per statement when a list is uploaded
 _CN_MOBILE = re.compile(r"^\+861[3-9]\d{9}$")
 _RAW_CN = re.compile(r"^(?:\+?86)?(1[3-9]\d{9})$")
@@ -45,14 +52,23 @@ class Recipient(NamedTuple):
 
 # --- the spec -----------------------------------------------------------------------------------------
 def audience_of(campaign: SmsCampaign) -> dict:
-    """The campaign's audience spec, checked: {"kind": "filter", …} or {"kind": "upload"}."""
+    """The campaign's audience description, checked: its "kind" is segment, upload or filter."""
     try:
         spec = json.loads(campaign.audience or "{}")
     except ValueError:
-        raise DomainError("The audience is not valid JSON", field="audience") from None
-    if not isinstance(spec, dict) or spec.get("kind") not in (FILTER, UPLOAD):
-        raise DomainError('The audience needs "kind": "filter" or "upload"', field="audience")
+        spec = None
+    if not isinstance(spec, dict) or spec.get("kind") not in KINDS:
+        raise DomainError("The campaign's audience is neither a segment nor an uploaded list",
+                          field="audience")
     return spec
+
+
+def kind_of(campaign: SmsCampaign) -> str | None:
+    """The audience's kind, or None when the description cannot be read."""
+    try:
+        return audience_of(campaign)["kind"]
+    except DomainError:
+        return None
 
 
 def variables_of(campaign: SmsCampaign) -> dict[str, str]:
@@ -77,6 +93,9 @@ def store_upload(session, campaign_id: int, stream: IO[bytes] | None) -> int:
         raise DomainError("The list of a launched campaign cannot change", field="file")
     if stream is None:
         raise DomainError("Choose a file", field="file")
+    if campaign.segment_id is not None:
+        raise DomainError("This campaign's audience is a segment: edit it to choose an uploaded list",
+                          field="file")
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace")
     session.execute(delete(SmsAudienceEntry).where(SmsAudienceEntry.campaign_id == campaign_id))
     line, batch = 0, []

@@ -1,7 +1,8 @@
 """Campaign preparation: the audience turned into SmsMessage rows, chunk by chunk, exactly once.
 
-`prepare` streams the audience in fixed-size chunks by keyset (customer id for a saved filter, line number
-for an uploaded list), so memory stays flat whatever the size. Each chunk is rendered, checked (invalid
+`prepare` streams the audience in fixed-size chunks by keyset (line number for an uploaded list and for a
+segment's snapshot — taken in the transaction that starts the preparation, see campaign_segment — customer
+id for an old saved filter), so memory stays flat whatever the size. Each chunk is rendered, checked (invalid
 number, duplicate within the campaign, blacklist / opt-out, consent for marketing, sensitive words,
 frequency limit, quiet hours) and written in ONE transaction together with `campaign.cursor`: every
 recipient becomes a row — pending (or deferred until the quiet hours end) or cancelled with its reason —
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import io
 import json
 from collections import Counter
@@ -35,8 +37,9 @@ from app.models.sms import (
     SmsMessage,
 )
 from app.services.metadata import config_value
-from app.services.sms import limits, templates, words
+from app.services.sms import campaign_segment, limits, templates, words
 from app.services.sms.campaign_audience import (
+    SEGMENT,
     UPLOAD,
     audience_of,
     filter_reader,
@@ -111,10 +114,14 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
     if campaign is None or campaign.prepared:
         result.finished = campaign is not None
         return result
-    if campaign.status == CAMPAIGN_SCHEDULED:
-        set_status(session, campaign_id, CAMPAIGN_RUNNING, (CAMPAIGN_SCHEDULED,))
-        session.execute(update(SmsCampaign).where(SmsCampaign.id == campaign_id)
-                        .values(started_at=func.coalesce(SmsCampaign.started_at, now or utcnow())))
+    if campaign.status in (CAMPAIGN_SCHEDULED, CAMPAIGN_RUNNING):
+        # One transaction: scheduled → running, and a segment's snapshot (only when none was taken yet:
+        # a campaign paused before its preparation began is running without one when resumed).
+        if campaign.status == CAMPAIGN_SCHEDULED:
+            set_status(session, campaign_id, CAMPAIGN_RUNNING, (CAMPAIGN_SCHEDULED,))
+            session.execute(update(SmsCampaign).where(SmsCampaign.id == campaign_id)
+                            .values(started_at=func.coalesce(SmsCampaign.started_at, now or utcnow())))
+        campaign_segment.ensure_snapshot(session, campaign_id, now)
         session.commit()
     tpl, channel = campaign.template, campaign.channel or campaign.template.channel
     spec, marketing = audience_of(campaign), tpl.kind == MARKETING
@@ -123,8 +130,13 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
                       limits.limits_for(session, tpl.kind), slot_member(campaign_id),
                       limits.quiet_hours(session) if marketing else None)
     blacklist_applies = marketing or not config_value(session, "sms.notifications_ignore_blacklist")
-    upload = spec["kind"] == UPLOAD
-    read_filter = None if upload else filter_reader(session, spec, blacklist_applies, chunk)
+    upload, snapshot = spec["kind"] == UPLOAD, spec["kind"] == SEGMENT
+    if upload:
+        read = functools.partial(read_upload_chunk, campaign_id=campaign_id, chunk=chunk)
+    elif snapshot:
+        read = campaign_segment.snapshot_reader(session, campaign_id, blacklist_applies, chunk)
+    else:
+        read = filter_reader(session, spec, blacklist_applies, chunk)
     fixed = (campaign_id, tpl.id, channel.id)
     this = SmsCampaign.id == campaign_id
     status_of = select(SmsCampaign.status).where(this)
@@ -136,8 +148,7 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
             conn = session.connection()
             if conn.execute(status_of).scalar() != CAMPAIGN_RUNNING:
                 break
-            rows = read_upload_chunk(conn, campaign_id, cursor, chunk) if upload else read_filter(conn,
-                                                                                                  after=cursor)
+            rows = read(conn, after=cursor)
             if not rows:
                 if writer is not None:
                     result.outcomes.update(writer.wait())
@@ -148,10 +159,14 @@ def prepare(session, campaign_id: int, redis, chunk: int = CHUNK, now: dt.dateti
             now_ = now or utcnow()
             if upload:
                 audience, seen = upload_recipients(session, campaign_id, rows, blacklist_applies)
-                for written in in_flight:  # chunks still being written are not visible to queries yet
-                    seen.update(m.phone for m in written)
+            elif snapshot:  # the snapshot's customers: no phone to resolve
+                audience, seen = campaign_segment.snapshot_recipients(session, campaign_id, rows)
             else:
                 audience, seen = rows, set()
+            if upload or (snapshot and seen is not None):
+                for written in in_flight:  # chunks still being written are not visible to queries yet
+                    seen.update(m.phone for m in written)
+            seen = seen or set()
             records, candidates = checks.run(audience, seen)
             cursor = result.cursor = rows[-1][0]
             result.chunks += 1

@@ -16,6 +16,7 @@ import json
 from sqlalchemy import func, select, update
 
 from app.clock import utcnow
+from app.models.bigdata import Segment
 from app.models.jobs import ACTIVE, FAILED, SMS_CAMPAIGN_PREPARE, SMS_CAMPAIGN_SEND, JobRun
 from app.models.sms import (
     APPROVED,
@@ -36,21 +37,49 @@ from app.models.sms import (
 from app.services import runner
 from app.services.errors import DomainError
 from app.services.sms import templates
-from app.services.sms.campaign_audience import UPLOAD, audience_of, variables_of
+from app.services.sms.campaign_audience import (
+    FILTER,
+    SEGMENT,
+    UPLOAD,
+    audience_of,
+    drop_upload,
+    kind_of,
+    variables_of,
+)
+from app.services.sms.campaign_segment import draft_audience
 
 TARGET = "sms_campaign"  # the job runs' target_type
 T = SmsMessage.__table__
 
 
 # --- checks -------------------------------------------------------------------------------------------
-def check_draft(campaign: SmsCampaign, creating: bool) -> None:
-    """What a saved draft must hold (the form's check): a name, a valid audience spec (an uploaded list
-    when none is given) and valid variables; only a draft can be edited."""
+def check_draft(session, campaign: SmsCampaign, creating: bool, kind: str | None = None,
+                segment: Segment | None = None, segment_field: str = "segment") -> None:
+    """What a saved draft must hold (the form's and the API's check): a name, an audience — a segment or an
+    uploaded list (`kind`: the form's choice; None, as from the API: a segment when one is given, else the
+    draft's kind, else an uploaded list) — and valid variables; only a draft can be edited. The audience
+    description is written here, never taken from the person."""
     if not (campaign.name or "").strip():
         raise DomainError("Enter a name", field="name")
     if campaign.status not in (None, CAMPAIGN_DRAFT) and not creating:
         raise DomainError("Only a draft campaign can be edited", field="name")
-    campaign.audience = (campaign.audience or "").strip() or json.dumps({"kind": UPLOAD})
+    if kind is None:  # the API: a segment when one is given; an old saved filter stays; else a list
+        if segment is not None:
+            kind = SEGMENT
+        else:
+            kind = FILTER if campaign.audience and kind_of(campaign) == FILTER else UPLOAD
+    if kind == SEGMENT:
+        if segment is None:
+            raise DomainError("Choose a segment", field=segment_field)
+        if campaign.id is not None and kind_of(campaign) != SEGMENT:
+            drop_upload(session, campaign.id)  # the snapshot is taken into an empty list
+        campaign.segment, campaign.segment_id = segment, segment.id
+        campaign.audience = draft_audience(segment)
+    elif kind == UPLOAD:
+        campaign.segment, campaign.segment_id = None, None
+        campaign.audience = json.dumps({"kind": UPLOAD})
+    elif kind != FILTER:  # an old saved filter stays as it is
+        raise DomainError("Choose the audience: a segment or an uploaded list", field="audience_kind")
     audience_of(campaign)
     variables_of(campaign)
 
@@ -65,7 +94,9 @@ def check_campaign(session, campaign: SmsCampaign) -> None:
     channel = campaign.channel or tpl.channel
     if channel is None or not channel.enabled:
         raise DomainError("Choose an enabled channel", field="channel")
-    audience_of(campaign)
+    if audience_of(campaign)["kind"] == SEGMENT and (
+            campaign.segment_id is None or session.get(Segment, campaign.segment_id) is None):
+        raise DomainError("Choose a segment", field="segment")
     values = variables_of(campaign)
     missing = [n for n in templates.declared(tpl.variables) if n != "name" and n not in values]
     if missing:
