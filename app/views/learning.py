@@ -9,8 +9,6 @@ configured: every request is refused (401).
 
 from __future__ import annotations
 
-import json
-
 from flask import current_app, flash, g, redirect, request, url_for
 from flask_appbuilder import BaseView, expose
 from flask_appbuilder.api import BaseApi, safe
@@ -20,31 +18,17 @@ from flask_babel import lazy_gettext as _l
 from flask_limiter.util import get_remote_address
 
 from app.extensions import db
-from app.models.jobs import JobRun
 from app.security import policy
-from app.services import learning, runner, signing
+from app.services import learning, signing
 from app.services.errors import DomainError
 from app.views import panels
 from app.views.request_body import read_capped
+from app.views.signed_api import run_state, verified
 
 HEADERS = signing.Headers("X-Learning-Key", "X-Learning-Timestamp", "X-Learning-Nonce",
                           "X-Learning-Signature")
 MAX_BODY = 4 * 1024 * 1024  # 5,000 rows of a few hundred bytes each, with room to spare
 TIMELINE_SIZE = 50
-
-def _verified(body: bytes, json_body: bool = True):
-    """The signed JSON body (None when `json_body` is False), or a refusal: 401 for the signature, 400
-    for a body that is not a JSON object."""
-    config = current_app.config
-    try:
-        return signing.verify_callback(HEADERS, config.get("LEARNING_API_SECRET"), body, request.headers,
-                                       int(config.get("CRM_SIGNATURE_WINDOW_SECONDS", 300))), None
-    except signing.BadSignature as exc:
-        return None, (401, {"message": str(exc), **({"field": exc.field} if exc.field else {})})
-    except signing.BadBody as exc:
-        if not json_body:
-            return None, None
-        return None, (400, {"message": str(exc), "field": "body"})
 
 
 def _limit() -> str:
@@ -112,7 +96,7 @@ class LearningApi(BaseApi):
         body = read_capped(MAX_BODY)
         if body is None:
             return self.response(413, message="Body too large", field="body")
-        data, refused = _verified(body)
+        data, refused = verified(HEADERS, "LEARNING_API_SECRET", body)
         if refused is not None:
             return self.response(refused[0], **refused[1])
         try:
@@ -159,23 +143,15 @@ class LearningApi(BaseApi):
             404:
               description: No learning import run has this id
         """
-        _, refused = _verified(request.get_data(cache=False)[:1024 * 1024], json_body=False)
+        _, refused = verified(HEADERS, "LEARNING_API_SECRET", request.get_data(cache=False)[:1024 * 1024],
+                              json_body=False)
         if refused is not None:
             return self.response(refused[0], **refused[1])
-        job = db.session.get(JobRun, run_id) if 0 < run_id < 2**31 else None
-        if job is None or job.kind != learning.KIND:
+        state = run_state(run_id, learning.KIND, learning.Tally)
+        if state is None:
             return self.response(404, message="No such learning import run")
-        state = runner.progress(job)
-        state["problems"] = learning.Tally.of(_position(job)).problems
-        state.pop("kind", None)
         return self.response(200, **state)
 
-
-def _position(job: JobRun) -> dict:
-    try:
-        return json.loads(job.position) if job.position else {}
-    except ValueError:
-        return {}
 
 
 # --- the administrators' upload -----------------------------------------------------------------------

@@ -15,8 +15,6 @@ need (can_read, Tag); POST /api/v1/tagging/<subject>/<id> {"tag_id"} and DELETE
 
 from __future__ import annotations
 
-import json
-
 from flask import current_app, request
 from flask_appbuilder.api import BaseApi, expose, protect, safe
 from flask_appbuilder.utils.limit import Limit
@@ -26,13 +24,14 @@ from sqlalchemy import select
 from app import clock
 from app.extensions import db
 from app.models.bigdata import SUBJECTS, Tag
-from app.models.jobs import TAG_IMPORT, JobRun
+from app.models.jobs import TAG_IMPORT
 from app.security import policy
 from app.security.scope import current_viewer
-from app.services import inputs, runner, signing, tag_import, tags
+from app.services import inputs, signing, tag_import, tags
 from app.services.errors import DomainError
 from app.views.request_body import read_capped
 from app.views.sales import current_actor
+from app.views.signed_api import run_state, verified
 from app.views.uow import error_json, json_result
 
 HEADERS = signing.Headers("X-BigData-Key", "X-BigData-Timestamp", "X-BigData-Nonce", "X-BigData-Signature")
@@ -40,28 +39,10 @@ MAX_BODY = 4 * 1024 * 1024
 MAX_LISTED = 1000  # tag definitions listed by GET /api/v1/tag/
 
 
-def _verified(body: bytes, json_body: bool = True):
-    config = current_app.config
-    try:
-        return signing.verify_callback(HEADERS, config.get("BIGDATA_API_SECRET"), body, request.headers,
-                                       int(config.get("CRM_SIGNATURE_WINDOW_SECONDS", 300))), None
-    except signing.BadSignature as exc:
-        return None, (401, {"message": str(exc), **({"field": exc.field} if exc.field else {})})
-    except signing.BadBody as exc:
-        if not json_body:
-            return None, None
-        return None, (400, {"message": str(exc), "field": "body"})
-
 
 def _limit() -> str:
     return current_app.config["CRM_BIGDATA_API_LIMIT"]
 
-
-def _position(job: JobRun) -> dict:
-    try:
-        return json.loads(job.position) if job.position else {}
-    except ValueError:
-        return {}
 
 
 class BigDataApi(BaseApi):
@@ -73,7 +54,7 @@ class BigDataApi(BaseApi):
         body = read_capped(MAX_BODY)
         if body is None:
             return self.response(413, message="Body too large", field="body")
-        data, refused = _verified(body)
+        data, refused = verified(HEADERS, "BIGDATA_API_SECRET", body)
         if refused is not None:
             return self.response(refused[0], **refused[1])
         try:
@@ -242,16 +223,13 @@ class BigDataApi(BaseApi):
             404:
               description: No tag import run has this id
         """
-        _, refused = _verified(request.get_data(cache=False)[:1024 * 1024], json_body=False)
+        _, refused = verified(HEADERS, "BIGDATA_API_SECRET", request.get_data(cache=False)[:1024 * 1024],
+                              json_body=False)
         if refused is not None:
             return self.response(refused[0], **refused[1])
-        job = db.session.get(JobRun, run_id) if 0 < run_id < 2**31 else None
-        if job is None or job.kind != TAG_IMPORT:
+        state = run_state(run_id, TAG_IMPORT, tag_import.Tally, hidden=("kind", "last_error"))
+        if state is None:
             return self.response(404, message="No such tag import run")
-        state = runner.progress(job)
-        state["problems"] = tag_import.Tally.of(_position(job)).problems
-        state.pop("kind", None)
-        state.pop("last_error", None)
         return self.response(200, **state)
 
 
