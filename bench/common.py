@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
 import time
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def fresh_pg_database(url: str, suffix: str) -> str:
@@ -21,6 +25,37 @@ def fresh_pg_database(url: str, suffix: str) -> str:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     engine.dispose()
     return base.set(database=name).render_as_string(hide_password=False)
+
+
+def size_label(rows: int) -> str:
+    """1000000 → "1m", 200000 → "200k": the size in a database's name."""
+    return f"{rows // 1_000_000}m" if rows % 1_000_000 == 0 else f"{rows // 1000}k" if rows % 1000 == 0 \
+        else str(rows)
+
+
+def bigdata_database(base_url: str, bench: str, rows: int, keep: bool) -> str:
+    """The URL of `<database>_<bench>_<size>` beside `base_url`'s: the one already there when `keep`, else a
+    fresh empty one (fill it with `fill_bigdata`)."""
+    suffix = f"{bench}_{size_label(rows)}"
+    url = make_url(base_url)
+    name = f"{url.database}_{suffix}"
+    if keep:
+        engine = create_engine(url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+        engine.dispose()
+        if found:
+            return url.set(database=name).render_as_string(hide_password=False)
+    return fresh_pg_database(base_url, suffix)
+
+
+def fill_bigdata(url: str, rows: int, say) -> None:
+    """bench/bigdata.py in a process of its own (it builds an app; the caller stays a client); it skips what
+    is already built."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bigdata.py"), url, str(rows)], cwd=ROOT,
+                   check=True)
+    say(f"database ready in {time.perf_counter() - started:.0f} s")
 
 
 def postgresql_url() -> str | None:

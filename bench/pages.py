@@ -47,6 +47,8 @@ from http.cookiejar import CookieJar
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench import common  # noqa: E402
+
 PAGES = ("dashboard", "opportunity_list_first", "opportunity_list_filtered", "opportunity_list_deep",
          "customer_page", "workbench")
 DIRECTOR = "director"
@@ -75,38 +77,6 @@ def wsgi_app():
 
 
 # --- the databases --------------------------------------------------------------------------------------
-def label(rows: int) -> str:
-    return f"{rows // 1_000_000}m" if rows % 1_000_000 == 0 else f"{rows // 1000}k" if rows % 1000 == 0 \
-        else str(rows)
-
-
-def database_for(base_url: str, rows: int, keep: bool) -> str:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from bench.common import fresh_pg_database
-
-    suffix = f"pages_{label(rows)}"
-    url = make_url(base_url)
-    name = f"{url.database}_{suffix}"
-    if keep:
-        engine = create_engine(url, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
-        engine.dispose()
-        if exists:
-            return url.set(database=name).render_as_string(hide_password=False)
-    return fresh_pg_database(base_url, suffix)
-
-
-def fill(url: str, rows: int) -> None:
-    """bench/bigdata.py in a process of its own (it builds an app; this process stays a client)."""
-    t = time.perf_counter()
-    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bigdata.py"), url, str(rows)], cwd=ROOT,
-                   check=True)
-    say(f"database ready in {time.perf_counter() - t:.0f} s")
-
-
 def targets(url: str, rows: int) -> dict:
     """What the pages are asked for: customers with a history, a filter, the middle of the list."""
     from sqlalchemy import create_engine, text
@@ -252,8 +222,8 @@ def run_size(base_url: str, rows: int, args) -> list[dict]:
     from app.embedded_redis import EmbeddedRedis, free_port
     from app.services.seed import DEMO_PASSWORD
 
-    url = database_for(base_url, rows, args.keep_db)
-    fill(url, rows)
+    url = common.bigdata_database(base_url, "pages", rows, args.keep_db)
+    common.fill_bigdata(url, rows, say)
     t = targets(url, rows)
     redis = EmbeddedRedis()
     port = free_port()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -30,7 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+
+from bench import common  # noqa: E402
 
 MARKER = "bench-tags"  # the campaign's code: the extra data is there
 
@@ -38,33 +38,6 @@ MARKER = "bench-tags"  # the campaign's code: the extra data is there
 def say(message: str) -> None:
     print(f"[tags] {message}", file=sys.stderr, flush=True)
 
-
-def label(rows: int) -> str:
-    return f"{rows // 1_000_000}m" if rows % 1_000_000 == 0 else f"{rows // 1000}k" if rows % 1000 == 0 \
-        else str(rows)
-
-
-def database_for(base_url: str, rows: int, keep: bool) -> str:
-    from bench.common import fresh_pg_database
-
-    suffix = f"tags_{label(rows)}"
-    url = make_url(base_url)
-    name = f"{url.database}_{suffix}"
-    if keep:
-        engine = create_engine(url, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
-        engine.dispose()
-        if found:
-            return url.set(database=name).render_as_string(hide_password=False)
-    return fresh_pg_database(base_url, suffix)
-
-
-def fill(url: str, rows: int) -> None:
-    t = time.perf_counter()
-    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bigdata.py"), url, str(rows)], cwd=ROOT,
-                   check=True)
-    say(f"bench/bigdata.py: {time.perf_counter() - t:.0f} s")
 
 
 EXTRA = (
@@ -209,8 +182,8 @@ def main() -> None:
     if not base:
         raise SystemExit("set BENCH_DATABASE_URL (or TEST_DATABASE_URL) to a PostgreSQL server")
     run_at_fixed_instant()
-    url = database_for(base, args.rows, args.keep_db)
-    fill(url, args.rows)  # bench/bigdata.py skips what is already built
+    url = common.bigdata_database(base, "tags", args.rows, args.keep_db)
+    common.fill_bigdata(url, args.rows, say)  # bench/bigdata.py skips what is already built
     add_tag_data(url)
     figures = measure(url, args.rows)
     if args.json:
